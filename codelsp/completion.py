@@ -1,0 +1,65 @@
+"""The completion pipeline, as one plain function:
+
+document context -> prompt layout for the model family -> engine -> post-processing.
+
+The LSP handlers and `codelsp complete` both call `complete()` on the engine thread, so the
+server and the command line insert exactly the same text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from . import postprocess
+from .context import build_context
+from .fim import layout
+from .llama import GenStats, LoadedModel, SamplerParams
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Completion:
+    text: str
+    raw: str
+    stop_reason: str
+    stats: GenStats
+    total_ms: float
+
+
+def complete(
+    model: LoadedModel,
+    key: str,
+    text: str,
+    offset: int,
+    settings: Settings,
+    cancel: threading.Event | None = None,
+) -> Completion:
+    """The text to insert at character `offset` of `text` (a document identified by `key`)."""
+    t0 = time.perf_counter()
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens)
+    prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
+    multiline = postprocess.is_multiline(ctx)
+    gen = model.generate(
+        key,
+        prompt,
+        max_tokens=settings.max_tokens,
+        sampler=SamplerParams.from_settings(settings),
+        cancel=cancel,
+        deadline=time.monotonic() + settings.timeout_ms / 1000,
+        check=postprocess.early_stop(ctx, multiline),
+        reuse=settings.prompt_cache,
+    )
+    out = postprocess.clean(gen.text, ctx, multiline)
+    total = (time.perf_counter() - t0) * 1000
+    s = gen.stats
+    log.debug(
+        "completion %s: reused %d, evaluated %d, generated %d tokens; prompt %.1f ms, "
+        "generation %.1f ms, total %.1f ms; stop=%s",
+        key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
+    )
+    return Completion(out, gen.text, gen.stop_reason, s, total)

@@ -1,0 +1,440 @@
+"""The model in memory: llama.cpp through llama-cpp-python's low-level bindings.
+
+One `LoadedModel` holds a llama.cpp model and context. It is NOT thread-safe: only the engine's
+worker thread touches it (see engine.py).
+
+Prompt state is kept per document in llama.cpp *sequences*: the context has one KV stream per
+slot (`kv_unified = False`, so a decode attends only over its own document's cells), and a small
+LRU maps documents to slots. A request reuses the longest common token prefix with what its
+document's slot already holds and evaluates only the rest.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from cachetools import LRUCache
+
+import llama_cpp
+
+from .fim import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
+from .gguf import GGUFInfo
+from .modelfile import ModelError, check_model
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_SLOTS = 16
+N_BATCH = 512
+
+_backend_lock = threading.Lock()
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    with _backend_lock:
+        if not _backend_ready:
+            # llama-cpp-python installs a log callback that prints to stderr; keep llama.cpp's
+            # chatter out of the user's way unless they asked for debug logs.
+            logging.getLogger("llama-cpp-python").setLevel(
+                logging.DEBUG if log.isEnabledFor(logging.DEBUG) else logging.ERROR
+            )
+            llama_cpp.llama_backend_init()
+            _backend_ready = True
+
+
+class Cancelled(Exception):
+    """The request was cancelled or superseded; generation stopped between tokens."""
+
+
+@dataclass
+class GenStats:
+    reused: int = 0  # prompt tokens whose state was reused
+    evaluated: int = 0  # prompt tokens evaluated now
+    generated: int = 0
+    prompt_ms: float = 0.0
+    gen_ms: float = 0.0
+
+
+@dataclass
+class Generation:
+    text: str
+    tokens: list[int]
+    stop_reason: str  # "stop" | "length" | "time" | "check"
+    stats: GenStats
+
+
+@dataclass
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)
+
+
+class _SlotLRU(LRUCache):
+    """document key -> KV slot; evicting a document frees its sequence."""
+
+    def __init__(self, maxsize: int, on_evict: Callable[[_Slot], None]):
+        super().__init__(maxsize)
+        self._on_evict = on_evict
+
+    def popitem(self):
+        key, slot = super().popitem()
+        self._on_evict(slot)
+        return key, slot
+
+
+@dataclass
+class SamplerParams:
+    temperature: float
+    top_k: int
+    top_p: float
+    repeat_penalty: float
+    seed: int
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "SamplerParams":
+        return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed)
+
+
+def load_model(path_str: str, settings: Settings, *, instruct: bool = False) -> "LoadedModel":
+    """Load a GGUF file. Raises ModelError with a one-line reason."""
+    from pathlib import Path
+
+    info = check_model(Path(path_str))
+    return LoadedModel(info, settings, instruct=instruct)
+
+
+class LoadedModel:
+    def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False):
+        _init_backend()
+        self.info = info
+        self.path = info.path
+        self.settings = settings
+        self._closed = False
+
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = 0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
+        t0 = time.perf_counter()
+        model = llama_cpp.llama_model_load_from_file(info.path.encode(), mparams)
+        if not model:
+            raise ModelError(f"llama.cpp could not load {info.path} (run with --log-level debug for its log)")
+        self.model = model
+        self.vocab = llama_cpp.llama_model_get_vocab(model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
+        if 0 < self.n_ctx_train < settings.context_size:
+            log.info(
+                "contextSize %d is more than %s was trained for; using %d",
+                settings.context_size, os.path.basename(info.path), self.n_ctx_train,
+            )
+            settings = dataclasses.replace(settings, context_size=self.n_ctx_train)
+            self.settings = settings
+
+        # KV memory: one stream of `context_size` cells per cached document, as many as the
+        # byte budget allows (at least one: a request needs a full context).
+        per_token = max(info.kv_bytes_per_token(), 1)
+        self.slot_ctx = -(-settings.context_size // 256) * 256  # llama.cpp pads contexts to 256
+        per_slot = per_token * self.slot_ctx
+        if settings.prompt_cache and not instruct:
+            self.n_slots = int(max(1, min(MAX_SLOTS, settings.prompt_cache_bytes // per_slot)))
+        else:
+            self.n_slots = 1
+        self.kv_bytes = per_slot * self.n_slots
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = self.slot_ctx * self.n_slots
+        cparams.n_batch = N_BATCH
+        cparams.n_ubatch = N_BATCH
+        cparams.n_seq_max = self.n_slots
+        cparams.kv_unified = False
+        threads = settings.n_threads or os.cpu_count() or 1
+        cparams.n_threads = threads
+        cparams.n_threads_batch = threads
+        cparams.no_perf = True
+        ctx = llama_cpp.llama_init_from_model(model, cparams)
+        if not ctx:
+            llama_cpp.llama_model_free(model)
+            raise ModelError(
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {info.path} "
+                "(out of memory? lower contextSize or promptCacheBytes)"
+            )
+        self.ctx = ctx
+        self.mem = llama_cpp.llama_get_memory(ctx)
+        self.load_ms = (time.perf_counter() - t0) * 1000
+        self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
+        self._slots = _SlotLRU(self.n_slots, self._free_slot)
+        self._free_seqs = list(range(self.n_slots))
+        self._piece_buf = ctypes.create_string_buffer(256)
+        self._spm = llama_cpp.llama_vocab_type(self.vocab) == llama_cpp.LLAMA_VOCAB_TYPE_SPM
+        self.fim = self._fim_spec(settings)
+        if not self.fim.has_fim and not instruct:
+            log.warning(
+                "%s has no FIM tokens: completions continue the prefix only (prefix-only) and "
+                "ignore the code after the cursor; a FIM model such as codellama-7b does better",
+                os.path.basename(info.path),
+            )
+        self.chat_template = self._chat_template()
+        log.info(
+            "loaded %s (%s, %d layers on GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
+            info.path, info.architecture, settings.n_gpu_layers, self.n_slots,
+            settings.context_size, self.kv_bytes / 2**20, self.load_ms,
+        )
+
+    # --- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self.ctx)
+        llama_cpp.llama_model_free(self.model)
+
+    # --- vocabulary ---------------------------------------------------------------------
+    def _raw_tokenize(self, data: bytes, parse_special: bool = False) -> list[int]:
+        n_max = len(data) + 8
+        buf = (llama_cpp.llama_token * n_max)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, n_max, False, parse_special)
+        if n < 0:
+            buf = (llama_cpp.llama_token * -n)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, -n, False, parse_special)
+        return list(buf[:n])
+
+    def tokenize(self, text: str, first: bool = True) -> list[int]:
+        """Token ids of plain text (special-token text in the document stays plain text).
+
+        `first=False` tokenizes a continuation: SentencePiece vocabularies would otherwise put a
+        word-start space in front of it.
+        """
+        data = text.encode("utf-8", errors="replace")
+        if first or not self._spm:
+            return self._raw_tokenize(data)
+        base = self._raw_tokenize(b"\n")
+        toks = self._raw_tokenize(b"\n" + data)
+        if toks[: len(base)] == base:
+            return toks[len(base):]
+        return self._raw_tokenize(data)
+
+    def piece(self, token: int) -> bytes:
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
+        if n < 0:
+            buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buf, -n, 0, False)
+            return buf.raw[:n]
+        return self._piece_buf.raw[:n]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+
+    def token_text(self, token: int) -> str:
+        raw = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        return raw.decode("utf-8", errors="replace") if raw else ""
+
+    def lookup_control(self, text: str) -> int | None:
+        """Id of the special token whose text is exactly `text`, if the vocabulary has one."""
+        toks = self._raw_tokenize(text.encode(), parse_special=True)
+        if len(toks) == 1 and self.token_text(toks[0]) == text:
+            attr = llama_cpp.llama_vocab_get_attr(self.vocab, toks[0])
+            if attr & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED):
+                return toks[0]
+        return None
+
+    def is_stop(self, token: int) -> bool:
+        return (
+            bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+            or token in self.fim.stop_ids
+            or bool(llama_cpp.llama_vocab_is_control(self.vocab, token))
+        )
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_model_meta_val_str(self.model, key.encode(), buf, 4096)
+        return buf.value.decode("utf-8", errors="replace") if n >= 0 else None
+
+    def _chat_template(self) -> str | None:
+        raw = llama_cpp.llama_model_chat_template(self.model, None)
+        return raw.decode("utf-8", errors="replace") if raw else None
+
+    def _fim_spec(self, settings: Settings) -> FimSpec:
+        v = self.vocab
+        api = {
+            "pre": llama_cpp.llama_vocab_fim_pre(v),
+            "suf": llama_cpp.llama_vocab_fim_suf(v),
+            "mid": llama_cpp.llama_vocab_fim_mid(v),
+        }
+        if settings.fim_template:
+            family, how = settings.fim_template, "setting fimTemplate"
+        else:
+            family, how = detect_family(self.token_text, self.lookup_control, api["pre"], self.info.architecture)
+        pre, suf, mid, stops = resolve_ids(family, self.lookup_control)
+        if how == "llama.cpp vocab":
+            pre = api["pre"] if api["pre"] >= 0 else pre
+            suf = api["suf"] if api["suf"] >= 0 else suf
+            mid = api["mid"] if api["mid"] >= 0 else mid
+        fam = FAMILIES[family]
+        missing = [n for n, tid, need in (("prefix", pre, fam.pre), ("suffix", suf, fam.suf), ("middle", mid, fam.mid)) if need and tid is None]
+        if missing:
+            log.warning(
+                "model %s has no %s token for FIM family %s; falling back to prefix-only completion",
+                self.path, "/".join(missing), family,
+            )
+            family, how, pre, suf, mid = "none", how + " (tokens missing)", None, None, None
+        bos = llama_cpp.llama_vocab_bos(v) if llama_cpp.llama_vocab_get_add_bos(v) else None
+        if bos is not None and bos < 0:
+            bos = None
+        return FimSpec(
+            family=family, pre=pre, suf=suf, mid=mid, order=choose_order(family, settings.fim_order),
+            bos=bos, stop_ids=frozenset(stops), detected_by=how,
+        )
+
+    # --- KV slots -------------------------------------------------------------------------
+    def _free_slot(self, slot: _Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+        slot.tokens.clear()
+        self._free_seqs.append(slot.seq)
+        log.debug("prompt cache: evicted KV slot %d", slot.seq)
+
+    def _slot(self, key: str) -> _Slot:
+        slot = self._slots.get(key)
+        if slot is None:
+            if not self._free_seqs:
+                self._slots.popitem()  # least recently used document
+            slot = _Slot(self._free_seqs.pop())
+            self._slots[key] = slot
+        return slot
+
+    def cached_tokens(self, key: str) -> int:
+        slot = self._slots.get(key)
+        return len(slot.tokens) if slot else 0
+
+    def forget(self, key: str) -> None:
+        """Drop a document's prompt state (document closed)."""
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            self._free_slot(slot)
+
+    def _decode(self, slot: _Slot, tokens: Sequence[int]) -> None:
+        b = self._batch
+        start = len(slot.tokens)
+        for i, tok in enumerate(tokens):
+            b.token[i] = tok
+            b.pos[i] = start + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = slot.seq
+            b.logits[i] = 1 if i == len(tokens) - 1 else 0
+        b.n_tokens = len(tokens)
+        rc = llama_cpp.llama_decode(self.ctx, b)
+        if rc != 0:
+            # leave the slot in a known state: drop whatever this call may have written
+            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, start, -1)
+            raise RuntimeError(f"llama_decode failed with code {rc}")
+        slot.tokens.extend(tokens)
+
+    # --- generation -----------------------------------------------------------------------
+    def generate(
+        self,
+        key: str,
+        prompt: Sequence[int],
+        *,
+        max_tokens: int,
+        sampler: SamplerParams,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+        check: Callable[[str], bool] | None = None,
+        reuse: bool = True,
+    ) -> Generation:
+        """Evaluate `prompt` in `key`'s KV slot (reusing its common prefix) and sample.
+
+        Stops at an end-of-generation/control token, at `max_tokens`, at `deadline`
+        (time.monotonic()), when `check(text_so_far)` returns True, or raises Cancelled when
+        `cancel` is set (checked between batches and between tokens).
+        """
+        stats = GenStats()
+        n_ctx = self.settings.context_size
+        prompt = list(prompt)
+        if len(prompt) + max_tokens > n_ctx:
+            keep = max(n_ctx - max_tokens, 1)
+            prompt = prompt[len(prompt) - keep:]
+        slot = self._slot(key)
+        if not reuse:
+            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
+            slot.tokens.clear()
+        common = 0
+        for a, b in zip(slot.tokens, prompt):
+            if a != b:
+                break
+            common += 1
+        if common == len(prompt):
+            common -= 1  # the last prompt token must be evaluated again for its logits
+        if common < len(slot.tokens):
+            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, common, -1)
+            del slot.tokens[common:]
+        stats.reused = common
+        rest = prompt[common:]
+        stats.evaluated = len(rest)
+
+        t0 = time.perf_counter()
+        for i in range(0, len(rest), N_BATCH):
+            if cancel is not None and cancel.is_set():
+                stats.prompt_ms = (time.perf_counter() - t0) * 1000
+                raise Cancelled("cancelled during prompt evaluation")
+            self._decode(slot, rest[i:i + N_BATCH])
+        t1 = time.perf_counter()
+        stats.prompt_ms = (t1 - t0) * 1000
+
+        chain = self._make_sampler(sampler)
+        out: list[int] = []
+        data = b""
+        reason = "length"
+        try:
+            while len(out) < max_tokens:
+                if chain is None:
+                    logits = llama_cpp.llama_get_logits_ith(self.ctx, -1)
+                    tok = int(np.argmax(np.ctypeslib.as_array(logits, shape=(self.n_vocab,))))
+                else:
+                    tok = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                if self.is_stop(tok):
+                    reason = "stop"
+                    break
+                out.append(tok)
+                data += self.piece(tok)
+                if check is not None and check(data.decode("utf-8", errors="ignore")):
+                    reason = "check"
+                    break
+                if len(out) >= max_tokens:
+                    break
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled during generation")
+                if deadline is not None and time.monotonic() > deadline:
+                    reason = "time"
+                    break
+                self._decode(slot, [tok])
+        finally:
+            if chain is not None:
+                llama_cpp.llama_sampler_free(chain)
+            stats.generated = len(out)
+            stats.gen_ms = (time.perf_counter() - t1) * 1000
+        return Generation(data.decode("utf-8", errors="replace"), out, reason, stats)
+
+    def _make_sampler(self, p: SamplerParams):
+        if p.temperature <= 0:
+            return None  # greedy: argmax of the logits, no sampler state at all
+        sp = llama_cpp.llama_sampler_chain_default_params()
+        chain = llama_cpp.llama_sampler_chain_init(sp)
+        if p.repeat_penalty != 1.0:
+            llama_cpp.llama_sampler_chain_add(
+                chain, llama_cpp.llama_sampler_init_penalties(64, p.repeat_penalty, 0.0, 0.0)
+            )
+        if p.top_k > 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(p.top_k))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(p.top_p, 1))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(p.seed))
+        return chain

