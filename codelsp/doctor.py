@@ -8,26 +8,10 @@ import sys
 from typing import Any
 
 from . import __version__
+from .buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
 from .gguf import GGUFInfo
 from .modelfile import ModelError, check_model, resolve_model
 from .settings import Settings
-
-SAFE_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON "
-    "-DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON"
-)
-
-
-def cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
 
 def system_info() -> str:
     import llama_cpp
@@ -40,7 +24,7 @@ def amx_risk(info: str | None = None, flags: set[str] | None = None) -> bool:
     some (virtualised) machines with a general protection fault in ggml_backend_amx_mul_mat."""
     info = system_info() if info is None else info
     flags = cpu_flags() if flags is None else flags
-    return "AMX_INT8 = 1" in info and bool(flags & {"amx_int8", "amx_tile"})
+    return "AMX_INT8 = 1" in info and bool(flags & AMX_FLAGS)
 
 
 def available_memory() -> int | None:
@@ -125,7 +109,7 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
             "  WARNING        this llama.cpp build uses AMX and this CPU has AMX: on virtual machines "
             "quantized models crash (general protection fault in ggml_backend_amx_mul_mat).\n"
             "                 Rebuild llama-cpp-python without native AMX:\n"
-            f"                 CMAKE_ARGS=\"{SAFE_CMAKE_ARGS}\" pip install --force-reinstall --no-cache-dir "
+            f"                 CMAKE_ARGS=\"{safe_cmake_args()}\" pip install --force-reinstall --no-cache-dir "
             "--no-binary llama-cpp-python llama-cpp-python",
             file=out,
         )
