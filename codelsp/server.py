@@ -19,8 +19,9 @@ from pygls.lsp.server import LanguageServer
 from . import __version__
 from .completion import Completion, complete
 from .engine import Engine, Job
-from .llama import Cancelled
+from .llama import Cancelled, GenStats
 from .settings import Settings, SettingsLayers
+from .suggestions import SuggestionCache
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ class CodeLspServer(LanguageServer):
         self.initialized = False
         self._loaded_for: tuple | None = None
         self._reported_error: str | None = None
+        self.suggestions = SuggestionCache()
+        self.last_stats: dict[str, dict[str, Any]] = {}
+        self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
+                       "reused": 0, "evaluated": 0, "generated": 0}
 
     # --- settings and models ----------------------------------------------------------
     def apply_settings(self) -> None:
@@ -77,6 +82,7 @@ class CodeLspServer(LanguageServer):
         for p in problems:
             log.warning("%s", p)
         self.settings = settings
+        self.suggestions.clear()  # they were made with other settings
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
         model_key = (
             settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
@@ -156,6 +162,12 @@ class CodeLspServer(LanguageServer):
         word = text[i:offset]
         settings = self.settings
         engine = self.engine
+        self.totals["requests"] += 1
+        if settings.prompt_cache:
+            hit = self.suggestions.lookup(uri, text, offset)
+            if hit is not None:
+                self._record(uri, "typeThrough", GenStats(), 0.0)
+                return Completion(hit, hit, "typeThrough", GenStats(), 0.0), word
 
         def work(job: Job) -> Completion | None:
             if engine.model is None:
@@ -165,15 +177,32 @@ class CodeLspServer(LanguageServer):
         job = engine.submit(work, key=uri)
         try:
             result = await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError:  # $/cancelRequest: stop generating at the next token
             engine.cancel(job)
+            self.totals["cancelled"] += 1
+            self.last_stats[uri] = {"source": "cancelled"}
             raise
         except Cancelled:
+            self.totals["cancelled"] += 1
+            self.last_stats[uri] = {"source": "cancelled"}
             return None
         if result is None:
             self._report_no_model()
             return None
+        self._record(uri, "model", result.stats, result.total_ms)
+        if settings.prompt_cache:
+            self.suggestions.store(uri, text, offset, result.text)
         return result, word
+
+    def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
+        self.totals[source] += 1
+        for k in ("reused", "evaluated", "generated"):
+            self.totals[k] += getattr(stats, k)
+        self.last_stats[uri] = {
+            "source": source, "reused": stats.reused, "evaluated": stats.evaluated,
+            "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3),
+            "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
+        }
 
     def item_documentation(self, text: str) -> types.MarkupContent | str:
         """The whole multi-line completion, as markdown where the client renders it."""
@@ -221,8 +250,10 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_config(ls: CodeLspServer, params: types.DidChangeConfigurationParams) -> None:
         settings = params.settings
-        if isinstance(settings, dict) and isinstance(settings.get("codelsp"), dict):
+        if isinstance(settings, dict) and "codelsp" in settings:
             settings = settings["codelsp"]
+            if settings == []:  # an empty Lua table arrives as a JSON array (Neovim)
+                settings = {}
         elif not settings:
             caps = ls.client_capabilities
             if caps and caps.workspace and caps.workspace.configuration:
@@ -243,6 +274,8 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: CodeLspServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
+
+        ls.suggestions.forget(uri)
 
         def forget(job: Job) -> None:
             if ls.engine.model is not None:
@@ -295,6 +328,20 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
                 )
             ]
         )
+
+    @server.feature("codelsp/stats")
+    async def on_stats(ls: CodeLspServer, params: Any) -> dict[str, Any]:
+        """Token counts and timings of the last completion per document, and totals."""
+        uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
+        out: dict[str, Any] = {"totals": dict(ls.totals)}
+        if uri:
+            out["last"] = ls.last_stats.get(uri)
+
+            def cached(job: Job) -> int:
+                return ls.engine.model.cached_tokens(uri) if ls.engine.model is not None else 0
+
+            out["cachedTokens"] = await asyncio.wrap_future(ls.engine.submit(cached).future)
+        return out
 
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: CodeLspServer, params: Any) -> None:

@@ -1,0 +1,172 @@
+"""Prompt (KV) reuse per document, type-through, supersession and cancellation — through the
+real server, asserting on the token counts it reports (never on time)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lsprotocol import types
+
+from conftest import complete_at, inline_at, lsp_server, open_doc
+
+BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(30))
+DOC = BODY + "def add(a, b):\n    \n" + BODY
+LINE = BODY.count("\n") + 1  # the empty line inside add()
+
+
+def type_at(client, uri: str, version: int, line: int, character: int, text: str) -> None:
+    pos = types.Position(line=line, character=character)
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=text)],
+        )
+    )
+
+
+async def stats(client, uri: str) -> dict:
+    return await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
+
+
+def as_dict(obj) -> dict:
+    """pygls hands custom results back as namedtuple-like objects."""
+    return obj if isinstance(obj, dict) else obj._asdict()
+
+
+async def test_a_keystroke_evaluates_only_its_new_tokens(model_factory):
+    model = model_factory("codellama")  # SPM: the suffix sits before the prefix in the prompt
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        first = await inline_at(client, uri, LINE, 4)
+        assert first.items[0].insert_text == "return a + b"
+        s1 = as_dict((await stats(client, uri)).last)
+        assert s1["source"] == "model" and s1["reused"] == 0 and s1["evaluated"] > 500
+
+        type_at(client, uri, 2, LINE, 4, "x")  # not the start of the suggestion: the model runs
+        second = await inline_at(client, uri, LINE, 5)
+        assert second.items[0].insert_text == "return a + b"
+        s2 = as_dict((await stats(client, uri)).last)
+        assert s2["source"] == "model"
+        assert s2["evaluated"] <= 3, s2
+        assert s2["reused"] >= s1["evaluated"] - 3, (s1, s2)
+
+
+async def test_psm_families_re_evaluate_the_suffix(model_factory):
+    model = model_factory("starcoder")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        await inline_at(client, uri, LINE, 4)
+        type_at(client, uri, 2, LINE, 4, "x")
+        await inline_at(client, uri, LINE, 5)
+        s2 = as_dict((await stats(client, uri)).last)
+        assert s2["evaluated"] > 100  # the whole suffix comes after the changed token
+
+
+async def test_switching_documents_keeps_each_documents_state(model_factory):
+    model = model_factory("codellama")
+    uris = [f"file:///w/doc{i}.py" for i in range(3)]
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        for uri in uris:
+            open_doc(client, uri, DOC.replace("helper", f"helper{uri[-4]}"))
+        for uri in uris:
+            await inline_at(client, uri, LINE, 4)
+        for i, uri in enumerate(uris):
+            type_at(client, uri, 2, LINE, 4, "x")
+            await inline_at(client, uri, LINE, 5)
+            last = as_dict((await stats(client, uri)).last)
+            assert last["evaluated"] <= 3 and last["reused"] > 500, (uri, last)
+
+
+async def test_the_byte_budget_evicts_the_least_recently_used_document(model_factory):
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    # a budget below one context still gives one slot: documents evict each other
+    async with lsp_server("--model", str(model.path), "--prompt-cache-bytes", "1") as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        await inline_at(client, a, LINE, 4)
+        await inline_at(client, b, LINE, 4)
+        type_at(client, a, 2, LINE, 4, "x")
+        await inline_at(client, a, LINE, 5)
+        last = as_dict((await stats(client, a)).last)
+        assert last["reused"] < 10 and last["evaluated"] > 500, last
+
+
+async def test_type_through_answers_without_the_model(model_factory):
+    model = model_factory("starcoder")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"
+        before = as_dict((await stats(client, uri)).totals)
+        type_at(client, uri, 2, LINE, 4, "ret")
+        inline = await inline_at(client, uri, LINE, 7)
+        assert inline.items[0].insert_text == "urn a + b"
+        menu = await complete_at(client, uri, LINE, 7)
+        assert menu.items[0].text_edit.new_text == "return a + b"
+        after = as_dict((await stats(client, uri)).totals)
+        assert after["model"] == before["model"]
+        assert after["typeThrough"] == before["typeThrough"] + 2
+        # typing something else runs the model again
+        type_at(client, uri, 3, LINE, 7, "X")
+        await inline_at(client, uri, LINE, 8)
+        assert as_dict((await stats(client, uri)).totals)["model"] == before["model"] + 1
+
+
+async def test_no_prompt_cache_really_disables_reuse(model_factory):
+    model = model_factory("codellama")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), "--no-prompt-cache") as (client, _):
+        open_doc(client, uri, DOC)
+        await inline_at(client, uri, LINE, 4)
+        first = as_dict((await stats(client, uri)).last)
+        await inline_at(client, uri, LINE, 4)  # identical request: no result cache either
+        second = as_dict((await stats(client, uri)).last)
+        assert second["source"] == "model"
+        assert second["reused"] == 0 and second["evaluated"] == first["evaluated"]
+
+
+LONG = {"maxTokens": 4000, "timeoutMs": 120000, "fimTemplate": "none"}
+COUNTING = "numbers = [" + ", ".join(str(i) for i in range(1, 40)) + ","
+
+
+async def test_cancel_stops_a_long_generation_and_the_next_request_is_answered(demo_model):
+    uri = "file:///w/count.py"
+    async with lsp_server(init_options=LONG) as (client, _):
+        open_doc(client, uri, COUNTING)
+        params = types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=0, character=len(COUNTING)),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked),
+        )
+        fut = client.protocol.send_request("textDocument/inlineCompletion", params, msg_id="long-1")
+        await asyncio.sleep(1.5)  # the model is loaded and generating
+        client.protocol.notify("$/cancelRequest", types.CancelParams(id="long-1"))
+        with pytest.raises(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(fut), 30)
+        totals = as_dict((await stats(client, uri)).totals)
+        assert totals["cancelled"] == 1
+        # the engine is free again: a short request is answered in full
+        open_doc(client, "file:///w/short.py", "def add(a, b):\n    return a")
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codelsp": {"maxTokens": 4}}))
+        result = await asyncio.wait_for(inline_at(client, "file:///w/short.py", 1, 12), 30)
+        assert isinstance(result, types.InlineCompletionList)
+        last = as_dict((await stats(client, "file:///w/short.py")).last)
+        assert last["source"] == "model" and last["generated"] <= 4
+
+
+async def test_a_newer_request_supersedes_an_older_one(demo_model):
+    uri = "file:///w/count.py"
+    async with lsp_server(init_options=LONG) as (client, _):
+        open_doc(client, uri, COUNTING)
+        older = asyncio.ensure_future(inline_at(client, uri, 0, len(COUNTING)))
+        await asyncio.sleep(1.5)
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"codelsp": {"maxTokens": 3}}))
+        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) - 1), 30)
+        old_result = await asyncio.wait_for(older, 30)
+        assert list(old_result.items) == []  # no stale answer for the superseded request
+        assert isinstance(newer, types.InlineCompletionList)
+        assert as_dict((await stats(client, uri)).totals)["cancelled"] >= 1
