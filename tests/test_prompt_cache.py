@@ -170,3 +170,22 @@ async def test_a_newer_request_supersedes_an_older_one(demo_model):
         assert list(old_result.items) == []  # no stale answer for the superseded request
         assert isinstance(newer, types.InlineCompletionList)
         assert as_dict((await stats(client, uri)).totals)["cancelled"] >= 1
+
+
+def test_bench_replays_typing_and_compares_with_no_prompt_cache(model_factory):
+    import json
+
+    from conftest import run_cli
+
+    model = model_factory("codellama")
+    proc = run_cli("bench", "--model", str(model.path), "--keystrokes", "8", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    cached, base = report["results"]["cached"], report["results"]["no-prompt-cache"]
+    assert [r["replay"] for r in cached] == ["one document", "three documents"]
+    for with_cache, without in zip(cached, base):
+        assert with_cache["keystrokes"] == without["keystrokes"] > 0
+        # with the cache a keystroke evaluates a few tokens; without it, the whole prompt
+        assert with_cache["evaluated_per_keystroke"] <= 3
+        assert without["evaluated_per_keystroke"] > 300
+        assert without["sources"] == {"model": without["keystrokes"]}

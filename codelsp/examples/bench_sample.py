@@ -1,0 +1,131 @@
+"""Document context: the prefix and suffix around the cursor, cut to a token budget.
+
+Windows are anchored on line boundaries in steps of CHUNK_LINES, so that while the user types on
+one line the window edges do not move and the evaluated prompt stays a prefix of the cached one.
+The lines above the cursor and the current line up to the cursor are tokenized separately: a
+keystroke re-tokenizes only the current line's head, and the tokens above it never change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+CHUNK_LINES = 32
+SPECIAL_RESERVE = 8  # room for BOS and FIM control tokens
+
+# tokenize(text, first) -> ids; `first` says whether the text starts the prompt segment
+# (SentencePiece vocabularies add a leading space only there).
+Tokenize = Callable[[str, bool], list[int]]
+
+
+@dataclass
+class DocContext:
+    prefix_tokens: list[int]
+    suffix_tokens: list[int]
+    line_prefix: str  # current line up to the cursor
+    line_suffix: str  # rest of the current line after the cursor (no line break)
+    suffix_text: str  # everything after the cursor inside the window
+    prefix_text: str  # everything before the cursor inside the window
+
+    @property
+    def indent(self) -> str:
+        stripped = self.line_prefix.lstrip(" \t")
+        return self.line_prefix[: len(self.line_prefix) - len(stripped)]
+
+
+def budgets(context_size: int, max_tokens: int) -> tuple[int, int]:
+    """(prefix budget, suffix budget) in tokens for one prompt."""
+    room = max(context_size - max_tokens - SPECIAL_RESERVE, 16)
+    suffix = room // 4
+    return room - suffix, suffix
+
+
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines with their endings; LSP line breaks only (\n, \r\n, \r). Always ends with the last line."""
+    lines = _LINE.findall(text)
+    if not lines or lines[-1].endswith(("\n", "\r")):
+        lines.append("")
+    return lines
+
+
+def split_at(text: str, offset: int) -> tuple[list[str], int, str, str]:
+    """Lines (with their endings), the cursor's line index, and the line's text around it."""
+    offset = max(0, min(offset, len(text)))
+    lines = split_lines(text)
+    pos = 0
+    for i, line in enumerate(lines):
+        body_end = pos + len(line.rstrip("\r\n"))
+        if offset <= body_end or i == len(lines) - 1:
+            col = min(offset - pos, len(line))
+            return lines, i, line[:col], line[col:]
+        pos += len(line)
+    raise AssertionError("unreachable")
+
+
+def _fit_head(lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
+    """Tokens of lines[start:] for the smallest chunk-aligned start that fits the budget."""
+    end = len(lines)
+    start = 0
+    while True:
+        text = "".join(lines[start:end])
+        toks = tokenize(text, True) if text else []
+        if len(toks) <= budget or start >= end:
+            return text, toks
+        # drop whole chunks from the top; the start stays on a multiple of CHUNK_LINES
+        nxt = (start // CHUNK_LINES + 1) * CHUNK_LINES
+        if nxt >= end:
+            # the last lines alone are too long (a minified file): keep the newest tokens
+            return text, toks[len(toks) - budget:] if budget > 0 else []
+        start = nxt
+
+
+def _fit_tail(first: str, lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
+    """Tokens of first + lines[:end] for the largest chunk-aligned end that fits the budget."""
+    end = len(lines)
+    while True:
+        text = first + "".join(lines[:end])
+        toks = tokenize(text, False) if text else []
+        if len(toks) <= budget:
+            return text, toks
+        if end == 0:
+            return text, toks[:budget]
+        end = (end - 1) // CHUNK_LINES * CHUNK_LINES
+
+
+def build_context(
+    text: str,
+    offset: int,
+    tokenize: Tokenize,
+    context_size: int,
+    max_tokens: int,
+) -> DocContext:
+    """Prefix/suffix token windows around character `offset` of `text`."""
+    lines, row, line_prefix, rest = split_at(text, offset)
+    line_suffix = rest.rstrip("\r\n")
+    prefix_budget, suffix_budget = budgets(context_size, max_tokens)
+
+    # The current line up to the cursor gets at most an eighth of the prefix budget; the lines
+    # above get the rest whatever the current line holds, so their window does not move.
+    line_budget = max(prefix_budget // 8, 1)
+    head_budget = prefix_budget - line_budget
+    head_text, head_tokens = _fit_head(lines[:row], head_budget, tokenize)
+    if line_prefix:
+        line_tokens = tokenize(line_prefix, not head_tokens)
+        if len(line_tokens) > line_budget:
+            line_tokens = line_tokens[len(line_tokens) - line_budget:]
+    else:
+        line_tokens = []
+    suffix_text, suffix_tokens = _fit_tail(rest, lines[row + 1:], suffix_budget, tokenize)
+    return DocContext(
+        prefix_tokens=head_tokens + line_tokens,
+        suffix_tokens=suffix_tokens,
+        line_prefix=line_prefix,
+        line_suffix=line_suffix,
+        suffix_text=suffix_text,
+        prefix_text=head_text + line_prefix,
+    )
