@@ -82,6 +82,15 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int) -> lis
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("codelsp-bench", "1")
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def _log(params: types.LogMessageParams) -> None:  # the server's own stderr has them too
+        pass
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _show(params: types.ShowMessageParams) -> None:
+        print(f"codelsp bench: server says: {params.message}", file=sys.stderr)
+
     await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args)
     try:
         await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
