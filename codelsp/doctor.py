@@ -135,7 +135,7 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
         if not model.fim.has_fim:
             print("                 (completion still works by continuing the prefix; a FIM model such as "
                   "codellama-7b is much better)", file=out)
-        print(f"  stop tokens    end-of-generation tokens of the vocabulary"
+        print("  stop tokens    end-of-generation tokens of the vocabulary"
               + (f" + {sorted(model.fim.stop_ids)}" if model.fim.stop_ids else ""), file=out)
         print(f"  KV cache       {model.n_slots} document slot(s) of {settings.context_size} tokens, {_mib(model.kv_bytes)}", file=out)
         s = gen.stats

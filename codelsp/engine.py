@@ -177,6 +177,8 @@ class Engine:
     def shutdown(self) -> None:
         self.stop()
         self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            return  # still inside llama.cpp: freeing its memory now would crash; the process exits anyway
         for m in (self.model, self.instruct):
             if m is not None:
                 m.close()
