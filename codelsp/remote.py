@@ -1,0 +1,571 @@
+"""Remote backends: completion from an inference server instead of an in-process model.
+
+A `RemoteModel` stands where the engine would hold a `LoadedModel`: the same server, context
+building (context.py), result caching (suggestions.py) and post-processing (postprocess.py) run
+on top of it; only the prompt is sent over HTTP instead of being evaluated in process.
+
+- backend `openai`: `POST {url}/completions` with the FIM prompt written as *text* in the model
+  family's layout (fim.TEXT_LAYOUTS), streamed; `POST {url}/chat/completions` for code actions
+  (`chat()`). `url` is the server's base up to and including `/v1` (vLLM, TGI, ollama, llama.cpp's
+  llama-server, llama-cpp-python's `llama_cpp.server`). The family comes from `fimTemplate`, else
+  from the model name the server reports (`GET {url}/models`).
+- backend `llama-server`: llama.cpp's own `POST {url}/infill` (`input_prefix`, `input_suffix`,
+  `input_extra`, `cache_prompt: true`), the endpoint llama.vim uses; the server lays out the FIM
+  prompt with the model's own tokens. `url` is the server's root; chat goes to `{url}/v1/...`.
+
+No tokenizer is available here, so context budgets are approximate: `tokenize()` cuts text into
+pieces of CHARS_PER_TOKEN characters (a conservative figure for code: real tokenizers average
+3.5-4 characters per token on source code), and the prefix/suffix windows are cut on the same
+line boundaries as locally. Set `contextSize` no larger than the server's context.
+
+HTTP is the standard library's http.client, streaming (server-sent events), one keep-alive
+connection per thread. A watcher closes the socket as soon as the request is cancelled or its
+deadline passes, so a superseded keystroke stops the transfer (and, with servers that notice a
+closed connection, the generation) at once. Connection failures before an answer are retried
+with backoff; a backend that stays down raises BackendError, a ModelError with a one-line
+message the server shows the user once.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from typing import Any, Callable, Iterator, Sequence
+
+from .fim import FimSpec, family_from_name, layout_text, stop_texts, text_order
+from .llama import Cancelled, GenStats, Generation, SamplerParams
+from .modelfile import ModelError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 3
+CONNECT_TIMEOUT_S = 5.0
+CHAT_READ_TIMEOUT_S = 120.0  # longest silence between two chunks of a chat answer
+RETRIES = 3  # further attempts after a connection failure, with backoff
+BACKOFF_S = (0.05, 0.2, 0.5)
+RETRY_STATUS = frozenset({502, 503, 504})
+API_KEY_ENV = "CODELSP_API_KEY"
+WATCH_INTERVAL_S = 0.01
+
+
+class BackendError(ModelError):
+    """The remote backend cannot be used right now; the message is one line for the user."""
+
+
+class _Stopped(Exception):
+    """The watcher closed the connection: cancelled or out of time."""
+
+
+class _Watch:
+    """Shuts the socket down when `cancel` is set or `deadline` passes, waking a blocked read."""
+
+    def __init__(self, conn: http.client.HTTPConnection, cancel: threading.Event | None, deadline: float | None):
+        self.conn = conn
+        self.cancel = cancel
+        self.deadline = deadline
+        self.fired: str | None = None
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> "_Watch":
+        if self.cancel is not None or self.deadline is not None:
+            self._thread = threading.Thread(target=self._run, name="codelsp-http-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._done.wait(WATCH_INTERVAL_S):
+            if self.cancel is not None and self.cancel.is_set():
+                self._fire("cancel")
+                return
+            if self.deadline is not None and time.monotonic() > self.deadline:
+                self._fire("time")
+                return
+
+    def _fire(self, why: str) -> None:
+        self.fired = why
+        sock = self.conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __exit__(self, *exc: Any) -> None:
+        self._done.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class _Http:
+    """Requests to one server; a keep-alive connection per thread."""
+
+    def __init__(self, base_url: str, api_key: str | None):
+        u = urllib.parse.urlsplit(base_url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ModelError(f"url must be http(s)://host[:port]/path, got {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.https = u.scheme == "https"
+        self.host = u.hostname
+        self.port = u.port
+        self.path = u.path.rstrip("/")
+        self.api_key = api_key
+        self._local = threading.local()
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _conn(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        conn = getattr(self._local, "conn", None)
+        reused = conn is not None and conn.sock is not None
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = cls(self.host, self.port, timeout=timeout)
+            self._local.conn = conn
+        conn.timeout = timeout
+        if conn.sock is not None:
+            conn.sock.settimeout(timeout)
+        return conn, reused
+
+    def describe_failure(self, exc: BaseException) -> str:
+        if isinstance(exc, ConnectionRefusedError):
+            why = "connection refused (is the server running?)"
+        elif isinstance(exc, socket.gaierror):
+            why = f"unknown host {self.host}"
+        elif isinstance(exc, (socket.timeout, TimeoutError)):
+            why = "timed out"
+        elif isinstance(exc, http.client.RemoteDisconnected):
+            why = "the server closed the connection without answering"
+        else:
+            why = str(exc) or type(exc).__name__
+        return f"cannot reach the completion server at {self.base_url}: {why}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict | None,
+        *,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+        read_timeout: float = CONNECT_TIMEOUT_S,
+        sse: bool = False,
+    ) -> Iterator[dict]:
+        """Yield the JSON answer (once) or each server-sent event's JSON (sse=True).
+
+        Raises Cancelled (cancel set), _Stopped("time") (deadline passed after the answer
+        started), BackendError (down after retries, or an HTTP error status).
+        """
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Accept": "text/event-stream" if sse else "application/json"}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        attempt = 0
+        last_failure: BaseException | None = None
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled before the request was sent")
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                if last_failure is not None:  # out of time while the server was unreachable
+                    raise BackendError(self.describe_failure(last_failure))
+                raise _Stopped("time")
+            conn, reused = self._conn(min(CONNECT_TIMEOUT_S, remaining) if remaining else CONNECT_TIMEOUT_S)
+            watch = _Watch(conn, cancel, deadline)
+            try:
+                with watch:
+                    conn.request(method, self.path + path, body=data, headers=headers)
+                    resp = conn.getresponse()
+                    if conn.sock is not None:
+                        # past the deadline the watcher closes the socket; the timeout is a backstop
+                        conn.sock.settimeout(read_timeout if remaining is None else min(read_timeout, remaining + 1.0))
+                    if resp.status in RETRY_STATUS and attempt < RETRIES:
+                        resp.read()
+                        raise _RetryStatus(resp.status)
+                    if resp.status >= 400:
+                        raise BackendError(self._http_error(path, resp))
+                    if not sse:
+                        yield json.loads(resp.read() or b"null")
+                        return
+                    yield from self._events(resp, watch)
+                    if resp.will_close:
+                        self.close()
+                    return
+            except (BackendError, GeneratorExit):
+                self.close()
+                raise
+            except (OSError, http.client.HTTPException, _RetryStatus, ValueError) as exc:
+                self.close()
+                if watch.fired == "cancel" or (cancel is not None and cancel.is_set()):
+                    raise Cancelled("cancelled during the HTTP request") from None
+                if watch.fired == "time":
+                    raise _Stopped("time") from None
+                if isinstance(exc, _Streaming):
+                    raise BackendError(f"the completion server at {self.base_url} broke off its answer: {exc.__cause__ or exc}") from None
+                if isinstance(exc, ValueError) and not isinstance(exc, _RetryStatus):
+                    raise BackendError(f"the completion server at {self.base_url} sent an answer that is not JSON") from None
+                last_failure = exc
+                if attempt >= RETRIES:
+                    if isinstance(exc, _RetryStatus):
+                        raise BackendError(f"the completion server at {self.base_url} answered {exc.status} (busy or loading?)") from None
+                    raise BackendError(self.describe_failure(exc)) from None
+                # a reused keep-alive connection the server had closed: retry at once
+                delay = 0.0 if reused and attempt == 0 else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
+                attempt += 1
+                log.debug("remote backend: %s; retry %d in %.1f s", self.describe_failure(exc), attempt, delay)
+                if delay:
+                    if deadline is not None:
+                        delay = min(delay, max(deadline - time.monotonic(), 0))
+                    if cancel is not None:
+                        if cancel.wait(delay):
+                            raise Cancelled("cancelled while waiting to retry") from None
+                    else:
+                        time.sleep(delay)
+
+    def _events(self, resp: http.client.HTTPResponse, watch: _Watch) -> Iterator[dict]:
+        started = False
+        while True:
+            try:
+                line = resp.readline()
+            except (OSError, http.client.HTTPException) as exc:
+                if watch.fired or not started:
+                    raise
+                raise _Streaming() from exc
+            if not line:
+                if watch.fired:
+                    raise OSError("closed by watcher")
+                return  # end of stream
+            started = True
+            line = line.strip()
+            if not line.startswith(b"data:"):
+                continue  # comments (pings), event names, blank separators
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                resp.read()  # the end of the chunked body, so the connection can be reused
+                return
+            try:
+                yield json.loads(payload)
+            except ValueError:
+                log.debug("remote backend: ignoring a non-JSON event %r", payload[:200])
+
+    def _http_error(self, path: str, resp: http.client.HTTPResponse) -> str:
+        raw = resp.read(4096)
+        msg = ""
+        try:
+            obj = json.loads(raw)
+            err = obj.get("error", obj) if isinstance(obj, dict) else obj
+            msg = err.get("message", "") if isinstance(err, dict) else str(err)
+            if not msg and isinstance(obj, dict):
+                msg = str(obj.get("detail", ""))
+        except ValueError:
+            msg = raw.decode("utf-8", "replace").strip()
+        msg = " ".join(msg.split())[:300]
+        where = f"{self.base_url}{path}"
+        if resp.status in (401, 403):
+            return f"{where} refused the request ({resp.status}): set apiKey or ${API_KEY_ENV}" + (f" ({msg})" if msg else "")
+        if resp.status == 404:
+            return f"{where} does not exist (404): check url" + (f" ({msg})" if msg else "")
+        return f"{where} answered {resp.status}" + (f": {msg}" if msg else "")
+
+
+class _RetryStatus(Exception):
+    def __init__(self, status: int):
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+class _Streaming(OSError):
+    """The connection broke after the answer had started: not retried."""
+
+
+class RemoteModel:
+    """A completion (and chat) model behind an HTTP server, with what completion.py needs."""
+
+    remote = True
+
+    def __init__(self, settings: Settings):
+        if not settings.url:
+            raise ModelError(f"backend {settings.backend} needs a url (--url or the `url` setting)")
+        self.settings = settings
+        self.backend = settings.backend
+        self.path = settings.url.rstrip("/")  # shown in logs where a local model shows its file
+        self.http = _Http(settings.url, settings.api_key or os.environ.get(API_KEY_ENV) or None)
+        self.model_name: str | None = settings.model
+        self.chat_model: str | None = settings.instruct_model or settings.model
+        self.server_context: int | None = None
+        self.fim = FimSpec(family="none", detected_by="not yet known")
+        self._discovered = False
+        self._warned_slow = False
+        if settings.fim_template:
+            self._set_family(settings.fim_template, "setting fimTemplate")
+
+    # --- what the engine and completion.py use ------------------------------------------
+    def tokenize(self, text: str, first: bool = True) -> list[str]:
+        """Approximate 'tokens' for the context budget: pieces of CHARS_PER_TOKEN characters."""
+        return [text[i:i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
+
+    def cached_tokens(self, key: str) -> int:
+        return 0  # the server's own prompt cache is not visible from here
+
+    def forget(self, key: str) -> None:
+        pass
+
+    def close(self) -> None:
+        self.http.close()
+
+    @property
+    def name(self) -> str:
+        return self.chat_model or self.model_name or self.path
+
+    def describe(self) -> str:
+        name = self.model_name or "the server's default model"
+        if self.backend == "llama-server":
+            return f"llama-server /infill at {self.path} (the server lays out FIM)"
+        if not self.fim.has_fim:
+            fim = f"no FIM family: prefix-only continuation ({self.fim.detected_by})"
+        else:
+            fim = f"FIM {self.fim.family} ({self.fim.order.upper()} text layout, from {self.fim.detected_by})"
+        return f"{name} at {self.path}, {fim}"
+
+    # --- discovery ------------------------------------------------------------------------
+    def _set_family(self, family: str, how: str) -> None:
+        self.fim = FimSpec(family=family, order=text_order(family, self.settings.fim_order), detected_by=how)
+
+    def connect(self, cancel: threading.Event | None = None, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Ask the server which model it serves (name, family, context). BackendError if down."""
+        deadline = time.monotonic() + timeout_s
+        if self.backend == "llama-server":
+            props = self._get("/props", cancel, deadline)
+            if isinstance(props, dict):
+                gen = props.get("default_generation_settings") or {}
+                n_ctx = gen.get("n_ctx") or props.get("n_ctx")
+                if isinstance(n_ctx, int):
+                    self.server_context = n_ctx
+                path = props.get("model_path")
+                if isinstance(path, str) and not self.model_name:
+                    self.model_name = os.path.basename(path)
+            self._discovered = True
+            return
+        models = self._get("/models", cancel, deadline)
+        data = models.get("data") if isinstance(models, dict) else None
+        ids = [m.get("id") for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
+        if not self.model_name and ids:
+            self.model_name = ids[0]
+        if not self.chat_model:
+            self.chat_model = self.model_name
+        for m in data or []:
+            if isinstance(m, dict) and m.get("id") == self.model_name:
+                n_ctx = m.get("max_model_len") or (m.get("meta") or {}).get("n_ctx_train")
+                if isinstance(n_ctx, int):
+                    self.server_context = n_ctx
+        if not self.settings.fim_template:
+            family = family_from_name(self.model_name or "")
+            if family:
+                self._set_family(family, f"model name {self.model_name!r}")
+            else:
+                self._set_family("none", "model name (no FIM family recognised)")
+                log.warning(
+                    "cannot tell the FIM family of %s from its name: completing the prefix only; "
+                    "set fimTemplate (--fim-family) to the family the model was trained with",
+                    self.model_name or "the remote model",
+                )
+        self._discovered = True
+        log.info("remote backend: %s", self.describe())
+
+    def _get(self, path: str, cancel: threading.Event | None, deadline: float) -> Any:
+        try:
+            for answer in self.http.request("GET", path, None, cancel=cancel, deadline=deadline):
+                return answer
+        except _Stopped:
+            raise BackendError(f"cannot reach the completion server at {self.path}: timed out") from None
+        except BackendError as exc:
+            if "(404)" in str(exc):
+                return None  # not every server lists its models; go on without
+            raise
+        return None
+
+    # --- completion -------------------------------------------------------------------------
+    def ready(self, cancel: threading.Event | None = None, deadline: float | None = None) -> None:
+        """Learn the served model and its FIM family once (before the first prompt is laid out)."""
+        if not self._discovered and self.backend == "openai" and self.settings.model and self.settings.fim_template:
+            self._discovered = True  # model and family given: nothing to ask the server
+        if not self._discovered:
+            left = CONNECT_TIMEOUT_S if deadline is None else deadline - time.monotonic()
+            self.connect(cancel, timeout_s=max(min(left, CONNECT_TIMEOUT_S), 0.5))
+
+    def prompt(self, prefix: Sequence[str], suffix: Sequence[str]) -> dict[str, Any]:
+        """The request fields that carry the context (text, joined from tokenize() pieces)."""
+        pre, suf = "".join(prefix), "".join(suffix)
+        if self.backend == "llama-server":
+            return {"input_prefix": pre, "input_suffix": suf, "input_extra": [], "prompt": ""}
+        return {"prompt": layout_text(self.fim.family, self.fim.order, pre, suf)}
+
+    def generate(
+        self,
+        key: str,
+        prompt: dict[str, Any],
+        *,
+        max_tokens: int,
+        sampler: SamplerParams,
+        cancel: threading.Event | None = None,
+        deadline: float | None = None,
+        check: Callable[[str], bool] | None = None,
+        reuse: bool = True,
+    ) -> Generation:
+        """Stream a completion of `prompt` (from prompt()); the same contract as LoadedModel's.
+
+        `reuse` is the server's business: llama.cpp-based servers reuse the common prompt prefix
+        of their slot (`cache_prompt`); it is sent as given.
+        """
+        body: dict[str, Any] = dict(prompt)
+        body.update(self._sampling(sampler, max_tokens))
+        body["stream"] = True
+        if self.backend == "llama-server":
+            path = "/infill"
+            body["n_predict"] = body.pop("max_tokens")
+            body["cache_prompt"] = bool(reuse)
+            if "repetition_penalty" in body:
+                body["repeat_penalty"] = body.pop("repetition_penalty")
+        else:
+            path = "/completions"
+            body["stream_options"] = {"include_usage": True}
+            stops = stop_texts(self.fim.family)[:4]
+            if stops:
+                body["stop"] = stops
+        stats = GenStats()
+        t0 = time.perf_counter()
+        t_first: float | None = None
+        text = ""
+        reason = "length"
+        try:
+            for event in self.http.request("POST", path, body, cancel=cancel, deadline=deadline,
+                                           read_timeout=CONNECT_TIMEOUT_S, sse=True):
+                piece, finish, usage = self._completion_event(event)
+                if piece:
+                    if t_first is None:
+                        t_first = time.perf_counter()
+                    stats.generated += 1
+                    text += piece
+                if usage:
+                    stats.evaluated = usage.get("evaluated", stats.evaluated)
+                    stats.reused = usage.get("reused", stats.reused)
+                    if "generated" in usage:
+                        stats.generated = usage["generated"]
+                if finish:
+                    # read on to the end of the stream, so the connection can be reused
+                    reason = "length" if finish == "length" else "stop"
+                    continue
+                if piece and check is not None and check(text):
+                    reason = "check"
+                    self.http.close()  # tells the server to stop generating
+                    break
+                if cancel is not None and cancel.is_set():
+                    self.http.close()
+                    raise Cancelled("cancelled during generation")
+        except _Stopped:
+            reason = "time"
+            if not text and not self._warned_slow:
+                self._warned_slow = True
+                log.warning("the completion server at %s sent nothing within timeoutMs (%d ms)",
+                            self.path, self.settings.timeout_ms)
+        t1 = time.perf_counter()
+        stats.prompt_ms = ((t_first or t1) - t0) * 1000
+        stats.gen_ms = (t1 - (t_first or t1)) * 1000
+        return Generation(text, [], reason, stats)
+
+    def _sampling(self, p: SamplerParams, max_tokens: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"max_tokens": max_tokens, "temperature": p.temperature, "top_p": p.top_p, "seed": p.seed}
+        if self.model_name and self.backend == "openai":
+            body["model"] = self.model_name
+        if p.top_k > 0:
+            body["top_k"] = p.top_k  # not OpenAI's, but vLLM, llama.cpp, TGI and ollama take it
+        if p.repeat_penalty != 1.0:
+            body["repetition_penalty"] = p.repeat_penalty
+            body["repeat_penalty"] = p.repeat_penalty
+        return body
+
+    @staticmethod
+    def _completion_event(event: Any) -> tuple[str, str | None, dict[str, int] | None]:
+        """(text piece, finish reason or None, token counts) of one streamed event."""
+        if not isinstance(event, dict):
+            return "", None, None
+        usage: dict[str, int] | None = None
+        if "content" in event and "choices" not in event:  # llama-server /infill
+            if event.get("stop"):
+                t = event.get("timings") or {}
+                n_eval = t.get("prompt_n")
+                total = event.get("tokens_evaluated")
+                usage = {}
+                if isinstance(n_eval, int):
+                    usage["evaluated"] = n_eval
+                    if isinstance(total, int):
+                        usage["reused"] = max(total - n_eval, 0)
+                if isinstance(t.get("predicted_n"), int):
+                    usage["generated"] = t["predicted_n"]
+                reason = event.get("stop_type") or ("length" if event.get("truncated") else "eos")
+                return str(event.get("content") or ""), "length" if reason == "limit" else "stop", usage
+            return str(event.get("content") or ""), None, None
+        u = event.get("usage")
+        if isinstance(u, dict) and isinstance(u.get("prompt_tokens"), int):
+            usage = {"evaluated": u["prompt_tokens"]}
+        choices = event.get("choices") or []
+        if not choices:
+            return "", None, usage
+        c = choices[0] if isinstance(choices[0], dict) else {}
+        piece = c.get("text")
+        if piece is None:
+            piece = (c.get("delta") or {}).get("content")
+        return str(piece or ""), c.get("finish_reason"), usage
+
+    # --- chat (code actions) ------------------------------------------------------------------
+    def chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        cancel: threading.Event | None = None,
+        on_token: Callable[[int], None] | None = None,
+    ) -> str:
+        """The assistant's answer to `messages` (OpenAI chat format), from {url}/chat/completions.
+
+        Streams; `on_token(n)` is called with the number of tokens (streamed pieces) received so
+        far, for progress reports. Thread-safe with respect to generate() (each thread has its own
+        connection): run it off the engine thread so completions keep flowing. Raises Cancelled
+        when `cancel` is set (the connection is closed), BackendError when the server cannot be used.
+        """
+        self.ready(cancel)
+        s = self.settings
+        body: dict[str, Any] = {
+            "messages": messages, "max_tokens": max_tokens, "stream": True,
+            "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
+        }
+        if self.chat_model and self.backend == "openai":
+            body["model"] = self.chat_model
+        path = "/chat/completions" if self.backend == "openai" else "/v1/chat/completions"
+        out: list[str] = []
+        try:
+            for event in self.http.request("POST", path, body, cancel=cancel, read_timeout=CHAT_READ_TIMEOUT_S, sse=True):
+                piece, finish, _ = self._completion_event(event)
+                if piece:
+                    out.append(piece)
+                    if on_token is not None:
+                        on_token(len(out))
+                if finish:
+                    continue  # to the end of the stream: the connection stays reusable
+                if cancel is not None and cancel.is_set():
+                    self.http.close()
+                    raise Cancelled("cancelled during the chat answer")
+        except _Stopped:
+            raise BackendError(f"the chat server at {self.path} stopped answering") from None
+        return "".join(out)
