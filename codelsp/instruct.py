@@ -1,0 +1,157 @@
+"""Running a chat on the instruct model without holding up completions.
+
+A code action may generate hundreds of tokens; the user keeps typing meanwhile. The engine has one
+worker, so an action runs as a chain of engine jobs: each generates until a more urgent job (a
+keystroke's completion, a model load) is waiting, then returns with its state left in the KV slot,
+and the next job resumes from there at the cost of one token. A completion therefore waits at most
+one token step behind an action.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .chat import build_prompt
+from .engine import PRIORITY_ACTION, Engine, Job
+from .llama import Cancelled, SamplerParams
+from .modelfile import ModelError
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTION_KEY = "codelsp-action"
+
+
+@dataclass
+class ChatResult:
+    text: str
+    tokens: int
+    stop_reason: str
+    model: str
+    template: str  # "model template" | "llama-2 fallback"
+    pauses: int = 0
+
+
+class _Either:
+    """`is_set()` of two events: the action's own cancel and the engine's (shutdown)."""
+
+    def __init__(self, a: threading.Event, b: threading.Event):
+        self.a, self.b = a, b
+
+    def is_set(self) -> bool:
+        return self.a.is_set() or self.b.is_set()
+
+
+@dataclass
+class _State:
+    prompt: list[int] | None = None
+    out: list[int] = field(default_factory=list)
+    model: Any = None
+    template: str = ""
+    pauses: int = 0
+    reason: str = ""
+    text: str = ""
+
+
+async def run_chat(
+    engine: Engine,
+    messages: list[dict[str, str]],
+    settings: Settings,
+    cancel: threading.Event,
+    on_tokens: Callable[[int], None] | None = None,
+) -> ChatResult:
+    """Generate the assistant's answer to `messages` on the instruct model (else the base model).
+
+    Raises Cancelled when `cancel` is set, ModelError when no model can answer.
+    """
+    state = _State()
+    sampler = SamplerParams.from_settings(settings)
+    limit = settings.action_max_tokens
+
+    remote_chat = getattr(engine.instruct or engine.model, "chat", None)
+    if callable(remote_chat):  # a remote backend: it does its own scheduling
+        model = engine.instruct or engine.model
+        try:
+            text = await asyncio.to_thread(remote_chat, messages, limit, cancel, on_tokens)
+        except asyncio.CancelledError:
+            cancel.set()  # stops the HTTP stream in the worker thread
+            raise
+        return ChatResult(text, 0, "stop", str(getattr(model, "name", "remote")), "server")
+
+    def step(job: Job) -> str:
+        model = engine.instruct or engine.model
+        if model is None:
+            raise ModelError(
+                f"{engine.model_error or 'no model is loaded'} (code actions need instructModel, or "
+                "model, set to a GGUF file; see `codelsp doctor`)"
+            )
+        if state.prompt is None:
+            if engine.instruct is None and not getattr(model, "told_shared", False):
+                model.told_shared = True
+                log.info(
+                    "no instructModel configured: code actions use the base model %s (an instruct "
+                    "model such as codellama-7b-instruct follows instructions much better)",
+                    os.path.basename(str(model.path)),
+                )
+            prompt = build_prompt(
+                model.chat_template, messages, bos=model.special_text("bos"), eos=model.special_text("eos")
+            )
+            state.prompt = model.chat_tokens(prompt)
+            state.model, state.template = model, prompt.source
+            room = model.settings.context_size - limit
+            if len(state.prompt) > room:
+                raise ModelError(
+                    f"the code for this action is {len(state.prompt)} tokens; with actionMaxTokens "
+                    f"{limit} it does not fit in contextSize {model.settings.context_size} "
+                    "(select less code or raise contextSize)"
+                )
+        elif state.model is not model:
+            raise ModelError("the model was reloaded while the action ran; run it again")
+        gen = model.generate(
+            ACTION_KEY,
+            state.prompt + state.out,
+            max_tokens=limit - len(state.out),
+            sampler=sampler,
+            cancel=_Either(cancel, job.cancel),
+            pause=lambda: engine.more_urgent(job),
+            check=_counter(on_tokens, len(state.out)) if on_tokens else None,
+        )
+        state.out += gen.tokens
+        if gen.stop_reason != "paused" or len(state.out) >= limit:
+            state.text = model.detokenize(state.out)  # here: the model belongs to this thread
+        return gen.stop_reason
+
+    while True:
+        if cancel.is_set():
+            raise Cancelled("cancelled")
+        job = engine.submit(step, priority=PRIORITY_ACTION)
+        try:
+            reason = await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            cancel.set()
+            engine.cancel(job)
+            raise
+        if reason != "paused" or len(state.out) >= limit:
+            break
+        state.pauses += 1
+    model = state.model
+    return ChatResult(state.text, len(state.out), reason, os.path.basename(str(model.path)), state.template, state.pauses)
+
+
+def _counter(on_tokens: Callable[[int], None], base: int) -> Callable[[str], bool]:
+    """A generate() `check` that reports the token count every few tokens and never stops."""
+    n = base
+
+    def check(_text: str) -> bool:
+        nonlocal n
+        n += 1
+        if n % 8 == 0:
+            on_tokens(n)
+        return False
+
+    return check
