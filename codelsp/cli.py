@@ -1,4 +1,4 @@
-"""Command line: `codelsp serve | complete | doctor | bench`."""
+"""Command line: `codelsp serve | complete | doctor | models | bench`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import sys
 from typing import Any, Sequence
 
 from . import __version__
-from .settings import FIM_FAMILIES, FIM_ORDERS, LOG_LEVELS
+from .settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, LOG_LEVELS
+
+API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
 
 log = logging.getLogger("codelsp")
 
@@ -19,6 +21,10 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and generation (each overrides the editor's settings)")
     g.add_argument("--model", metavar="PATH", help="base/FIM model (.gguf); default: the embedded demo model")
     g.add_argument("--instruct-model", metavar="PATH", help="instruct model for code actions; default: the base model")
+    g.add_argument("--hf-repo", metavar="OWNER/NAME", help="take the base model from this Hugging Face repository (with --hf-file)")
+    g.add_argument("--hf-file", metavar="FILE", help="the .gguf file in --hf-repo; downloaded once into the Hugging Face cache")
+    g.add_argument("--instruct-hf-repo", metavar="OWNER/NAME", help="Hugging Face repository of the instruct model")
+    g.add_argument("--instruct-hf-file", metavar="FILE", help="the .gguf file in --instruct-hf-repo")
     g.add_argument("--n-gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (-1: all, the default)")
     g.add_argument("--ctx", dest="context_size", type=int, metavar="N", help="context size in tokens (default 5000)")
     g.add_argument("--max-tokens", type=int, metavar="N", help="completion length cap in tokens (default 64)")
@@ -30,17 +36,23 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--top-p", type=float)
     g.add_argument("--repeat-penalty", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--fim-template", choices=FIM_FAMILIES, help="override the detected FIM family")
+    g.add_argument("--fim-template", "--fim-family", dest="fim_template", choices=FIM_FAMILIES,
+                   help="override the detected FIM family")
     g.add_argument("--fim-order", choices=FIM_ORDERS, help="FIM order (default auto: the family's best)")
     g.add_argument("--timeout-ms", type=int, metavar="MS", help="wall-clock budget for one completion")
     g.add_argument("--threads", dest="n_threads", type=int, metavar="N", help="CPU threads (default: all cores)")
     g.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info); logs go to stderr")
+    r = p.add_argument_group("remote backend (instead of a model in process; see README 'Remote backends')")
+    r.add_argument("--backend", choices=BACKENDS, help="local (default), openai (/v1/completions) or llama-server (/infill)")
+    r.add_argument("--url", metavar="URL", help="server URL: for openai up to and including /v1, for llama-server its root")
+    r.add_argument("--api-key", metavar="KEY", help=f"bearer token (better: the {API_KEY_ENV} environment variable)")
 
 
 _SETTING_FLAGS = (
     "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "prompt_cache",
     "prompt_cache_bytes", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
-    "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level",
+    "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level", "backend", "url", "api_key",
+    "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file",
 )
 
 
@@ -77,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("doctor", help="check the setup: versions, GPU, model, FIM tokens, memory")
     _model_flags(d)
 
+    m = sub.add_parser("models", help="list the GGUF models on this machine: family, FIM support, size, quantization")
+    m.add_argument("paths", nargs="*", metavar="PATH", help="more files or folders to search")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _model_flags(m)
+
     from .bench import add_bench_parser
 
     add_bench_parser(sub, _model_flags)
@@ -106,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_serve(args)
         if args.command == "complete":
             return cmd_complete(args)
+        if args.command == "models":
+            from .models import run_models
+
+            return run_models(args, cli_options(args))
         if args.command == "doctor":
             from .doctor import run_doctor
 

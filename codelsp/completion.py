@@ -12,12 +12,16 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import postprocess
 from .context import build_context
 from .fim import layout
 from .llama import GenStats, LoadedModel, SamplerParams
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .remote import RemoteModel
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +36,27 @@ class Completion:
 
 
 def complete(
-    model: LoadedModel,
+    model: "LoadedModel | RemoteModel",
     key: str,
     text: str,
     offset: int,
     settings: Settings,
     cancel: threading.Event | None = None,
+    extra: str = "",
 ) -> Completion:
-    """The text to insert at character `offset` of `text` (a document identified by `key`)."""
+    """The text to insert at character `offset` of `text` (a document identified by `key`).
+
+    `extra`: text of other files to put before this one (neighbors.py); "" for none.
+    """
     t0 = time.perf_counter()
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens)
-    prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
+    deadline = time.monotonic() + settings.timeout_ms / 1000
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
+    if getattr(model, "remote", False):
+        # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
+        model.ready(cancel, deadline)
+        prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
+    else:
+        prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
     multiline = postprocess.is_multiline(ctx)
     gen = model.generate(
         key,
@@ -50,7 +64,7 @@ def complete(
         max_tokens=settings.max_tokens,
         sampler=SamplerParams.from_settings(settings),
         cancel=cancel,
-        deadline=time.monotonic() + settings.timeout_ms / 1000,
+        deadline=deadline,
         check=postprocess.early_stop(ctx, multiline),
         reuse=settings.prompt_cache,
     )

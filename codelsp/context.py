@@ -67,34 +67,70 @@ def split_at(text: str, offset: int) -> tuple[list[str], int, str, str]:
     raise AssertionError("unreachable")
 
 
+def _first_fitting(n: int, fits: Callable[[int], bool]) -> int:
+    """The smallest i in [0, n] with fits(i), for fits monotone (False...True); n when none before.
+
+    Gallops from n downwards and then bisects, so only texts about the size of the budget are
+    tokenized: scanning from 0 tokenized the whole document once per chunk (minutes for 10 MB).
+    """
+    if n <= 0 or not fits(n - 1):
+        return n
+    good, step = n - 1, 1
+    while good > 0:
+        probe = max(good - step, 0)
+        if not fits(probe):
+            lo = probe  # not fitting: the answer is in (probe, good]
+            break
+        good, step = probe, step * 2
+    else:
+        return 0
+    while good - lo > 1:
+        mid = (lo + good) // 2
+        if fits(mid):
+            good = mid
+        else:
+            lo = mid
+    return good
+
+
 def _fit_head(lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
     """Tokens of lines[start:] for the smallest chunk-aligned start that fits the budget."""
     end = len(lines)
-    start = 0
-    while True:
-        text = "".join(lines[start:end])
-        toks = tokenize(text, True) if text else []
-        if len(toks) <= budget or start >= end:
-            return text, toks
-        # drop whole chunks from the top; the start stays on a multiple of CHUNK_LINES
-        nxt = (start // CHUNK_LINES + 1) * CHUNK_LINES
-        if nxt >= end:
-            # the last lines alone are too long (a minified file): keep the newest tokens
-            return text, toks[len(toks) - budget:] if budget > 0 else []
-        start = nxt
+    if end == 0:
+        return "", []
+    starts = list(range(0, end, CHUNK_LINES))
+    memo: dict[int, tuple[str, list[int]]] = {}
+
+    def at(i: int) -> tuple[str, list[int]]:
+        if i not in memo:
+            text = "".join(lines[starts[i]:end])
+            memo[i] = (text, tokenize(text, True) if text else [])
+        return memo[i]
+
+    i = _first_fitting(len(starts), lambda i: len(at(i)[1]) <= budget)
+    if i == len(starts):
+        # the last lines alone are too long (a minified file): keep the newest tokens
+        text, toks = at(len(starts) - 1)
+        return text, toks[len(toks) - budget:] if budget > 0 else []
+    return at(i)
 
 
 def _fit_tail(first: str, lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
     """Tokens of first + lines[:end] for the largest chunk-aligned end that fits the budget."""
-    end = len(lines)
-    while True:
-        text = first + "".join(lines[:end])
-        toks = tokenize(text, False) if text else []
-        if len(toks) <= budget:
-            return text, toks
-        if end == 0:
-            return text, toks[:budget]
-        end = (end - 1) // CHUNK_LINES * CHUNK_LINES
+    ends = sorted({len(lines), *range(0, len(lines), CHUNK_LINES)}, reverse=True)
+    memo: dict[int, tuple[str, list[int]]] = {}
+
+    def at(i: int) -> tuple[str, list[int]]:
+        if i not in memo:
+            text = first + "".join(lines[:ends[i]])
+            memo[i] = (text, tokenize(text, False) if text else [])
+        return memo[i]
+
+    i = _first_fitting(len(ends), lambda i: len(at(i)[1]) <= budget)
+    if i == len(ends):
+        text, toks = at(len(ends) - 1)
+        return text, toks[:budget]
+    return at(i)
 
 
 def build_context(
@@ -103,11 +139,17 @@ def build_context(
     tokenize: Tokenize,
     context_size: int,
     max_tokens: int,
+    extra: str = "",
 ) -> DocContext:
-    """Prefix/suffix token windows around character `offset` of `text`."""
+    """Prefix/suffix token windows around character `offset` of `text`.
+
+    `extra` (other files, see neighbors.py) goes before the prefix and takes its tokens from the
+    budget first, up to half of the context.
+    """
     lines, row, line_prefix, rest = split_at(text, offset)
     line_suffix = rest.rstrip("\r\n")
-    prefix_budget, suffix_budget = budgets(context_size, max_tokens)
+    extra_tokens = tokenize(extra, True)[: context_size // 2] if extra else []
+    prefix_budget, suffix_budget = budgets(context_size - len(extra_tokens), max_tokens)
 
     # The current line up to the cursor gets at most an eighth of the prefix budget; the lines
     # above get the rest whatever the current line holds, so their window does not move.
@@ -122,7 +164,7 @@ def build_context(
         line_tokens = []
     suffix_text, suffix_tokens = _fit_tail(rest, lines[row + 1:], suffix_budget, tokenize)
     return DocContext(
-        prefix_tokens=head_tokens + line_tokens,
+        prefix_tokens=extra_tokens + head_tokens + line_tokens,
         suffix_tokens=suffix_tokens,
         line_prefix=line_prefix,
         line_suffix=line_suffix,

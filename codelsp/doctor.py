@@ -9,7 +9,8 @@ from typing import Any
 
 from . import __version__
 from .buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
-from .modelfile import ModelError, check_model, kv_plan, resolve_model
+from . import memplan
+from .modelfile import ModelError, check_model, resolve_models
 from .settings import Settings
 
 def system_info() -> str:
@@ -26,19 +27,44 @@ def amx_risk(info: str | None = None, flags: set[str] | None = None) -> bool:
     return "AMX_INT8 = 1" in info and bool(flags & AMX_FLAGS)
 
 
-def available_memory() -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
 def _mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+CPU_ONLY_HINT = (
+    "no: this llama-cpp-python build is CPU-only; to use a GPU reinstall it with "
+    "CMAKE_ARGS=\"-DGGML_CUDA=on\" (NVIDIA) or \"-DGGML_METAL=on\" (macOS), see the README's 'GPU builds'"
+)
+
+
+def describe_plan(p: memplan.MemPlan, out: Any) -> None:
+    """The memory plan: where each model's layers go, and bytes for weights, KV, compute."""
+    gib = memplan.gib
+    for m in p.models:
+        fp = m.fp
+        label = "memory" if m.role == "model" else "instruct mem."
+        print(
+            f"  {label:<15}weights {gib(fp.weights)} + KV {gib(fp.kv_bytes)} "
+            f"({fp.kv_slots} document slot(s) of {fp.context} tokens) + compute {gib(fp.compute_bytes)} "
+            f"= {gib(m.total_bytes)}",
+            file=out,
+        )
+        where = f"{m.describe_layers()}: GPU {gib(m.gpu_bytes)}, system {gib(m.cpu_bytes)}"
+        print(f"{'':17}{where}" + (f" ({m.note})" if m.note else ""), file=out)
+    limit = p.ram_limit
+    verdict = "fits" if p.fits and not p.swaps else "fits only with swap (slow)" if p.fits else "DOES NOT FIT"
+    ram = f"; system memory available {gib(limit)}: {verdict}" if limit is not None else ""
+    gpu = ""
+    if p.memory.gpu_free is not None:
+        gpu = f"; GPU free {gib(p.memory.gpu_free)}"
+    print(
+        f"  {'total':<15}{gib(p.total_bytes)}"
+        + (" for both models" if len(p.models) > 1 else "")
+        + f": GPU {gib(p.gpu_bytes)}, system {gib(p.cpu_bytes)}{gpu}{ram}",
+        file=out,
+    )
+    for problem in p.problems:
+        print(f"{'':17}{problem}", file=out)
 
 
 def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -55,46 +81,45 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
     info_line = system_info()
     print(f"llama-cpp-python {llama_cpp.__version__}", file=out)
     print(f"llama.cpp build  {info_line}", file=out)
-    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    memory = memplan.probe_memory()
     print(
         "GPU offload      "
-        + ("yes (this build can offload layers to a GPU)" if gpu else
-           "no: this llama-cpp-python build is CPU-only; reinstall it with CMAKE_ARGS=\"-DGGML_CUDA=on\" "
-           "(NVIDIA) or \"-DGGML_METAL=on\" (macOS) to use a GPU"),
+        + ("yes (this build can offload layers to a GPU)" if memory.gpu_offload else CPU_ONLY_HINT),
         file=out,
     )
+    for line in memplan.describe_memory(memory):
+        print(line, file=out)
     for p in problems:
         print(f"setting problem  {p}", file=out)
         ok = False
 
     try:
-        path, is_demo = resolve_model(settings.model)
-        info = check_model(path)
+        paths = resolve_models(settings)
+        info = check_model(paths.base)
+        infos = [(info, False)]
+        if paths.instruct is not None:
+            infos.append((check_model(paths.instruct), True))
     except ModelError as exc:
         print(f"model            ERROR: {exc}", file=out)
         return 1
-    print(f"model            {path}{' (embedded demo model)' if is_demo else ''}", file=out)
-    print(f"  name           {info.name}", file=out)
-    print(f"  architecture   {info.architecture}, {info.n_layers} layers, trained context {info.context_length}", file=out)
-    print(f"  size           {_mib(info.file_size)}{', quantized' if info.quantized else ''}", file=out)
-    print(f"  chat template  {'present' if info.has_chat_template else 'none (code actions use the Llama-2 [INST] format)'}", file=out)
+    for i, (minfo, instruct) in enumerate(infos):
+        label = "instruct model" if instruct else "model"
+        note = " (embedded demo model)" if paths.is_demo and not instruct else ""
+        print(f"{label:<17}{minfo.path}{note}", file=out)
+        print(f"  name           {minfo.name}", file=out)
+        print(f"  architecture   {minfo.architecture}, {minfo.n_layers} layers, trained context {minfo.context_length}", file=out)
+        print(f"  size           {_mib(minfo.file_size)}{', quantized' if minfo.quantized else ''}", file=out)
+        print(f"  chat template  {'present' if minfo.has_chat_template else 'none (code actions use the Llama-2 [INST] format)'}", file=out)
+    if paths.instruct is None and (settings.instruct_model or settings.instruct_hf_repo):
+        print("instruct model   the base model (same file: one copy serves both)", file=out)
 
-    plan = kv_plan(info, settings)
-    weights, one_ctx, with_cache = info.file_size, plan.bytes_per_slot, plan.total_bytes
-    avail = available_memory()
-    need = weights + with_cache
-    fits = avail is None or need <= avail
-    print(
-        f"  memory         weights {_mib(weights)} + KV {_mib(one_ctx)} per {plan.context}-token context; "
-        f"with the prompt cache {_mib(with_cache)}; total {_mib(need)}"
-        + (f"; available {_mib(avail)}: {'fits' if fits else 'DOES NOT FIT'}" if avail else ""),
-        file=out,
-    )
-    if not fits:
-        ok = False
-        print("                 lower --ctx / --prompt-cache-bytes or choose a smaller quantization", file=out)
+    plan = memplan.plan(infos, settings, memory)
+    describe_plan(plan, out)
+    if not plan.fits:
+        print(f"result           NOT OK: {plan.error()} (model not loaded)", file=out)
+        return 1
 
-    if info.quantized and amx_risk(info_line):
+    if any(i.quantized for i, _ in infos) and amx_risk(info_line):
         print(
             "  WARNING        this llama.cpp build uses AMX and this CPU has AMX: on virtual machines "
             "quantized models crash (general protection fault in ggml_backend_amx_mul_mat).\n"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .llama import Cancelled, LoadedModel, load_model
-from .modelfile import ModelError, resolve_model
+from .memplan import plan_load
+from .modelfile import ModelError, check_model, resolve_models
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -82,6 +83,10 @@ class Engine:
                 if not job.future.done():
                     job.future.set_exception(Cancelled("cancelled"))
 
+    def more_urgent(self, job: Job) -> bool:
+        """True when a job of higher priority is waiting (a running action should pause)."""
+        return any(j.priority < job.priority for j in list(self._jobs))
+
     def _next(self) -> Job | None:
         with self._cv:
             while not self._jobs and not self._stopped:
@@ -141,21 +146,40 @@ class Engine:
         """Load (or reload) the models the settings name. On failure the previous models stay."""
 
         def work(job: Job) -> LoadedModel:
-            status = on_status or (lambda state, msg: None)
-            path, is_demo = resolve_model(settings.model)
-            if is_demo:
+            status = on_status or (lambda state, msg, *pct: None)
+            if settings.backend != "local":
+                return self._use_remote(settings, status, job.cancel)
+            try:  # files (Hugging Face downloads report progress) and the memory plan, before loading
+                paths = resolve_models(settings, (lambda m, pct: on_status("progress", m, pct)) if on_status else None)
+                infos = [(check_model(p), p is paths.instruct) for p in (paths.base, paths.instruct) if p is not None]
+                held = sum(getattr(m, "planned_gpu_bytes", 0) for m in (self.model, self.instruct) if m is not None)
+                plan = plan_load(infos, settings, held_gpu=held)
+            except ModelError as exc:
+                self.model_error = str(exc)
+                status("error", str(exc))
+                raise
+            if plan.release_first:  # the previous models would keep layers of the new ones off the GPU
+                log.info("freeing the previous model(s) first to make room on the GPU")
+                for m in (self.model, self.instruct):
+                    if m is not None:
+                        m.close()
+                self.model = self.instruct = None
+            path = paths.base
+            if paths.is_demo:
                 log.info("no model configured: using the embedded demo model %s", path)
             status("loading", f"loading {path.name}")
             try:
-                base = load_model(str(path), settings)
+                base = load_model(str(path), settings, gpu_layers=plan.models[0].gpu_layers)
+                base.planned_gpu_bytes = plan.models[0].gpu_bytes
             except ModelError as exc:
                 self.model_error = str(exc)
                 status("error", str(exc))
                 raise
             instruct = None
-            if settings.instruct_model:
+            if paths.instruct is not None:
                 try:
-                    instruct = load_model(settings.instruct_model, settings, instruct=True)
+                    instruct = load_model(str(paths.instruct), settings, instruct=True, gpu_layers=plan.models[1].gpu_layers)
+                    instruct.planned_gpu_bytes = plan.models[1].gpu_bytes
                 except ModelError as exc:
                     base.close()
                     self.model_error = str(exc)
@@ -173,6 +197,32 @@ class Engine:
             return base
 
         return self.submit(work, key="__load__", priority=PRIORITY_LOAD)
+
+    def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
+        """Switch to a remote backend (remote.py). A server that is down now is tried again on
+        each completion, so it is kept even when this first contact fails."""
+        from .remote import BackendError, RemoteModel
+
+        status("loading", f"connecting to {settings.url}")
+        try:
+            remote = RemoteModel(settings)
+        except ModelError as exc:
+            self.model_error = str(exc)
+            status("error", str(exc))
+            raise
+        try:
+            remote.connect(cancel)
+            status("ready", remote.describe())
+        except BackendError as exc:
+            log.warning("%s; trying again on the next completion", exc)
+            status("error", str(exc))
+        old = (self.model, self.instruct)
+        self.model, self.instruct = remote, None  # code actions use remote.chat()
+        self.model_error = None
+        for m in old:
+            if m is not None:
+                m.close()
+        return remote
 
     def shutdown(self) -> None:
         self.stop()

@@ -140,3 +140,70 @@ def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int]) -> list[
         # Code Llama's suffix-first layout: <PRE> <SUF> suffix <MID> prefix
         return head + [spec.pre, spec.suf] + list(suffix) + [spec.mid] + list(prefix)
     return head + [spec.pre] + list(prefix) + [spec.suf] + list(suffix) + [spec.mid]
+
+
+# --- text layouts, for remote backends that take a prompt string --------------------------
+# An OpenAI-compatible /v1/completions endpoint tokenizes the prompt itself (llama.cpp-based
+# servers, vLLM, TGI and ollama parse control-token text in it), so the layout is written with the
+# tokens' texts. Code Llama's spacing follows Meta's reference code: PSM "<PRE> {pre} <SUF>{suf} <MID>",
+# SPM "<PRE> <SUF>{suf} <MID> {pre}".
+TEXT_LAYOUTS: dict[tuple[str, str], str] = {
+    ("codellama", "psm"): "<PRE> {pre} <SUF>{suf} <MID>",
+    ("codellama", "spm"): "<PRE> <SUF>{suf} <MID> {pre}",
+    ("starcoder", "psm"): "<fim_prefix>{pre}<fim_suffix>{suf}<fim_middle>",
+    ("starcoder", "spm"): "<fim_prefix><fim_suffix>{suf}<fim_middle>{pre}",
+    ("deepseek", "psm"): "<｜fim▁begin｜>{pre}<｜fim▁hole｜>{suf}<｜fim▁end｜>",
+    ("qwen", "psm"): "<|fim_prefix|>{pre}<|fim_suffix|>{suf}<|fim_middle|>",
+    ("codegemma", "psm"): "<|fim_prefix|>{pre}<|fim_suffix|>{suf}<|fim_middle|>",
+    ("codestral", "spm"): "[SUFFIX]{suf}[PREFIX]{pre}",
+    ("none", "psm"): "{pre}",
+}
+
+# Substrings of a model name (as a server reports it: a repository id, an ollama tag, a file
+# name) -> FIM family. First match wins; names are compared lower-cased with '_' and ' ' as '-'.
+NAME_HINTS: tuple[tuple[str, str], ...] = (
+    ("codellama", "codellama"), ("code-llama", "codellama"),
+    ("starcoder", "starcoder"), ("santacoder", "starcoder"),
+    ("deepseek-coder", "deepseek"), ("deepseekcoder", "deepseek"),
+    ("qwen2.5-coder", "qwen"), ("qwen-coder", "qwen"), ("qwen2-coder", "qwen"), ("qwen3-coder", "qwen"),
+    ("codegemma", "codegemma"),
+    ("codestral", "codestral"),
+)
+
+
+def family_from_name(name: str) -> str | None:
+    """The FIM family a model name suggests, or None when it says nothing."""
+    n = name.lower().replace("_", "-").replace(" ", "-")
+    for hint, family in NAME_HINTS:
+        if hint in n:
+            return family
+    return None
+
+
+def text_order(family: str, requested: str) -> str:
+    """The order of a text layout: as choose_order, limited to the layouts that exist."""
+    order = choose_order(family, requested)
+    if (family, order) in TEXT_LAYOUTS:
+        return order
+    return next(o for f, o in TEXT_LAYOUTS if f == family)
+
+
+def layout_text(family: str, order: str, prefix: str, suffix: str) -> str:
+    """The FIM prompt as text for `family` in `order` (see TEXT_LAYOUTS)."""
+    template = TEXT_LAYOUTS.get((family, order)) or TEXT_LAYOUTS[(family, text_order(family, order))]
+    # str.replace, not format(): code is full of braces
+    pre_at = template.find("{pre}")
+    suf_at = template.find("{suf}")
+    parts = sorted((p, key) for p, key in ((pre_at, "{pre}"), (suf_at, "{suf}")) if p >= 0)
+    out, pos = [], 0
+    for p, key in parts:
+        out.append(template[pos:p])
+        out.append(prefix if key == "{pre}" else suffix)
+        pos = p + len(key)
+    out.append(template[pos:])
+    return "".join(out)
+
+
+def stop_texts(family: str) -> list[str]:
+    """Stop strings for a text backend: the family's end texts (the server stops at EOS itself)."""
+    return [t for t in FAMILIES[family].stops if not t.startswith("▁")]

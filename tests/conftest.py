@@ -74,6 +74,7 @@ async def lsp_server(
     init_options: dict[str, Any] | None = None,
     encodings: list[str] | None = None,
     env: dict[str, str] | None = None,
+    capabilities: types.ClientCapabilities | None = None,
 ) -> AsyncIterator[tuple[LanguageClient, types.InitializeResult]]:
     """A real `codelsp serve` subprocess with an initialized pytest-lsp client."""
     client = make_test_lsp_client()
@@ -84,7 +85,7 @@ async def lsp_server(
     try:
         result = await client.initialize_session(
             types.InitializeParams(
-                capabilities=client_capabilities(encodings),
+                capabilities=capabilities or client_capabilities(encodings),
                 initialization_options=init_options,
                 root_uri=ROOT.as_uri(),
             )

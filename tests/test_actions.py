@@ -61,8 +61,18 @@ def test_stub_ranges_keep_the_docstring():
 
 def test_unparsable_python_still_finds_the_stub():
     broken = "def f(x):\n    pass\n\ndef g(:\n"
-    [f, _g] = A.functions(broken, "python")
+    [f] = A.functions(broken, "python")  # g's signature is not closed yet
     assert f.name == "f" and f.stub == (1, 2)
+    # a docstring before the stub, and a function without a body yet further down
+    typing = 'def add(a, b):\n    """Add.\n\n    Two numbers.\n    """\n    pass\n\ndef mul(a, b):\n'
+    add = A.functions(typing, "python")[0]
+    assert (add.doc, add.stub) == ((1, 5), (5, 6))
+    target = A.targets(typing, "python", 5)[0]
+    assert target.command == A.WRITE_FUNCTION
+    after = A.apply_edit(typing, A.edit_for(target, typing, "python", 'def add(a, b):\n    """Add."""\n    return a + b'))
+    assert after == typing.replace("    pass\n", "    return a + b\n")
+    only_doc = 'def f():\n    """Doc."""\n\ndef g(:\n'
+    assert A.functions(only_doc, "python")[0].stub == (2, 2)
 
 
 def test_generic_languages_use_braces_and_their_comment_syntax():
@@ -170,3 +180,25 @@ def test_a_hostile_template_cannot_run_code(tmp_path):
     # build_prompt falls back to the Llama-2 format instead of failing the action
     assert build_prompt(template, [{"role": "user", "content": "x"}]).source == "llama-2 fallback"
     assert not marker.exists()
+
+
+def test_a_template_cannot_hang_or_flood_the_server(monkeypatch):
+    import codelsp.chat as chat
+
+    monkeypatch.setattr(chat, "RENDER_SECONDS", 0.2)
+    slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0]['content'] }}"
+    with pytest.raises(TemplateError, match="took longer"):
+        render_template(slow, [{"role": "user", "content": "x"}])
+    with pytest.raises(TemplateError, match="unsafe"):
+        render_template("{{ 'a' * 300000000 }}{{ messages[0]['content'] }}", [{"role": "user", "content": "x"}])
+
+
+def test_a_template_that_refuses_system_messages_gets_them_in_the_user_turn():
+    gemma_like = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+        "{{ '<start_of_turn>model\n' }}"
+    )
+    prompt = build_prompt(gemma_like, [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
+    assert prompt.source == "model template"
+    assert prompt.text == "<start_of_turn>user\nS\n\nU<end_of_turn>\n<start_of_turn>model\n"

@@ -229,13 +229,13 @@ end })
 """
 
 
-def run_nvim(nvim: Path, tmp_path: Path, body: str, model, config: dict | None = None) -> dict:
+def run_nvim(nvim: Path, tmp_path: Path, body: str, model, config: dict | None = None, text: str = DOC) -> dict:
     """Run `body` (Lua defining main()) in headless Neovim; return the `results` table."""
     project = tmp_path / "project"
     project.mkdir()
     (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     doc = project / "add.py"
-    doc.write_text(DOC, encoding="utf-8")
+    doc.write_text(text, encoding="utf-8")
     home = tmp_path / "home"
     for sub in ("state", "cache", "config", "data"):
         (home / sub).mkdir(parents=True)
@@ -459,16 +459,13 @@ end
     assert r["mode"] == "n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Neovim 0.11 takes a plain-text textEdit item's `word` up to its first whitespace and "
-    "does not apply the textEdit on accept: the user gets 'return' of 'return a + b'",
-)
 def test_neovim_menu_inserts_the_whole_suggestion(nvim, tmp_path, model):
     """With the default 'completeopt' the first item is selected and its `word` inserted.
 
-    (Accepting with <C-y> needs a visible menu, which headless Neovim never has; for a plain-text
-    item <C-y> applies nothing more than the `word` either.)
+    Neovim 0.11 takes a plain-text item's `word` only up to its first whitespace ('return' of
+    'return a + b'); for a snippet item it is the label. Neovim says it supports snippets, so
+    codelsp sends one, labelled with the whole first line. (Accepting with <C-y> needs a visible
+    menu, which headless Neovim never has.)
     """
     body = r"""
 vim.api.nvim_create_autocmd('LspAttach', { callback = function(ev)
@@ -525,3 +522,35 @@ end
     edit = keymap["items"][0]["text_edit"]
     assert edit["newText"] == "x" + ANSWER
     assert edit["range"] == {"start": {"line": 1, "character": 4}, "end": {"line": 1, "character": 5}}
+
+
+def test_neovim_code_action_writes_the_function(nvim, tmp_path, model_factory):
+    """vim.lsp.buf.code_action() lists codelsp's actions at a stub; picking Write function runs
+    the command on the server, which sends the edit back (workspace/applyEdit) into the buffer."""
+    answer_model = model_factory("starcoder", ANSWER, default="answer")
+    stub = 'def add(a, b):\n    """Add."""\n    pass\n\nx = 1\n'
+    body = r"""
+function main()
+  local client, buf = attach()
+  vim.api.nvim_win_set_cursor(0, { 3, 4 })
+  -- what the lightbulb / menu would show
+  local params = vim.lsp.util.make_range_params(0, client.offset_encoding)
+  params.context = { diagnostics = {} }
+  local resp = client:request_sync('textDocument/codeAction', params, P.timeout_ms, buf)
+  results.titles = vim.tbl_map(function(a) return a.title end, resp.result)
+  vim.lsp.buf.code_action({
+    apply = true,
+    filter = function(a) return a.command and a.command.command == 'codelsp.writeFunction' end,
+  })
+  results.changed = vim.wait(P.timeout_ms, function()
+    return vim.api.nvim_buf_get_lines(buf, 2, 3, false)[1] ~= '    pass'
+  end, 20)
+  results.lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  stop(client)
+end
+"""
+    r = run_nvim(nvim, tmp_path, body, answer_model, text=stub)
+    assert r["titles"][:3] == ["codelsp: Write function add", "codelsp: Explain add",
+                               "codelsp: Update the documentation of add"]
+    assert r["changed"], r["lsp_log"][-2000:]
+    assert r["lines"] == ["def add(a, b):", '    """Add."""', "    " + ANSWER, "", "x = 1"]

@@ -55,6 +55,27 @@ async def test_completion_item_replaces_the_word_before_the_cursor(model_factory
         assert inline.items[0].insert_text == "urn a + b"
 
 
+async def test_snippet_clients_get_an_escaped_snippet_and_the_whole_first_line(model_factory):
+    # Neovim 0.11 inserts a snippet item's label while it is selected and expands the snippet on
+    # accept; a plain-text item would give only its first word.
+    from conftest import client_capabilities
+
+    caps = client_capabilities()
+    caps.text_document.completion = types.CompletionClientCapabilities(
+        completion_item=types.ClientCompletionItemOptions(snippet_support=True))
+    answer = 'print(f"${x}") \\ 1'
+    model = model_factory("starcoder", answer=answer)
+    async with lsp_server("--model", str(model.path), capabilities=caps) as (client, _):
+        open_doc(client, URI, ADD)
+        item = (await complete_at(client, URI, 1, 4)).items[0]
+        assert model.completion == answer
+        assert item.insert_text_format == types.InsertTextFormat.Snippet
+        assert item.text_edit.new_text == 'print(f"\\${x\\}") \\\\ 1'
+        assert item.label == answer and item.filter_text == answer
+        inline = await inline_at(client, URI, 1, 4)
+        assert [i.insert_text for i in inline.items] == [answer]  # inline items are plain text
+
+
 @pytest.mark.parametrize("encoding, column", [("utf-16", 17), ("utf-8", 20), ("utf-32", 16)])
 async def test_positions_follow_the_negotiated_encoding(model_factory, encoding, column):
     # 'é' is 1 UTF-16 unit / 2 UTF-8 bytes; '😀' is 2 UTF-16 units / 4 UTF-8 bytes.

@@ -129,6 +129,101 @@ async def test_no_prompt_cache_really_disables_reuse(model_factory):
         assert second["reused"] == 0 and second["evaluated"] == first["evaluated"]
 
 
+BIG_BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(400))
+BIG = BIG_BODY + "def add(a, b):\n    \n" + BIG_BODY
+BIG_LINE = BIG_BODY.count("\n") + 1
+
+
+async def test_a_file_longer_than_the_context_keeps_stable_windows(model_factory):
+    """The prefix/suffix windows of a long file do not slide with each keystroke: typing on a
+    line, and even adding lines, keeps the evaluated prompt a prefix of the cached one."""
+    model = model_factory("codellama")
+    uri = "file:///w/big.py"
+    async with lsp_server("--model", str(model.path), "--ctx", "1024") as (client, _):
+        open_doc(client, uri, BIG)
+        await inline_at(client, uri, BIG_LINE, 4)
+        first = as_dict((await stats(client, uri)).last)
+        assert 500 < first["evaluated"] <= 1024, first  # cut to the context, not the whole file
+        col, version, costs = 4, 2, []
+        for ch in "xyzw(),;":  # typing on the line
+            type_at(client, uri, version, BIG_LINE, col, ch)
+            version, col = version + 1, col + 1
+            result = await inline_at(client, uri, BIG_LINE, col)
+            assert result.items[0].insert_text == "return a + b"
+            costs.append(as_dict((await stats(client, uri)).last)["evaluated"])
+        assert max(costs) <= 3, costs
+        line = BIG_LINE
+        costs = []
+        for _ in range(8):  # pressing Enter: new lines above the cursor
+            type_at(client, uri, version, line, col, "\n    ")
+            version, line, col = version + 1, line + 1, 4
+            await inline_at(client, uri, line, col)
+            costs.append(as_dict((await stats(client, uri)).last)["evaluated"])
+        # at most one re-anchoring of the windows (a coarse step), every other keystroke is cheap
+        assert sum(c > 10 for c in costs) <= 1, costs
+
+
+OTHER = "".join(f"CONSTANT_{i} = {i}\n" for i in range(60))
+
+
+async def test_other_open_files_come_first_and_stay_put(model_factory):
+    """With extraContextTokens, the beginning of the other open files goes before the current
+    one, as a snapshot: editing the other file does not cost the current one its cache."""
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/constants.py"
+    async with lsp_server("--model", str(model.path), init_options={"extraContextTokens": 256}) as (client, _):
+        open_doc(client, a, DOC)
+        await inline_at(client, a, LINE, 4)
+        alone = as_dict((await stats(client, a)).last)["evaluated"]
+        type_at(client, a, 2, LINE, 4, "x")
+        await inline_at(client, a, LINE, 5)
+        assert as_dict((await stats(client, a)).last)["evaluated"] <= 3
+
+        open_doc(client, b, OTHER)  # a new neighbour: a's prompt now starts with it
+        type_at(client, a, 3, LINE, 5, "y")
+        result = await inline_at(client, a, LINE, 6)
+        assert result.items[0].insert_text == "return a + b"
+        with_other = as_dict((await stats(client, a)).last)
+        # Code Llama's SPM layout puts the suffix first: it is reused; the prefix, which now
+        # starts with the other file, is evaluated again and is longer by the extra context
+        added = with_other["evaluated"] - (alone - with_other["reused"])
+        assert 100 < added <= 256 + 8, (alone, with_other)
+
+        type_at(client, b, 2, 0, 0, "# edited\n")  # editing the neighbour keeps a's snapshot
+        type_at(client, a, 4, LINE, 6, "z")
+        await inline_at(client, a, LINE, 7)
+        assert as_dict((await stats(client, a)).last)["evaluated"] <= 3
+
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=b)))
+        type_at(client, a, 5, LINE, 7, "w")
+        await inline_at(client, a, LINE, 8)
+        after_close = as_dict((await stats(client, a)).last)
+        assert after_close["evaluated"] < with_other["evaluated"] - 100, (with_other, after_close)
+
+
+def test_neighbour_snapshots_refresh_only_when_needed():
+    from codelsp.neighbors import REFRESH_S, Neighbors, extra_text
+
+    n = Neighbors()
+    n.touch("a")
+    n.touch("b")
+    first = n.snapshot("a", {"b": "x = 1\n"}, now=0.0)
+    assert first.files == (("b", "x = 1\n"),)
+    assert n.snapshot("a", {"b": "x = 2\n"}, now=10.0) is first  # edits alone: keep it
+    later = n.snapshot("a", {"b": "x = 2\n"}, now=REFRESH_S + 1)  # old and changed: refresh
+    assert later.files == (("b", "x = 2\n"),)
+    assert n.snapshot("a", {"b": "x = 2\n", "c": "y\n"}, now=REFRESH_S + 2).files[1][0] == "c"
+    assert n.snapshot("a", {}, now=REFRESH_S + 3).files == ()
+
+    def tokenize(text, first=True):
+        return text.split()
+
+    text = extra_text(later, 100, tokenize)
+    assert text == "# file: b\nx = 2\n\n"
+    assert extra_text(later, 0, tokenize) == ""
+
+
 LONG = {"maxTokens": 4000, "timeoutMs": 120000, "fimTemplate": "none"}
 COUNTING = "numbers = [" + ", ".join(str(i) for i in range(1, 40)) + ","
 
@@ -189,3 +284,15 @@ def test_bench_replays_typing_and_compares_with_no_prompt_cache(model_factory):
         assert with_cache["evaluated_per_keystroke"] <= 3
         assert without["evaluated_per_keystroke"] > 300
         assert without["sources"] == {"model": without["keystrokes"]}
+
+
+def test_using_files_in_another_order_keeps_the_snapshot():
+    from codelsp.neighbors import Neighbors
+
+    n = Neighbors()
+    texts = {"a": "A\n", "b": "B\n", "c": "C\n"}
+    for u in "abc":
+        n.touch(u)
+    first = n.snapshot("a", {u: t for u, t in texts.items() if u != "a"}, now=0.0)
+    n.touch("b")  # the user moves between the other files: a's prompt must not change
+    assert n.snapshot("a", {u: t for u, t in texts.items() if u != "a"}, now=1.0) is first
