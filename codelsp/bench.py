@@ -49,6 +49,8 @@ class Replay:
     floor_ms: list[float] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
     model_latencies_ms: list[float] = field(default_factory=list)  # keystrokes the model answered
+    rss_start_mib: float | None = None  # the server's resident memory before and after the replay
+    rss_end_mib: float | None = None
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -73,7 +75,23 @@ class Replay:
             "tokens_per_keystroke": round(ev + gen, 2),
             "floor_tokens": round(floor_tokens, 2),
             "floor_ms_p50": round(statistics.median(self.floor_ms), 2) if self.floor_ms else 0.0,
+            "server_rss_start_mib": self.rss_start_mib,
+            "server_rss_end_mib": self.rss_end_mib,
         }
+
+
+def rss_mib(pid: int | None) -> float | None:
+    """Resident memory of a process (Linux /proc), in MiB; None where it cannot be read."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
 
 
 def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
@@ -159,16 +177,20 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
             d = docs[uri]
             await client.text_document_inline_completion_async(inline_params(uri, d["row"], d["col"]))
 
-        one = Replay("one document")
+        server = getattr(client, "_server", None)
+        pid = getattr(server, "pid", None)
+        one = Replay("one document", rss_start_mib=rss_mib(pid))
         first = uris[0]
         half = len(docs[first]["target"]) // 2
         for _ in range(half):
             await keystroke(first, one)
-        three = Replay("three documents")
+        one.rss_end_mib = rss_mib(pid)
+        three = Replay("three documents", rss_start_mib=rss_mib(pid))
         n = min(len(docs[u]["target"]) - docs[u]["typed"] for u in uris)
         for _ in range(n):
             for uri in uris:
                 await keystroke(uri, three)
+        three.rss_end_mib = rss_mib(pid)
         await client.shutdown_async(None)
         client.exit(None)
         return [one, three]
@@ -255,9 +277,14 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     print()
     print("prompt tok: prompt tokens evaluated per model keystroke; tok/key: evaluated + generated;")
     print("floor: one new token + the generated ones (tokens), and the server's time for exactly that (ms)")
-    print(f"speed-up of the prompt cache (p50): {report['speedup_p50_one_document']}x on one document, "
-          f"{report['speedup_p50_three_documents']}x alternating between three")
+    if report["speedup_p50_one_document"] is not None:
+        print(f"speed-up of the prompt cache (p50): {report['speedup_p50_one_document']}x on one document, "
+              f"{report['speedup_p50_three_documents']}x alternating between three")
     print(f"three documents vs one (cached p50): {report['three_vs_one_document_p50']}x")
+    for mode, rows in results.items():
+        if rows[0]["server_rss_start_mib"] is not None:
+            print(f"server resident memory ({mode}): {rows[0]['server_rss_start_mib']} MiB after warm-up, "
+                  f"{rows[-1]['server_rss_end_mib']} MiB after both replays")
     if args.compare_server:
         c = report["compare_server"]
         print()

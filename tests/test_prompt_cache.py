@@ -284,6 +284,9 @@ def test_bench_replays_typing_and_compares_with_no_prompt_cache(model_factory):
         assert with_cache["evaluated_per_keystroke"] <= 3
         assert without["evaluated_per_keystroke"] > 300
         assert without["sources"] == {"model": without["keystrokes"]}
+        # the server's resident memory is reported around each replay, and typing adds little
+        assert with_cache["server_rss_start_mib"] > 10
+        assert with_cache["server_rss_end_mib"] - with_cache["server_rss_start_mib"] < 64
 
 
 def test_using_files_in_another_order_keeps_the_snapshot():
