@@ -11,6 +11,7 @@ while the user is typing); other languages get a generic, indentation- and brace
 from __future__ import annotations
 
 import ast
+import heapq
 import re
 import textwrap
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ _NO_COMMENTS = {"json", "plaintext", "text"}
 
 _PY_DEF = re.compile(r"^(\s*)(async\s+def|def)\s+(\w+)")
 AST_MAX_CHARS = 1_000_000
+MAX_FUNCTION_LINES = 2000
 _PY_STUB_LINE = re.compile(r"^\s*(pass|\.\.\.|raise\s+NotImplementedError\b.*)\s*(#.*)?$")
 
 
@@ -222,35 +224,44 @@ def _docstring_lines(lines: list[str], body: list[int]) -> tuple[int, int] | Non
 
 
 def _generic_functions(lines: list[str]) -> list[Function]:
-    """Brace languages: a line that opens a block ending in `{`, up to its matching `}`."""
-    out: list[Function] = []
-    for i, line in enumerate(lines):
+    """Brace languages: a line that opens a block ending in `{`, up to its matching `}`.
+
+    One pass over the running brace depth (a heap of open candidates), so unclosed braces
+    while the user types cost no more than closed ones.
+    """
+    candidates: list[int] = []
+    ends: dict[int, int] = {}
+    heap: list[tuple[int, int]] = []  # (-depth before the candidate's line, line)
+    depth = 0
+    for k, line in enumerate(lines):
         stripped = line.strip()
-        if not stripped.endswith("{") or "(" not in stripped:
-            continue
-        if re.match(r"^\s*(if|for|while|switch|else|do|try|catch)\b", line):
-            continue
-        depth = 0
-        end = None
-        for k in range(i, len(lines)):
-            depth += lines[k].count("{") - lines[k].count("}")
-            if depth <= 0:
-                end = k + 1
-                break
+        if stripped.endswith("{") and "(" in stripped and not _CONTROL.match(line):
+            candidates.append(k)
+            heapq.heappush(heap, (-depth, k))
+        depth += line.count("{") - line.count("}")
+        while heap and -heap[0][0] >= depth:
+            ends[heapq.heappop(heap)[1]] = k + 1
+    out: list[Function] = []
+    for i in candidates:
+        end = ends.get(i)
         if end is None:
             continue
+        line = lines[i]
         indent = _indent(line)
         inner = [k for k in range(i + 1, end - 1) if not _is_blank(lines[k])]
         body_indent = _indent(lines[inner[0]]) if inner else indent + "    "
         stub = None
         kind = ""
-        comment_only = all(lines[k].strip().startswith(("//", "/*", "*", "#", "--")) for k in inner)
+        comment_only = all(lines[k].strip().startswith(("//", "/*", "*", "#", "--")) for k in inner[:MAX_FUNCTION_LINES])
         todo = len(inner) == 1 and re.search(r"todo!\(|unimplemented!\(|not implemented|TODO", lines[inner[0]], re.I)
         if end - 1 > i and (not inner or comment_only or todo):
             stub, kind = (i + 1, end - 1), "empty"
-        name = re.findall(r"(\w+)\s*\(", stripped)
+        name = re.findall(r"(\w+)\s*\(", line.strip())
         out.append(Function(name[0] if name else "", i, end, i + 1, indent, body_indent, None, stub, kind))
     return out
+
+
+_CONTROL = re.compile(r"^\s*(if|for|while|switch|else|do|try|catch)\b")
 
 
 def functions(text: str, language: str) -> list[Function]:

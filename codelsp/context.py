@@ -157,7 +157,17 @@ def build_context(
     head_budget = prefix_budget - line_budget
     head_text, head_tokens = _fit_head(lines[:row], head_budget, tokenize)
     if line_prefix:
-        line_tokens = tokenize(line_prefix, not head_tokens)
+        # A very long line (minified code): tokenize only its tail, from a start that moves in
+        # coarse steps so that typing keeps the tokens a prefix of the cached ones.
+        # The tail is 1.5-2 characters per budget token: it fits the budget (no sliding cut) for
+        # any text of two characters or more per token.
+        window = line_budget * 3 // 2
+        step = max(line_budget // 2, 1)
+        part = line_prefix
+        if len(line_prefix) > 2 * window + step:
+            start = (len(line_prefix) - window) // step * step
+            part = line_prefix[start:]
+        line_tokens = tokenize(part, not head_tokens and part is line_prefix)
         if len(line_tokens) > line_budget:
             line_tokens = line_tokens[len(line_tokens) - line_budget:]
     else:

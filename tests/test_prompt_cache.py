@@ -299,3 +299,23 @@ def test_using_files_in_another_order_keeps_the_snapshot():
     first = n.snapshot("a", {u: t for u, t in texts.items() if u != "a"}, now=0.0)
     n.touch("b")  # the user moves between the other files: a's prompt must not change
     assert n.snapshot("a", {u: t for u, t in texts.items() if u != "a"}, now=1.0) is first
+
+
+def test_a_minified_line_is_tokenized_from_a_stable_start():
+    """A 400 KB one-line file: only the tail of the line is tokenized, and while the user types
+    the tokens stay a prefix of the previous ones (the cache keeps working)."""
+    from codelsp.context import build_context
+
+    sizes: list[int] = []
+
+    def tokenize(text: str, first: bool = True) -> list[str]:
+        sizes.append(len(text))
+        return [text[i:i + 3] for i in range(0, len(text), 3)]
+
+    line = "a=f(1);" * 60000
+    before = build_context(line, len(line), tokenize, 5000, 64)
+    typed = line + "b="
+    after = build_context(typed, len(typed), tokenize, 5000, 64)
+    assert max(sizes) < 10000  # never the whole line
+    common = len(before.prefix_tokens) - 1
+    assert after.prefix_tokens[:common] == before.prefix_tokens[:common]
