@@ -302,6 +302,16 @@ class CompareError(Exception):
     pass
 
 
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate a server we started; kill it if it has not gone after 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def replay_states(text: str, keystrokes: int) -> tuple[tuple[str, int], list[tuple[str, int]], list[tuple[str, int]]]:
     """The document states run_replays types, as (text, cursor offset): the first document before
     typing, after each keystroke of the one-document replay, and after each keystroke of the
@@ -436,10 +446,5 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
         return {"model": model, "family": family, "llama_cpp_version": llama_cpp.__version__, "rows": rows}
     finally:
         conn.close()
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()

@@ -21,6 +21,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
+from codelsp.bench import stop_process
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed")
 
@@ -72,12 +73,7 @@ def llama_server(model: Path, *, alias: str | None = None, port: int | None = No
             raise RuntimeError("llama_cpp.server did not start")
         yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="module")
