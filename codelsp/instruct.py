@@ -54,7 +54,6 @@ class _State:
     model: Any = None
     template: str = ""
     pauses: int = 0
-    reason: str = ""
     text: str = ""
 
 

@@ -169,7 +169,7 @@ class CodeLspServer(LanguageServer):
     # --- completion -------------------------------------------------------------------
     async def completion_at(self, uri: str, position: types.Position) -> tuple[Completion, str] | None:
         """Run the pipeline for a position; None when there is nothing to offer."""
-        doc = self.workspace.text_documents.get(unquote(uri))
+        doc = self.workspace.open_document(uri)  # any spelling of the URI (documents.py)
         if doc is None:
             log.warning("completion requested for a document that is not open: %s", uri)
             return None
@@ -411,7 +411,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     def on_document_text(ls: CodeLspServer, params: Any) -> dict[str, Any] | None:
         """The server's copy of a document (for tests: it must equal the client's); null if not open."""
         uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
-        doc = ls.workspace.text_documents.get(unquote(uri)) if isinstance(uri, str) else None
+        doc = ls.workspace.open_document(uri) if isinstance(uri, str) else None
         return None if doc is None else {"text": doc.source, "version": doc.version}
 
     @server.feature(types.SHUTDOWN)

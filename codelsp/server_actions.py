@@ -44,13 +44,6 @@ def _lsp_range(doc, edit: actions.LineEdit) -> tuple[types.Range, str]:
     return types.Range(start=types.Position(line=edit.start, character=0), end=end), new
 
 
-def _open(ls, uri: str):
-    """The open document for `uri` however the client spelled it (percent-encoding)."""
-    workspace = ls.workspace
-    find = getattr(workspace, "open_document", None)
-    return find(uri) if find is not None else workspace.text_documents.get(uri)
-
-
 def _lf(text: str) -> str:
     """Actions work on \n lines; CRLF and CR documents keep the same line numbers that way."""
     return text.replace("\r\n", "\n").replace("\r", "\n")
@@ -79,7 +72,7 @@ class ActionRunner:
     # --- listing --------------------------------------------------------------------------
     def list_actions(self, params: types.CodeActionParams) -> list[types.CodeAction]:
         uri = params.text_document.uri
-        doc = _open(self.server, uri)
+        doc = self.server.workspace.open_document(uri)
         if doc is None:
             return []
         rng = params.range
@@ -114,7 +107,7 @@ class ActionRunner:
         uri = arg.get("uri")
         if not isinstance(uri, str):
             raise ValueError("missing 'uri'")
-        doc = _open(self.server, uri)
+        doc = self.server.workspace.open_document(uri)
         if doc is None:
             raise ValueError(f"document is not open: {uri}")
         language = actions.language_of(doc.language_id, uri)
@@ -203,7 +196,7 @@ class ActionRunner:
 
     async def _apply(self, name: str, uri: str, version, text: str, edit: actions.LineEdit) -> dict[str, Any]:
         ls = self.server
-        doc = _open(ls, uri)
+        doc = ls.workspace.open_document(uri)
         if doc is None:
             return {"applied": False, "message": "the document was closed"}
         if doc.version != version or _lf(doc.source) != text:

@@ -17,6 +17,7 @@ from pytest_lsp import LanguageClient, make_test_lsp_client
 sys.path.insert(0, str(Path(__file__).parent))
 
 import modelgen  # noqa: E402
+from codelsp.bench import inline_params  # noqa: E402 - what an editor sends while typing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,10 +119,4 @@ async def complete_at(client: LanguageClient, uri: str, line: int, character: in
 
 
 async def inline_at(client: LanguageClient, uri: str, line: int, character: int) -> types.InlineCompletionList:
-    return await client.text_document_inline_completion_async(
-        types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-        )
-    )
+    return await client.text_document_inline_completion_async(inline_params(uri, line, character))
