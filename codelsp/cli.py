@@ -9,8 +9,8 @@ import os
 import sys
 from typing import Any, Sequence
 
-from . import __version__
-from .settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, LOG_LEVELS
+from codelsp import __version__
+from codelsp.settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, LOG_LEVELS
 
 API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
 
@@ -58,7 +58,7 @@ _SETTING_FLAGS = (
 
 def cli_options(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line, as camelCase keys (only those given)."""
-    from .settings import _camel
+    from codelsp.settings import _camel
 
     out = {}
     for name in _SETTING_FLAGS:
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _model_flags(m)
 
-    from .bench import add_bench_parser
+    from codelsp.tools.bench import add_bench_parser
 
     add_bench_parser(sub, _model_flags)
     return p
@@ -124,15 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "complete":
             return cmd_complete(args)
         if args.command == "models":
-            from .models import run_models
+            from codelsp.models.discovery import run_models
 
             return run_models(args, cli_options(args))
         if args.command == "doctor":
-            from .doctor import run_doctor
+            from codelsp.tools.doctor import run_doctor
 
             return run_doctor(args, cli_options(args))
         if args.command == "bench":
-            from .bench import run_bench
+            from codelsp.tools.bench import run_bench
 
             return run_bench(args, cli_options(args))
     except KeyboardInterrupt:
@@ -155,7 +155,7 @@ def _private_stdout() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .server import create_server
+    from codelsp.lsp.server import create_server
 
     options = cli_options(args)
     if args.tcp is not None:
@@ -186,7 +186,7 @@ def parse_location(location: str) -> tuple[str, int, int]:
 
 def offset_of(text: str, line: int, col: int) -> int:
     """Character offset of 1-based LINE:COL (COL in characters); ValueError when outside."""
-    from .context import split_lines
+    from codelsp.completion.context import split_lines
 
     lines = split_lines(text)
     if line > len(lines):
@@ -198,10 +198,10 @@ def offset_of(text: str, line: int, col: int) -> int:
 
 
 def cmd_complete(args: argparse.Namespace) -> int:
-    from .completion import complete
-    from .engine import Engine
-    from .modelfile import ModelError
-    from .settings import Settings
+    from codelsp.completion.pipeline import complete
+    from codelsp.engine.worker import Engine
+    from codelsp.models.errors import ModelError
+    from codelsp.settings import Settings
 
     out = _private_stdout()
     try:

@@ -17,7 +17,7 @@ from pytest_lsp import LanguageClient, make_test_lsp_client
 sys.path.insert(0, str(Path(__file__).parent))
 
 import modelgen  # noqa: E402
-from codelsp.bench import inline_params  # noqa: E402 - what an editor sends while typing
+from codelsp.tools.bench import inline_params  # noqa: E402 - what an editor sends while typing
 
 ROOT = Path(__file__).resolve().parent.parent
 

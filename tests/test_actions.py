@@ -11,8 +11,8 @@ import ast
 import jinja2
 import pytest
 
-from codelsp import actions as A
-from codelsp.chat import TemplateError, build_prompt, llama2_prompt, render_template
+from codelsp.actions import steps as A
+from codelsp.actions.chat import TemplateError, build_prompt, llama2_prompt, render_template
 
 SRC = '''import math
 

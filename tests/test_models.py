@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from codelsp import memplan
-from codelsp.gguf import read_gguf
+from codelsp.models import memplan
+from codelsp.models.gguf import read_gguf
 from codelsp.settings import Settings
 from conftest import complete_at, lsp_server, open_doc, run_cli
 

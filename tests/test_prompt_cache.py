@@ -203,7 +203,7 @@ async def test_other_open_files_come_first_and_stay_put(model_factory):
 
 
 def test_neighbour_snapshots_refresh_only_when_needed():
-    from codelsp.neighbors import REFRESH_S, Neighbors, extra_text
+    from codelsp.completion.neighbors import REFRESH_S, Neighbors, extra_text
 
     n = Neighbors()
     n.touch("a")
@@ -290,7 +290,7 @@ def test_bench_replays_typing_and_compares_with_no_prompt_cache(model_factory):
 
 
 def test_using_files_in_another_order_keeps_the_snapshot():
-    from codelsp.neighbors import Neighbors
+    from codelsp.completion.neighbors import Neighbors
 
     n = Neighbors()
     texts = {"a": "A\n", "b": "B\n", "c": "C\n"}
@@ -304,7 +304,7 @@ def test_using_files_in_another_order_keeps_the_snapshot():
 def test_a_minified_line_is_tokenized_from_a_stable_start():
     """A 400 KB one-line file: only the tail of the line is tokenized, and while the user types
     the tokens stay a prefix of the previous ones (the cache keeps working)."""
-    from codelsp.context import build_context
+    from codelsp.completion.context import build_context
 
     sizes: list[int] = []
 

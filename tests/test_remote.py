@@ -21,7 +21,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
-from codelsp.bench import stop_process
+from codelsp.tools.bench import stop_process
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed")
 
@@ -270,8 +270,8 @@ def test_chat_for_code_actions_streams_from_chat_completions(starcoder_server):
     # thread). The generated model answers a chat with " WRONG" (its default chain), token by token.
     import threading
 
-    from codelsp.llama import Cancelled
-    from codelsp.remote import RemoteModel
+    from codelsp.engine.llama import Cancelled
+    from codelsp.engine.remote import RemoteModel
     from codelsp.settings import Settings
 
     model = RemoteModel(Settings(backend="openai", url=starcoder_server.url))

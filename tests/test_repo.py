@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from codelsp.buildflags import safe_cmake_args
-from codelsp.doctor import amx_risk
+from codelsp.engine.buildflags import safe_cmake_args
+from codelsp.tools.doctor import amx_risk
 from codelsp.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_buildflags_avoid_amx_but_keep_simd():
 
 def test_buildflags_keep_a_users_cmake_args():
     out = subprocess.run(
-        [sys.executable, str(ROOT / "codelsp/buildflags.py")],
+        [sys.executable, str(ROOT / "codelsp/engine/buildflags.py")],
         env={"CMAKE_ARGS": "-DGGML_CUDA=on", "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=True,
     ).stdout.strip()

@@ -25,9 +25,10 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
-from .gguf import GGUFInfo
-from .modelfile import ModelError, kv_plan
-from .settings import Settings
+from codelsp.models.gguf import GGUFInfo
+from codelsp.models.errors import ModelError
+from codelsp.models.modelfile import kv_plan
+from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 

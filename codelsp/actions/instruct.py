@@ -16,11 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .chat import build_prompt
-from .engine import PRIORITY_ACTION, Engine, Job
-from .llama import Cancelled, SamplerParams
-from .modelfile import ModelError
-from .settings import Settings
+from codelsp.actions.chat import build_prompt
+from codelsp.engine.worker import PRIORITY_ACTION, Engine, Job
+from codelsp.engine.llama import Cancelled, SamplerParams
+from codelsp.models.errors import ModelError
+from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ import time
 import urllib.parse
 from typing import Any, Callable, Iterator, Sequence
 
-from .fim import FimSpec, family_from_name, layout_text, stop_texts, text_order
-from .llama import Cancelled, GenStats, Generation, SamplerParams
-from .modelfile import ModelError
-from .settings import Settings
+from codelsp.models.families import FimSpec, family_from_name, layout_text, stop_texts, text_order
+from codelsp.engine.llama import Cancelled, GenStats, Generation, SamplerParams
+from codelsp.models.errors import ModelError
+from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .gguf import GGUFError, GGUFInfo, read_gguf
-from .settings import Settings
+from codelsp.models.gguf import GGUFError, GGUFInfo, read_gguf
+from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +46,6 @@ def kv_plan(info: GGUFInfo, settings: Settings, *, cache: bool = True) -> KVPlan
     if settings.prompt_cache and cache:
         slots = int(max(1, min(MAX_SLOTS, settings.prompt_cache_bytes // per_slot)))
     return KVPlan(context, cells, slots, per_slot)
-
-
-class ModelError(Exception):
-    """A model cannot be used; the message is one line meant for the user."""
 
 
 def demo_model_path() -> Path | None:
@@ -97,7 +93,7 @@ def resolve_models(settings: Settings, progress=None) -> ModelPaths:
     to local files, downloading from the Hugging Face Hub where needed (`progress(message,
     percent)` sees the download). Raises ModelError."""
     if settings.hf_repo or settings.hf_file:
-        from .hub import hf_model_path
+        from codelsp.models.hub import hf_model_path
 
         if settings.model:
             log.warning("hfRepo %s is set: it names the model, and model %s is not used", settings.hf_repo, settings.model)
@@ -106,7 +102,7 @@ def resolve_models(settings: Settings, progress=None) -> ModelPaths:
         base, is_demo = resolve_model(settings.model)
     instruct: Path | None = None
     if settings.instruct_hf_repo or settings.instruct_hf_file:
-        from .hub import hf_model_path
+        from codelsp.models.hub import hf_model_path
 
         instruct = hf_model_path(
             settings.instruct_hf_repo, settings.instruct_hf_file, progress=progress, what="instruct model"

@@ -17,19 +17,19 @@ from urllib.parse import unquote
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
-from . import __version__
-from .completion import Completion, complete
-from .documents import lsp_lines
-from .documents import resolve as resolve_position
-from .engine import Engine, Job
-from .llama import Cancelled, GenStats
-from .modelfile import ModelError
-from .actions import comment_prefix, language_of
-from .neighbors import Neighbors, extra_text
-from .protocol import CodeLspProtocol
-from .server_actions import register as register_actions
-from .settings import Settings, SettingsLayers
-from .suggestions import SuggestionCache
+from codelsp import __version__
+from codelsp.completion.pipeline import Completion, complete
+from codelsp.lsp.documents import lsp_lines
+from codelsp.lsp.documents import resolve as resolve_position
+from codelsp.engine.worker import Engine, Job
+from codelsp.engine.llama import Cancelled, GenStats
+from codelsp.models.errors import ModelError
+from codelsp.actions.steps import comment_prefix, language_of
+from codelsp.completion.neighbors import Neighbors, extra_text
+from codelsp.lsp.protocol import CodeLspProtocol
+from codelsp.lsp.code_actions import register as register_actions
+from codelsp.settings import Settings, SettingsLayers
+from codelsp.completion.suggestions import SuggestionCache
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .context import DocContext
+from codelsp.completion.context import DocContext
 
 
 def is_multiline(ctx: DocContext) -> bool:

@@ -7,11 +7,12 @@ import platform
 import sys
 from typing import Any
 
-from . import __version__
-from .buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
-from . import memplan
-from .modelfile import ModelError, check_model, resolve_models
-from .settings import Settings
+from codelsp import __version__
+from codelsp.engine.buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
+from codelsp.models import memplan
+from codelsp.models.errors import ModelError
+from codelsp.models.modelfile import check_model, resolve_models
+from codelsp.settings import Settings
 
 def system_info() -> str:
     import llama_cpp
@@ -131,8 +132,8 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print("result           NOT OK: the model would crash this build (model not loaded)", file=out)
         return 1
 
-    from .engine import Engine
-    from .llama import SamplerParams
+    from codelsp.engine.worker import Engine
+    from codelsp.engine.llama import SamplerParams
 
     engine = Engine()
     try:

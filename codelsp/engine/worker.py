@@ -15,10 +15,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .llama import Cancelled, LoadedModel, load_model
-from .memplan import plan_load
-from .modelfile import ModelError, check_model, resolve_models
-from .settings import Settings
+from codelsp.engine.llama import Cancelled, LoadedModel, load_model
+from codelsp.models.memplan import plan_load
+from codelsp.models.errors import ModelError
+from codelsp.models.modelfile import check_model, resolve_models
+from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Engine:
     def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
         """Switch to a remote backend (remote.py). A server that is down now is tried again on
         each completion, so it is kept even when this first contact fails."""
-        from .remote import BackendError, RemoteModel
+        from codelsp.engine.remote import BackendError, RemoteModel
 
         status("loading", f"connecting to {settings.url}")
         try:

@@ -18,18 +18,21 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 from cachetools import LRUCache
 
 import llama_cpp
 
-from .chat import ChatPrompt
-from .fim import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
-from .gguf import GGUFInfo
-from .modelfile import ModelError, check_model, kv_plan
-from .settings import Settings
+from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
+from codelsp.models.gguf import GGUFInfo
+from codelsp.models.errors import ModelError
+from codelsp.models.modelfile import check_model, kv_plan
+from codelsp.settings import Settings
+
+if TYPE_CHECKING:  # a type only: the engine does not depend on the code-action stage
+    from codelsp.actions.chat import ChatPrompt
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,7 @@ class LoadedModel:
             return toks[len(base):]
         return self._raw_tokenize(data, special)
 
-    def chat_tokens(self, prompt: ChatPrompt) -> list[int]:
+    def chat_tokens(self, prompt: "ChatPrompt") -> list[int]:
         """Token ids of a rendered chat: template text with special tokens, contents as text."""
         out: list[int] = []
         for seg in prompt.segments:

@@ -17,10 +17,10 @@ from typing import Any
 
 from lsprotocol import types
 
-from . import actions
-from .instruct import run_chat
-from .llama import Cancelled
-from .modelfile import ModelError
+from codelsp.actions import steps as actions
+from codelsp.actions.instruct import run_chat
+from codelsp.engine.llama import Cancelled
+from codelsp.models.errors import ModelError
 
 log = logging.getLogger(__name__)
 

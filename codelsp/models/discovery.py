@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .fim import FAMILIES, detect_family, resolve_ids
-from .gguf import GGUFError, GGUFInfo, read_gguf
-from .settings import Settings
+from codelsp.models.families import FAMILIES, detect_family, resolve_ids
+from codelsp.models.gguf import GGUFError, GGUFInfo, read_gguf
+from codelsp.settings import Settings
 
 TOKENS_KEY = "tokenizer.ggml.tokens"
 
@@ -207,8 +207,8 @@ def llamacpp_cache(home: Path) -> Path:
 
 
 def configured(settings: Settings) -> Iterator[Found]:
-    from .hub import cached_file
-    from .modelfile import demo_model_path
+    from codelsp.models.hub import cached_file
+    from codelsp.models.modelfile import demo_model_path
 
     for label, value in (("model", settings.model), ("instructModel", settings.instruct_model)):
         if value:
@@ -232,7 +232,7 @@ def configured(settings: Settings) -> Iterator[Found]:
 def find_models(settings: Settings, paths: Iterable[str] = (), home: Path | None = None) -> tuple[list[Found], list[str]]:
     """Every GGUF file found, first source first (a file found twice is listed once), and the
     places searched."""
-    from .hub import hf_cache_dir
+    from codelsp.models.hub import hf_cache_dir
 
     home = home or Path.home()
     searched = []

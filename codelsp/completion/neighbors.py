@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from .context import Tokenize, split_lines
+from codelsp.completion.context import Tokenize, split_lines
 
 REFRESH_S = 120.0
 MAX_FILES = 3

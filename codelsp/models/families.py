@@ -1,7 +1,9 @@
-"""Prompt layout for the model family: which FIM tokens a model has and how to arrange them.
+"""FIM families: which fill-in-the-middle tokens a model's vocabulary has, and what they mean.
 
-Every family's facts live in FAMILIES. A layout is built as token ids (never as a string that is
-re-tokenized), because special tokens must be exactly the model's control-token ids.
+Every family's facts live in FAMILIES (token texts, stop texts, trained orders), with the text
+form of each layout for servers that take a prompt string (TEXT_LAYOUTS). Facts from the model
+families' published prompt formats; see the table in the README. The token-level layout that the
+completion pipeline builds is in codelsp/completion/fim.py.
 """
 
 from __future__ import annotations
@@ -122,24 +124,6 @@ def choose_order(family: str, requested: str) -> str:
         # the user knows best (e.g. a fine-tune); keep their order even if untypical
         return requested
     return orders[0]
-
-
-def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int]) -> list[int]:
-    """Arrange prefix and suffix token ids in the family's FIM layout.
-
-    Suffix-first layouts (SPM, Codestral) put the text that changes while the user types at the
-    end of the prompt, so the cached prompt state covers everything before it.
-    """
-    head = [spec.bos] if spec.bos is not None else []
-    if not spec.has_fim:
-        return head + list(prefix)
-    if spec.family == "codestral":
-        # [SUFFIX] suffix [PREFIX] prefix  -- the model continues the prefix
-        return head + [spec.suf] + list(suffix) + [spec.pre] + list(prefix)
-    if spec.order == "spm":
-        # Code Llama's suffix-first layout: <PRE> <SUF> suffix <MID> prefix
-        return head + [spec.pre, spec.suf] + list(suffix) + [spec.mid] + list(prefix)
-    return head + [spec.pre] + list(prefix) + [spec.suf] + list(suffix) + [spec.mid]
 
 
 # --- text layouts, for remote backends that take a prompt string --------------------------

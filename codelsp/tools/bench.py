@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
-SAMPLE = Path(__file__).parent / "examples" / "bench_sample.py"
+SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
 
 
 def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -216,8 +216,8 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         if opts.get("model"):
             print("codelsp bench: --fim-demo replaces --model; give one of them", file=sys.stderr)
             return 2
-        from .fimdemo import make_fim_demo
-        from .modelfile import demo_model_path
+        from codelsp.models.fimdemo import make_fim_demo
+        from codelsp.models.modelfile import demo_model_path
 
         demo = demo_model_path()
         if demo is None:
@@ -356,8 +356,8 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
     import subprocess
     import tempfile
 
-    from .fim import family_from_name, layout_text, stop_texts
-    from .modelfile import demo_model_path
+    from codelsp.models.families import family_from_name, layout_text, stop_texts
+    from codelsp.models.modelfile import demo_model_path
 
     try:
         import llama_cpp

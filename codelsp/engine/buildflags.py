@@ -1,6 +1,6 @@
 """CMake flags for building llama-cpp-python so that it runs on this CPU.
 
-Run standalone before codelsp is installed:  CMAKE_ARGS="$(python3 codelsp/buildflags.py)" pip install ...
+Run standalone before codelsp is installed:  CMAKE_ARGS="$(python3 codelsp/engine/buildflags.py)" pip install ...
 
 llama.cpp's default native build uses AMX on CPUs that have it; on virtual machines that do not
 grant the AMX tile state to its worker threads, the first evaluation of any quantized model dies

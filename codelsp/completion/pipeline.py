@@ -14,14 +14,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import postprocess
-from .context import build_context
-from .fim import layout
-from .llama import GenStats, LoadedModel, SamplerParams
-from .settings import Settings
+from codelsp.completion import postprocess
+from codelsp.completion.context import build_context
+from codelsp.completion.fim import layout
+from codelsp.engine.llama import GenStats, LoadedModel, SamplerParams
+from codelsp.settings import Settings
 
 if TYPE_CHECKING:
-    from .remote import RemoteModel
+    from codelsp.engine.remote import RemoteModel
 
 log = logging.getLogger(__name__)
 

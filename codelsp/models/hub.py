@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .modelfile import ModelError
+from codelsp.models.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from pygls.protocol.json_rpc import (
 )
 from pygls.protocol.language_server import lsp_method
 
-from .documents import DocumentWorkspace
+from codelsp.lsp.documents import DocumentWorkspace
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,30 @@
+"""FIM layout: arrange a request's prefix and suffix token ids in the model family's order.
+
+A layout is built as token ids (never as a string that is re-tokenized), because special tokens
+must be exactly the model's control-token ids. Which tokens a model has, and which orders its
+family was trained on, is codelsp/models/families.py.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from codelsp.models.families import FimSpec
+
+
+def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int]) -> list[int]:
+    """Arrange prefix and suffix token ids in the family's FIM layout.
+
+    Suffix-first layouts (SPM, Codestral) put the text that changes while the user types at the
+    end of the prompt, so the cached prompt state covers everything before it.
+    """
+    head = [spec.bos] if spec.bos is not None else []
+    if not spec.has_fim:
+        return head + list(prefix)
+    if spec.family == "codestral":
+        # [SUFFIX] suffix [PREFIX] prefix  -- the model continues the prefix
+        return head + [spec.suf] + list(suffix) + [spec.pre] + list(prefix)
+    if spec.order == "spm":
+        # Code Llama's suffix-first layout: <PRE> <SUF> suffix <MID> prefix
+        return head + [spec.pre, spec.suf] + list(suffix) + [spec.mid] + list(prefix)
+    return head + [spec.pre] + list(prefix) + [spec.suf] + list(suffix) + [spec.mid]
