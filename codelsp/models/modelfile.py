@@ -8,6 +8,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from codelsp.models.errors import ModelError
 from codelsp.models.gguf import GGUFError, GGUFInfo, read_gguf
 from codelsp.settings import Settings
 
