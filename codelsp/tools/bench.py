@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
