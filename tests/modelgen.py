@@ -66,6 +66,7 @@ import functools
 import importlib.util
 import mmap
 import pathlib
+import re
 import struct
 
 import numpy as np
@@ -82,6 +83,7 @@ IM_END_ID = 2  # "<|im_end|>": end of GARBAGE chain
 _RENAMABLE = (11, 12, 13, 14, 15, 16)  # <jupyter_start> ... <empty_output>
 _REPONAME_ID = 4  # "<reponame>"
 _FILE_SEP_ID = 5  # "<file_sep>"
+_PLAIN_IDS = (7, 8, 9, 10)  # <gh_stars> ... <issue_closed>: renamed for `plain_tokens`
 
 # role -> token text, per family.  Roles: pre, suf, mid, eot, pad, rep, sep.
 _FIM_TEXTS: dict[str, dict[str, str]] = {
@@ -298,6 +300,35 @@ def _detokenize(ids) -> str:
     return _vocab_model().detokenize(list(ids)).decode("utf-8", errors="replace")
 
 
+def _tokenize_with(text: str, plain: dict[str, int]) -> tuple[int, ...]:
+    """Tokens of `text`, with each of the `plain` texts as its own single token."""
+    if not plain:
+        return _tokenize(text)
+    pattern = re.compile("|".join(re.escape(t) for t in sorted(plain, key=len, reverse=True)))
+    out: list[int] = []
+    pos = 0
+    for m in pattern.finditer(text):
+        if m.start() > pos:
+            out += _tokenize(text[pos:m.start()])
+        out.append(plain[m.group()])
+        pos = m.end()
+    if pos < len(text):
+        out += _tokenize(text[pos:])
+    return tuple(out)
+
+
+def _detokenize_with(ids, plain: dict[str, int]) -> str:
+    texts = {tid: text for text, tid in plain.items()}
+    out, run = [], []
+    for tid in ids:
+        if tid in texts:
+            out += [_detokenize(run), texts[tid]]
+            run = []
+        else:
+            run.append(tid)
+    return "".join(out) + _detokenize(run)
+
+
 def _fim_ids(family: str) -> dict[str, int]:
     texts = _FIM_TEXTS[family]
     ids: dict[str, int] = {}
@@ -321,6 +352,7 @@ def make_model(
     fim_metadata: bool = False,
     chat_template: str | None = None,
     name: str | None = None,
+    plain_tokens: tuple[str, ...] = (),
 ) -> ModelInfo:
     """Write a tiny GGUF to ``path`` whose greedy FIM completion is ``answer``.
 
@@ -341,6 +373,10 @@ def make_model(
         end-of-generation.
     chat_template: replaces tokenizer.chat_template (default: SmolLM2's).
     name: general.name (default "codelsp-test-<family>").
+    plain_tokens: up to 4 texts (e.g. "<think>", "</think>") that become ordinary (NORMAL)
+        tokens of their own, ids 7-10, so an answer can hold them once each as single tokens
+        while the same characters elsewhere would repeat a token: a model that writes a
+        reasoning block as plain text.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -357,14 +393,17 @@ def make_model(
     stop_id = fim_ids[stop_role] if stop_role else ENDOFTEXT_ID
     mid_id = fim_ids.get("mid")
 
-    answer_ids = _tokenize(answer) if answer else ()
+    if len(plain_tokens) > len(_PLAIN_IDS):
+        raise ValueError(f"at most {len(_PLAIN_IDS)} plain_tokens")
+    plain = {text: _PLAIN_IDS[i] for i, text in enumerate(plain_tokens)}
+    answer_ids = _tokenize_with(answer, plain) if answer else ()
     wrong_ids = _tokenize(WRONG_TEXT)
     garbage_ids = _tokenize(GARBAGE_TEXT)
 
     # --- validate the answer chain ----------------------------------------
     if len(set(answer_ids)) != len(answer_ids):
         raise ValueError(f"answer {answer!r} has repeated tokens {list(answer_ids)}")
-    specials = {i for i, t in enumerate(tok.token_types) if t != gguf.TokenType.NORMAL}
+    specials = {i for i, t in enumerate(tok.token_types) if t != gguf.TokenType.NORMAL} - set(plain.values())
     specials |= set(fim_ids.values()) | {stop_id, IM_END_ID}
     reserved = set(wrong_ids) | set(garbage_ids)
     for t in answer_ids:
@@ -426,6 +465,9 @@ def make_model(
     for role, text in _FIM_TEXTS[family].items():
         tokens[fim_ids[role]] = text.encode("utf-8")
         types[fim_ids[role]] = int(gguf.TokenType.CONTROL)
+    for text, tid in plain.items():
+        tokens[tid] = text.encode("utf-8")
+        types[tid] = int(gguf.TokenType.NORMAL)
 
     # --- write ---------------------------------------------------------------
     path = pathlib.Path(path)
@@ -487,7 +529,7 @@ def make_model(
         family=family,
         answer=answer,
         answer_ids=tuple(answer_ids),
-        completion=_detokenize(answer_ids),
+        completion=_detokenize_with(answer_ids, plain),
         fim_ids=dict(fim_ids),
         stop_id=stop_id,
         stop_text=tokens[stop_id].decode("utf-8"),

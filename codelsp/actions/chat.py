@@ -172,7 +172,7 @@ def build_prompt(
             error = exc
         # Some templates (Gemma, Mistral Instruct) refuse a system message: merge it into the
         # user's turn and try once more, unless the sandbox said the template is unsafe.
-        merged = _without_system(messages)
+        merged = without_system(messages)
         if merged is not None and "unsafe" not in str(error) and "took longer" not in str(error):
             try:
                 return render_template(template, merged, bos=bos, eos=eos)
@@ -182,7 +182,9 @@ def build_prompt(
     return llama2_prompt(messages)
 
 
-def _without_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+def without_system(messages: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """`messages` with the system prompt moved to the start of the first user turn (for chat
+    templates that refuse a system role); None when there is no system message to move."""
     system = [m["content"] for m in messages if m.get("role") == "system"]
     rest = [dict(m) for m in messages if m.get("role") != "system"]
     if not system or not rest or rest[0].get("role") != "user":

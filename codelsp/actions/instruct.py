@@ -16,7 +16,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from codelsp.actions.chat import build_prompt
+from codelsp.actions.chat import build_prompt, without_system
+from codelsp.actions.steps import strip_reasoning
 from codelsp.engine.worker import PRIORITY_ACTION, Engine, Job
 from codelsp.engine.llama import Cancelled, SamplerParams
 from codelsp.models.errors import ModelError
@@ -33,8 +34,9 @@ class ChatResult:
     tokens: int
     stop_reason: str
     model: str
-    template: str  # "model template" | "llama-2 fallback"
+    template: str  # "model template" | "llama-2 fallback" | "server"
     pauses: int = 0
+    reasoning: bool = False  # the model reasoned first (a <think> block, reasoning_content): not in `text`
 
 
 class _Either:
@@ -75,12 +77,10 @@ async def run_chat(
     remote_chat = getattr(engine.instruct or engine.model, "chat", None)
     if callable(remote_chat):  # a remote backend: it does its own scheduling
         model = engine.instruct or engine.model
-        try:
-            text = await asyncio.to_thread(remote_chat, messages, limit, cancel, on_tokens)
-        except asyncio.CancelledError:
-            cancel.set()  # stops the HTTP stream in the worker thread
-            raise
-        return ChatResult(text, 0, "stop", str(getattr(model, "name", "remote")), "server")
+        answer = await _remote_chat(model, messages, limit, cancel, on_tokens)
+        text, reasoning = strip_reasoning(str(answer))
+        return ChatResult(text, getattr(answer, "tokens", 0), "stop", str(getattr(model, "name", "remote")),
+                          "server", reasoning=reasoning or bool(getattr(answer, "reasoning", 0)))
 
     def step(job: Job) -> str:
         model = engine.instruct or engine.model
@@ -118,6 +118,7 @@ async def run_chat(
             sampler=sampler,
             cancel=_Either(cancel, job.cancel),
             pause=lambda: engine.more_urgent(job),
+            stop_texts=(),  # a chat ends at the model's end-of-turn token, as on a chat server
             check=_counter(on_tokens, len(state.out)) if on_tokens else None,
         )
         state.out += gen.tokens
@@ -139,7 +140,35 @@ async def run_chat(
             break
         state.pauses += 1
     model = state.model
-    return ChatResult(state.text, len(state.out), reason, os.path.basename(str(model.path)), state.template, state.pauses)
+    text, reasoning = strip_reasoning(state.text)
+    return ChatResult(text, len(state.out), reason, os.path.basename(str(model.path)), state.template, state.pauses,
+                      reasoning)
+
+
+async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, cancel: threading.Event,
+                       on_tokens: Callable[[int], None] | None) -> Any:
+    """`model.chat()` off the event loop. A server whose chat template refuses the system role
+    (Gemma's answers HTTP 400 "System role not supported") gets the system prompt merged into the
+    first user turn, as the local engine does (chat.build_prompt); said once in the log, and
+    later actions on that server skip the refused request."""
+    merged = without_system(messages)
+    if merged is not None and getattr(model, "no_system_role", False):
+        messages = merged
+    try:
+        try:
+            return await asyncio.to_thread(model.chat, messages, limit, cancel, on_tokens)
+        except ModelError as exc:
+            status = getattr(exc, "status", None)
+            detail = f"{getattr(exc, 'detail', '')} {exc}".lower()
+            if merged is None or messages is merged or status is None or status < 400 or "system" not in detail:
+                raise
+            model.no_system_role = True
+            log.info("the chat server refused a system message (%s); sending the system prompt in the "
+                     "user's turn instead, from now on", getattr(exc, "detail", "") or exc)
+            return await asyncio.to_thread(model.chat, merged, limit, cancel, on_tokens)
+    except asyncio.CancelledError:
+        cancel.set()  # stops the HTTP stream in the worker thread
+        raise
 
 
 def _counter(on_tokens: Callable[[int], None], base: int) -> Callable[[str], bool]:

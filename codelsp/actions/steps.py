@@ -425,6 +425,35 @@ def messages(target: Target, text: str, language: str, system: str) -> list[dict
 
 # --- turning answers into code --------------------------------------------------------------
 
+_THINK_OPEN = re.compile(r"\A\s*<(think|thinking)>", re.I)
+_THINK_CLOSE = re.compile(r"</(think|thinking)>", re.I)
+
+
+def strip_reasoning(answer: str) -> tuple[str, bool]:
+    """The answer without the model's reasoning, and whether there was any.
+
+    Reasoning models (Qwen3, QwQ, DeepSeek-R1 distills) served without a reasoning parser write
+    `<think>…</think>` before the answer; a chat template that opens the block itself (in the
+    prompt) leaves only the closing `</think>`; an answer that ran out of tokens while reasoning
+    has no closing tag at all, and then nothing of it is the answer. Only a block that opens the
+    answer counts, so code that mentions such a tag is left alone.
+    """
+    text = answer
+    found = False
+    while True:
+        opened = _THINK_OPEN.match(text)
+        close = _THINK_CLOSE.search(text)
+        if opened is not None:
+            found = True
+            if close is None or close.start() < opened.end():
+                return "", True  # unterminated: the model never got to its answer
+            text = text[close.end():]
+        elif close is not None and not found and text[: close.start()].strip() and \
+                text[: close.start()].rstrip(" \t").endswith("\n") and "<think" not in text[: close.start()].lower():
+            text, found = text[close.end():], True  # the template opened the block in the prompt
+        else:
+            return (text.lstrip("\n") if found else text), found
+
 _FENCE = re.compile(r"^[ \t]*(```+|~~~+)[ \t]*([\w+#.-]*)[^\n]*$", re.M)
 
 

@@ -15,6 +15,7 @@ import ctypes
 import dataclasses
 import logging
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from cachetools import LRUCache
 
 import llama_cpp
 
-from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids
+from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
 from codelsp.models.modelfile import check_model, kv_plan
@@ -184,6 +185,9 @@ class LoadedModel:
                 os.path.basename(info.path),
             )
         self.chat_template = self._chat_template()
+        self._specials: dict[str, int] | None = None  # special-token text -> id (chat_tokens)
+        self._special_re: re.Pattern[str] | None = None
+        self.stop_texts = tuple(stop_texts(self.fim.family))  # as a remote backend sends them
         log.info(
             "loaded %s (%s, %s layers on the GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
             info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.n_slots,
@@ -226,13 +230,54 @@ class LoadedModel:
         return self._raw_tokenize(data, special)
 
     def chat_tokens(self, prompt: "ChatPrompt") -> list[int]:
-        """Token ids of a rendered chat: template text with special tokens, contents as text."""
-        out: list[int] = []
+        """Token ids of a rendered chat: exactly the tokens of its whole text, with special-token
+        text (`<|im_start|>`, `<s>`, `[INST]` where the vocabulary has it as a control token)
+        parsed only in the template's parts, never in message contents.
+
+        The text between two special tokens is tokenized in one piece, template and message text
+        together, as the model saw it in training: tokenizing the parts apart would make the
+        space in `[INST] You…` a token of its own. BOS is added where the vocabulary asks for it.
+        """
+        runs: list[int | str] = []  # special token ids and plain text between them
         for seg in prompt.segments:
-            out += self.tokenize(seg.text, first=not out, special=seg.special)
+            parts = self._split_special(seg.text) if seg.special else [seg.text]
+            for part in parts:
+                if isinstance(part, str) and runs and isinstance(runs[-1], str):
+                    runs[-1] += part
+                elif part != "":
+                    runs.append(part)
+        out: list[int] = []
+        for run in runs:
+            if isinstance(run, int):
+                out.append(run)
+            else:  # llama.cpp's own rule: a text after a special token is tokenized as a start
+                out += self._raw_tokenize(run.encode("utf-8", errors="replace"))
         bos = llama_cpp.llama_vocab_bos(self.vocab)
         if llama_cpp.llama_vocab_get_add_bos(self.vocab) and bos >= 0 and (not out or out[0] != bos):
             out.insert(0, bos)
+        return out
+
+    def _split_special(self, text: str) -> list[int | str]:
+        """`text` cut at the texts of the vocabulary's control and user-defined tokens (longest
+        first, as llama.cpp's tokenizer matches them): ids for those, strings between."""
+        if self._specials is None:
+            found: dict[str, int] = {}
+            mask = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+            for tok in range(self.n_vocab):
+                if llama_cpp.llama_vocab_get_attr(self.vocab, tok) & mask:
+                    t = self.token_text(tok)
+                    if t and t not in found:
+                        found[t] = tok
+            self._specials = found
+            self._special_re = re.compile("|".join(re.escape(t) for t in sorted(found, key=len, reverse=True))) if found else None
+        if self._special_re is None:
+            return [text]
+        out: list[int | str] = []
+        pos = 0
+        for m in self._special_re.finditer(text):
+            out += [text[pos:m.start()], self._specials[m.group()]]
+            pos = m.end()
+        out.append(text[pos:])
         return out
 
     def special_text(self, which: str) -> str:
@@ -368,6 +413,7 @@ class LoadedModel:
         check: Callable[[str], bool] | None = None,
         reuse: bool = True,
         pause: Callable[[], bool] | None = None,
+        stop_texts: Sequence[str] | None = None,
     ) -> Generation:
         """Evaluate `prompt` in `key`'s KV slot (reusing its common prefix) and sample.
 
@@ -379,6 +425,10 @@ class LoadedModel:
         returns early with reason "paused" and everything evaluated so far left in the slot, so
         calling again with `prompt + tokens` resumes at the cost of one token (how a long code
         action lets a keystroke's completion run first).
+
+        `stop_texts` (default: the FIM family's end texts, `self.stop_texts`, the same list a
+        remote backend sends as `stop`): generation also stops where the text contains one of
+        them written as ordinary tokens, and the text ends right before it (reason "stop").
         """
         stats = GenStats()
         n_ctx = self.settings.context_size
@@ -417,6 +467,7 @@ class LoadedModel:
         stats.prompt_ms = (t1 - t0) * 1000
 
         chain = self._make_sampler(sampler)
+        stops = [t.encode("utf-8") for t in (self.stop_texts if stop_texts is None else stop_texts) if t]
         out: list[int] = []
         data = b""
         reason = "length"
@@ -431,7 +482,12 @@ class LoadedModel:
                     reason = "stop"
                     break
                 out.append(tok)
-                data += self.piece(tok)
+                piece = self.piece(tok)
+                data += piece
+                if stops and any(st in data[-(len(st) + len(piece)):] for st in stops):
+                    data = _cut_at(data, stops)
+                    reason = "stop"
+                    break
                 if check is not None and check(data.decode("utf-8", errors="ignore")):
                     reason = "check"
                     break
@@ -468,3 +524,8 @@ class LoadedModel:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(p.temperature))
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(p.seed))
         return chain
+
+
+def _cut_at(data: bytes, stops: Sequence[bytes]) -> bytes:
+    """`data` up to the first of `stops` in it."""
+    return data[: min(i for i in (data.find(st) for st in stops) if i >= 0)]

@@ -46,6 +46,7 @@ from codelsp.settings import Settings
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 3
+FIT_RESERVE = 16  # tokens for the FIM layout's own text when cutting a prompt to the server's context
 CONNECT_TIMEOUT_S = 5.0
 CHAT_READ_TIMEOUT_S = 120.0  # longest silence between two chunks of a chat answer
 RETRIES = 3  # further attempts after a connection failure, with backoff
@@ -56,7 +57,16 @@ WATCH_INTERVAL_S = 0.01
 
 
 class BackendError(ModelError):
-    """The remote backend cannot be used right now; the message is one line for the user."""
+    """The remote backend cannot be used right now; the message is one line for the user.
+
+    `status`: the HTTP status the server answered with, None when it never answered;
+    `detail`: the server's own error message (for deciding on a retry without a system role).
+    """
+
+    def __init__(self, message: str, status: int | None = None, detail: str = ""):
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
 
 
 class _Stopped(Exception):
@@ -163,8 +173,17 @@ class _Http:
     ) -> Iterator[dict]:
         """Yield the JSON answer (once) or each server-sent event's JSON (sse=True).
 
-        Raises Cancelled (cancel set), _Stopped("time") (deadline passed after the answer
-        started), BackendError (down after retries, or an HTTP error status).
+        Time limits: CONNECT_TIMEOUT_S to open the TCP connection; the wait for the first byte
+        of the answer (a server such as ollama sends its headers only once the model is loaded)
+        is bounded by the request's own budget, `deadline` when given (completions: timeoutMs),
+        else `read_timeout` (code actions: CHAT_READ_TIMEOUT_S), which also bounds the silence
+        between two chunks. Only failures before the request reached the server (refused,
+        unknown host, a keep-alive connection the server had closed) and 502/503/504 answers
+        are retried: a retry after the server took the request would make it start over (and
+        ollama aborts a model load when its client disconnects).
+
+        Raises Cancelled (cancel set), _Stopped("time") (deadline passed), BackendError (down
+        after retries, no answer in time, an HTTP error status, or an error event in the stream).
         """
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "text/event-stream" if sse else "application/json"}
@@ -184,18 +203,26 @@ class _Http:
                 raise _Stopped("time")
             conn, reused = self._conn(min(CONNECT_TIMEOUT_S, remaining) if remaining else CONNECT_TIMEOUT_S)
             watch = _Watch(conn, cancel, deadline)
+            # the wait for the answer: the request's own budget (past the deadline the watcher
+            # closes the socket; this timeout is a backstop)
+            wait_s = read_timeout if remaining is None else remaining + 1.0
+            sent = False
+            t_sent = time.monotonic()
             try:
                 with watch:
                     conn.request(method, self.path + path, body=data, headers=headers)
+                    sent, t_sent = True, time.monotonic()
+                    if conn.sock is not None:
+                        conn.sock.settimeout(wait_s)
                     resp = conn.getresponse()
                     if conn.sock is not None:
-                        # past the deadline the watcher closes the socket; the timeout is a backstop
                         conn.sock.settimeout(read_timeout if remaining is None else min(read_timeout, remaining + 1.0))
                     if resp.status in RETRY_STATUS and attempt < RETRIES:
                         resp.read()
                         raise _RetryStatus(resp.status)
                     if resp.status >= 400:
-                        raise BackendError(self._http_error(path, resp))
+                        message, detail = self._http_error(path, resp)
+                        raise BackendError(message, resp.status, detail)
                     if not sse:
                         yield json.loads(resp.read() or b"null")
                         return
@@ -216,6 +243,15 @@ class _Http:
                     raise BackendError(f"the completion server at {self.base_url} broke off its answer: {exc.__cause__ or exc}") from None
                 if isinstance(exc, ValueError) and not isinstance(exc, _RetryStatus):
                     raise BackendError(f"the completion server at {self.base_url} sent an answer that is not JSON") from None
+                if sent and isinstance(exc, (socket.timeout, TimeoutError)):
+                    # the server has the request and is working on it (loading a model?): asking
+                    # again would restart that work, so this is the end of this request
+                    waited = time.monotonic() - t_sent
+                    log.warning("remote backend: %s%s accepted the request but sent no answer within %.0f s "
+                                "(loading a model?); not retrying, which would restart the load",
+                                self.base_url, path, waited)
+                    raise BackendError(f"the server at {self.base_url} took the request but sent no answer "
+                                       f"within {waited:.0f} s (still loading the model?)") from None
                 last_failure = exc
                 if attempt >= RETRIES:
                     if isinstance(exc, _RetryStatus):
@@ -224,7 +260,7 @@ class _Http:
                 # a reused keep-alive connection the server had closed: retry at once
                 delay = 0.0 if reused and attempt == 0 else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1
-                log.debug("remote backend: %s; retry %d in %.1f s", self.describe_failure(exc), attempt, delay)
+                log.info("remote backend: %s; retry %d of %d in %.1f s", self.describe_failure(exc), attempt, RETRIES, delay)
                 if delay:
                     if deadline is not None:
                         delay = min(delay, max(deadline - time.monotonic(), 0))
@@ -235,7 +271,11 @@ class _Http:
                         time.sleep(delay)
 
     def _events(self, resp: http.client.HTTPResponse, watch: _Watch) -> Iterator[dict]:
+        """The JSON of each server-sent event. An error event anywhere in the stream (llama.cpp's
+        server and vLLM send `{"error": {...}}` when generation fails midway; some servers name
+        the event `error`) raises BackendError: nothing of a broken answer is used."""
         started = False
+        event = ""
         while True:
             try:
                 line = resp.readline()
@@ -249,35 +289,71 @@ class _Http:
                 return  # end of stream
             started = True
             line = line.strip()
+            if not line:
+                event = ""  # a blank line ends an event
+                continue
+            if line.startswith(b"event:"):
+                event = line[6:].strip().decode("utf-8", "replace")
+                continue
             if not line.startswith(b"data:"):
-                continue  # comments (pings), event names, blank separators
+                continue  # comments (pings), ids
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 resp.read()  # the end of the chunked body, so the connection can be reused
                 return
             try:
-                yield json.loads(payload)
+                obj = json.loads(payload)
             except ValueError:
+                if event == "error":
+                    self._stream_error(payload.decode("utf-8", "replace"))
                 log.debug("remote backend: ignoring a non-JSON event %r", payload[:200])
+                continue
+            if event == "error" or _is_error_event(obj):
+                self._stream_error(_error_text(obj))
+            yield obj
 
-    def _http_error(self, path: str, resp: http.client.HTTPResponse) -> str:
+    def _stream_error(self, message: str) -> None:
+        message = " ".join(str(message).split())[:300] or "no reason given"
+        log.warning("remote backend: %s sent an error in the middle of its answer: %s", self.base_url, message)
+        raise BackendError(f"the server at {self.base_url} failed while answering: {message}", None, message)
+
+    def _http_error(self, path: str, resp: http.client.HTTPResponse) -> tuple[str, str]:
+        """(one-line message for the user, the server's own error text)."""
         raw = resp.read(4096)
-        msg = ""
         try:
-            obj = json.loads(raw)
-            err = obj.get("error", obj) if isinstance(obj, dict) else obj
-            msg = err.get("message", "") if isinstance(err, dict) else str(err)
-            if not msg and isinstance(obj, dict):
-                msg = str(obj.get("detail", ""))
+            msg = _error_text(json.loads(raw))
         except ValueError:
             msg = raw.decode("utf-8", "replace").strip()
         msg = " ".join(msg.split())[:300]
         where = f"{self.base_url}{path}"
         if resp.status in (401, 403):
-            return f"{where} refused the request ({resp.status}): set apiKey or ${API_KEY_ENV}" + (f" ({msg})" if msg else "")
+            return f"{where} refused the request ({resp.status}): set apiKey or ${API_KEY_ENV}" + (f" ({msg})" if msg else ""), msg
         if resp.status == 404:
-            return f"{where} does not exist (404): check url" + (f" ({msg})" if msg else "")
-        return f"{where} answered {resp.status}" + (f": {msg}" if msg else "")
+            return f"{where} does not exist (404): check url" + (f" ({msg})" if msg else ""), msg
+        return f"{where} answered {resp.status}" + (f": {msg}" if msg else ""), msg
+
+
+def _is_error_event(obj: Any) -> bool:
+    """An event that reports a failure instead of carrying text (OpenAI, vLLM, llama.cpp, TGI)."""
+    if not isinstance(obj, dict):
+        return False
+    if obj.get("error") or obj.get("object") == "error":
+        return True
+    choices = obj.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0].get("finish_reason") == "error"
+    return False
+
+
+def _error_text(obj: Any) -> str:
+    """The human-readable message of an error object, whatever shape the server uses."""
+    err = obj.get("error", obj) if isinstance(obj, dict) else obj
+    if isinstance(err, dict):
+        msg = err.get("message") or err.get("detail") or err.get("msg") or ""
+        if not msg and isinstance(obj, dict):
+            msg = obj.get("message") or obj.get("detail") or ""
+        return str(msg) if msg else (json.dumps(err)[:300] if err else "")
+    return "" if err is None else str(err)
 
 
 class _RetryStatus(Exception):
@@ -308,6 +384,8 @@ class RemoteModel:
         self.fim = FimSpec(family="none", detected_by="not yet known")
         self._discovered = False
         self._warned_slow = False
+        self._told_fit = False
+        self.no_system_role = False  # the server refused a system message once (chat())
         if settings.fim_template:
             self._set_family(settings.fim_template, "setting fimTemplate")
 
@@ -365,11 +443,13 @@ class RemoteModel:
             self.model_name = ids[0]
         if not self.chat_model:
             self.chat_model = self.model_name
-        for m in data or []:
-            if isinstance(m, dict) and m.get("id") == self.model_name:
-                n_ctx = m.get("max_model_len") or (m.get("meta") or {}).get("n_ctx_train")
-                if isinstance(n_ctx, int):
-                    self.server_context = n_ctx
+        entries = [m for m in data or [] if isinstance(m, dict)]
+        mine = [m for m in entries if m.get("id") == self.model_name] or (entries if len(entries) == 1 else [])
+        for m in mine[:1]:
+            n_ctx = _context_of(m)
+            if n_ctx:
+                self.server_context = n_ctx
+                log.info("remote backend: the server reports a context of %d tokens for %s", n_ctx, m.get("id"))
         if not self.settings.fim_template:
             family = family_from_name(self.model_name or "")
             if family:
@@ -406,11 +486,38 @@ class RemoteModel:
             self.connect(cancel, timeout_s=max(min(left, CONNECT_TIMEOUT_S), 0.5))
 
     def prompt(self, prefix: Sequence[str], suffix: Sequence[str]) -> dict[str, Any]:
-        """The request fields that carry the context (text, joined from tokenize() pieces)."""
+        """The request fields that carry the context (text, joined from tokenize() pieces).
+
+        When the server reported its context size (`/v1/models`, `/props`), prefix and suffix
+        are cut to fit it with the answer (maxTokens): the prefix keeps its end (the lines
+        nearest the cursor), the suffix its start, the suffix at most a quarter of the room.
+        """
+        prefix, suffix = self._fit(list(prefix), list(suffix))
         pre, suf = "".join(prefix), "".join(suffix)
         if self.backend == "llama-server":
             return {"input_prefix": pre, "input_suffix": suf, "input_extra": [], "prompt": ""}
         return {"prompt": layout_text(self.fim.family, self.fim.order, pre, suf)}
+
+    def _fit(self, prefix: list[str], suffix: list[str]) -> tuple[list[str], list[str]]:
+        if not self.server_context:
+            return prefix, suffix
+        room = max(self.server_context - self.settings.max_tokens - FIT_RESERVE, 16)
+        if len(prefix) + len(suffix) <= room:
+            return prefix, suffix
+        suf_room = min(len(suffix), max(room // 4, room - len(prefix)))
+        pre_room = room - suf_room
+        cut_pre, cut_suf = prefix[len(prefix) - pre_room:] if pre_room else [], suffix[:suf_room]
+        # whole lines only: drop the partial first line of the prefix, the partial last of the suffix
+        pre_text, suf_text = "".join(cut_pre), "".join(cut_suf)
+        if len(cut_pre) < len(prefix) and "\n" in pre_text:
+            pre_text = pre_text[pre_text.index("\n") + 1:]
+        if len(cut_suf) < len(suffix) and "\n" in suf_text:
+            suf_text = suf_text[: suf_text.rindex("\n") + 1]
+        if not self._told_fit:
+            self._told_fit = True
+            log.info("remote backend: the prompt is cut to the server's context of %d tokens "
+                     "(about %d characters of code)", self.server_context, room * CHARS_PER_TOKEN)
+        return [pre_text], [suf_text]
 
     def generate(
         self,
@@ -536,31 +643,49 @@ class RemoteModel:
         max_tokens: int,
         cancel: threading.Event | None = None,
         on_token: Callable[[int], None] | None = None,
-    ) -> str:
+    ) -> "ChatAnswer":
         """The assistant's answer to `messages` (OpenAI chat format), from {url}/chat/completions.
 
         Streams; `on_token(n)` is called with the number of tokens (streamed pieces) received so
-        far, for progress reports. Thread-safe with respect to generate() (each thread has its own
-        connection): run it off the engine thread so completions keep flowing. Raises Cancelled
-        when `cancel` is set (the connection is closed), BackendError when the server cannot be used.
+        far, for progress reports. The answer is the `content` of the deltas only: reasoning that
+        a server sends apart (`reasoning_content`, `reasoning`) is counted, never returned.
+        `tokens` is the server's own count (`usage.completion_tokens`) where it sends one, else
+        the number of streamed pieces. The first byte may take CHAT_READ_TIMEOUT_S (a model
+        load); so may the silence between two chunks.
+
+        Thread-safe with respect to generate() (each thread has its own connection): run it off
+        the engine thread so completions keep flowing. Raises Cancelled when `cancel` is set (the
+        connection is closed), BackendError when the server cannot be used or reports an error
+        (status and detail say which; an error event mid-stream included).
         """
         self.ready(cancel)
         s = self.settings
         body: dict[str, Any] = {
             "messages": messages, "max_tokens": max_tokens, "stream": True,
+            "stream_options": {"include_usage": True},
             "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
         }
         if self.chat_model and self.backend == "openai":
             body["model"] = self.chat_model
         path = "/chat/completions" if self.backend == "openai" else "/v1/chat/completions"
         out: list[str] = []
+        pieces = 0
+        reasoning = 0
+        usage_tokens: int | None = None
         try:
             for event in self.http.request("POST", path, body, cancel=cancel, read_timeout=CHAT_READ_TIMEOUT_S, sse=True):
                 piece, finish, _ = self._completion_event(event)
+                thought = _reasoning_piece(event)
                 if piece:
                     out.append(piece)
+                if piece or thought:
+                    pieces += 1
+                    reasoning += bool(thought)
                     if on_token is not None:
-                        on_token(len(out))
+                        on_token(pieces)
+                u = event.get("usage") if isinstance(event, dict) else None
+                if isinstance(u, dict) and isinstance(u.get("completion_tokens"), int):
+                    usage_tokens = u["completion_tokens"]
                 if finish:
                     continue  # to the end of the stream: the connection stays reusable
                 if cancel is not None and cancel.is_set():
@@ -568,4 +693,43 @@ class RemoteModel:
                     raise Cancelled("cancelled during the chat answer")
         except _Stopped:
             raise BackendError(f"the chat server at {self.path} stopped answering") from None
-        return "".join(out)
+        return ChatAnswer("".join(out), usage_tokens if usage_tokens is not None else pieces, reasoning)
+
+
+class ChatAnswer(str):
+    """The text of a chat answer (a str), with `tokens` generated and `reasoning` pieces seen."""
+
+    tokens: int
+    reasoning: int
+
+    def __new__(cls, text: str, tokens: int, reasoning: int = 0) -> "ChatAnswer":
+        obj = super().__new__(cls, text)
+        obj.tokens = tokens
+        obj.reasoning = reasoning
+        return obj
+
+
+def _reasoning_piece(event: Any) -> str:
+    """Reasoning text a server streams apart from the answer (DeepSeek's `reasoning_content`,
+    vLLM's and OpenRouter's `reasoning`), or ""."""
+    if not isinstance(event, dict):
+        return ""
+    choices = event.get("choices") or []
+    c = choices[0] if choices and isinstance(choices[0], dict) else {}
+    delta = c.get("delta") or {}
+    if not isinstance(delta, dict):
+        return ""
+    value = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    return value if isinstance(value, str) else ""
+
+
+def _context_of(entry: dict) -> int | None:
+    """The context size a `/v1/models` entry reports: vLLM `max_model_len`, LM Studio
+    `max_context_length`, OpenRouter-style `context_length`, llama.cpp's `meta.n_ctx` (else
+    `meta.n_ctx_train`, what the model was trained for)."""
+    meta = entry.get("meta") if isinstance(entry.get("meta"), dict) else {}
+    for value in (entry.get("max_model_len"), entry.get("max_context_length"), entry.get("context_length"),
+                  entry.get("context_window"), meta.get("n_ctx"), meta.get("n_ctx_train")):
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None

@@ -55,14 +55,25 @@ def _arg(args: tuple[Any, ...]) -> dict[str, Any]:
     raise ValueError("expected one argument: an object with 'uri' and 'position' or 'range'")
 
 
+def _is_int(value: Any) -> bool:
+    """A JSON integer: `true` is no line number, though Python's bool is an int."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _pos(value: Any) -> types.Position:
-    if not isinstance(value, dict) or not isinstance(value.get("line"), int) or not isinstance(value.get("character"), int):
-        raise ValueError("a position must be an object with integer 'line' and 'character'")
+    if not isinstance(value, dict) or not _is_int(value.get("line")) or not _is_int(value.get("character")) \
+            or value["line"] < 0 or value["character"] < 0:
+        raise ValueError("a position must be an object with integer 'line' and 'character' (0 or more)")
     return types.Position(line=value["line"], character=value["character"])
 
 
+APPLY_EDIT_TIMEOUT_S = 30.0  # how long an action waits for the editor to answer workspace/applyEdit
+
+
 class ActionRunner:
-    """Runs one code action at a time for a server (a second one waits for the first)."""
+    """Runs one code action's generation at a time for a server (a second one waits for the
+    first); applying the edit happens outside that turn, with a bound on the editor's answer,
+    so a client that never answers `workspace/applyEdit` holds up nothing else."""
 
     def __init__(self, server) -> None:
         self.server = server
@@ -120,7 +131,7 @@ class ActionRunner:
         diags = tuple(
             (d["startLine"], d.get("endLine", d["startLine"]), str(d.get("message", "")))
             for d in arg.get("diagnostics") or []
-            if isinstance(d, dict) and isinstance(d.get("startLine"), int) and isinstance(d.get("endLine", 0), int)
+            if isinstance(d, dict) and _is_int(d.get("startLine")) and _is_int(d.get("endLine", 0))
         )
         found = [t for t in actions.targets(_lf(doc.source), language, start_line, end_line, diags) if t.command == command]
         if not found:
@@ -136,9 +147,13 @@ class ActionRunner:
             except ValueError as exc:
                 log.warning("%s: %s", name, exc)
                 return {"applied": False, "message": str(exc)}
-            return await self._run(command, name, arg, doc, language, target)
+            out = await self._run(command, name, arg, doc, language, target)
+        if callable(out):  # an edit to apply: outside the lock, the editor may be slow to answer
+            return await out()
+        return out
 
-    async def _run(self, command, name, arg, doc, language, target) -> dict[str, Any]:
+    async def _run(self, command, name, arg, doc, language, target):
+        """The command's result, or a coroutine function that applies its edit and returns it."""
         ls = self.server
         engine = ls.engine
         uri = doc.uri
@@ -156,7 +171,7 @@ class ActionRunner:
             result = await run_chat(engine, msgs, ls.settings, cancel, on_tokens)
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            outcome = f"{result.tokens} tokens"
+            outcome = f"{result.tokens} tokens" + (" (reasoning included)" if result.reasoning else "")
         except asyncio.CancelledError:  # $/cancelRequest
             outcome = "cancelled"
             log.info("%s cancelled: %s left untouched", name, uri)
@@ -187,12 +202,19 @@ class ActionRunner:
         edit = actions.edit_for(target, text, language, result.text)
         if edit is None:
             out["message"] = "the model's answer held no usable code"
+            if result.reasoning and not result.text.strip():
+                out["message"] = ("the model spent its answer reasoning and gave no answer "
+                                  "(raise actionMaxTokens)")
             ls.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Warning, message=f"codelsp: {name}: {out['message']}"))
             return out
         if language == "python" and command != actions.EXPLAIN:
             _warn_if_unparsable(text, actions.apply_edit(text, edit), name)
-        return {**out, **await self._apply(name, uri, version, text, edit)}
+
+        async def apply() -> dict[str, Any]:
+            return {**out, **await self._apply(name, uri, version, text, edit)}
+
+        return apply
 
     async def _apply(self, name: str, uri: str, version, text: str, edit: actions.LineEdit) -> dict[str, Any]:
         ls = self.server
@@ -222,17 +244,26 @@ class ActionRunner:
         else:
             wsedit = types.WorkspaceEdit(changes={uri: [types.TextEdit(range=rng, new_text=new_text)]})
         try:
-            resp = await ls.workspace_apply_edit_async(
-                types.ApplyWorkspaceEditParams(edit=wsedit, label=f"codelsp: {name}")
-            )
+            request = ls.protocol.send_request(
+                types.WORKSPACE_APPLY_EDIT, types.ApplyWorkspaceEditParams(edit=wsedit, label=f"codelsp: {name}"))
+            pending = asyncio.wrap_future(request)
+            done, _ = await asyncio.wait({pending}, timeout=APPLY_EDIT_TIMEOUT_S)
+            if not done:
+                # not cancelled: a late answer still finds its request, and is dropped
+                msg = (f"the editor did not answer workspace/applyEdit within {APPLY_EDIT_TIMEOUT_S:g} s; "
+                       "the edit may or may not have been made")
+                log.warning("%s: %s", name, msg)
+                return {"applied": False, "message": msg}
+            resp = pending.result()
         except Exception as exc:  # noqa: BLE001 - the client refused or does not support it
             log.warning("%s: workspace/applyEdit failed: %s", name, exc)
             return {"applied": False, "message": f"the editor did not apply the edit: {exc}"}
-        applied = bool(getattr(resp, "applied", False))
+        applied, reason = _apply_result(resp)
         if not applied:
-            reason = getattr(resp, "failure_reason", None) or "the editor refused the edit"
-            log.warning("%s: %s", name, reason)
-            return {"applied": False, "message": reason}
+            msg = f"the editor did not apply the edit: {reason}" if reason else "the editor did not apply the edit"
+            log.warning("%s: %s", name, msg)
+            ls.window_show_message(types.ShowMessageParams(type=types.MessageType.Warning, message=f"codelsp: {name}: {msg}"))
+            return {"applied": False, "message": msg}
         return {"applied": True}
 
     # --- progress -------------------------------------------------------------------------
@@ -270,6 +301,16 @@ class ActionRunner:
         except Exception:  # noqa: BLE001
             pass
         self.server.work_done_progress.tokens.pop(token, None)
+
+
+def _apply_result(resp: Any) -> tuple[bool, str]:
+    """(applied, the editor's reason) from an ApplyWorkspaceEditResult, whatever shape it came in:
+    only an explicit `applied: true` is success (a null answer or a missing field is not)."""
+    if isinstance(resp, dict):
+        applied, reason = resp.get("applied"), resp.get("failureReason")
+    else:
+        applied, reason = getattr(resp, "applied", None), getattr(resp, "failure_reason", None)
+    return applied is True, str(reason) if isinstance(reason, str) and reason.strip() else ""
 
 
 _NAMES = {

@@ -84,6 +84,19 @@ def _brief(exc: BaseException) -> str:
     return f"{text} ({notes[-1]})" if notes else text
 
 
+def _logged(handler):
+    """`handler`, with any exception it raises logged instead of becoming the answer."""
+
+    def run(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - shutdown must answer null
+            log.warning("shutdown: %s: %s", type(exc).__name__, exc)
+            return None
+
+    return run
+
+
 class CodeLspProtocol(LanguageServerProtocol):
     exit_code: int = 0
 
@@ -207,6 +220,29 @@ class CodeLspProtocol(LanguageServerProtocol):
         ws = self._workspace
         if ws is not None and not isinstance(ws, DocumentWorkspace):
             ws.__class__ = DocumentWorkspace  # the same state, LSP-exact documents (documents.py)
+
+    @lsp_method(types.SHUTDOWN)
+    def lsp_shutdown(self, *args):
+        """Answers null whatever is running, and refuses every request after it.
+
+        pygls 2.1 cancels the pending requests while iterating its futures dict, and a cancelled
+        request's callback removes itself from that dict: with a code action running, shutdown
+        answered "dictionary changed size during iteration" and `exit` then ended with 1. Here
+        the futures are cancelled from a copy, and a failing shutdown handler (ours stops the
+        engine) is logged, never the answer.
+        """
+        self._shutdown = True  # from now on requests are refused (handle_message)
+        if (user_handler := self.fm.features.get(types.SHUTDOWN)) is not None:
+            yield _logged(user_handler), args, None
+        current_id = self.msg_id
+        for msg_id, future in list(self._request_futures.items()):
+            if msg_id != current_id and not future.done():
+                try:
+                    future.cancel()
+                except Exception as exc:  # noqa: BLE001 - a callback failed; shutting down anyway
+                    log.debug("cancelling request %r at shutdown: %s", msg_id, exc)
+        log.info("shutdown")
+        return None
 
     @lsp_method(types.EXIT)
     def lsp_exit(self, *args):

@@ -304,11 +304,16 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_config(ls: CodeLspServer, params: types.DidChangeConfigurationParams) -> None:
         settings = params.settings
+        others_only = False
         if isinstance(settings, dict) and "codelsp" in settings:
             settings = settings["codelsp"]
             if settings == []:  # an empty Lua table arrives as a JSON array (Neovim)
                 settings = {}
-        elif not settings:
+        elif isinstance(settings, dict) and settings and not set(settings) & set(Settings.keys()):
+            # only other servers' sections (eglot sends every server's): nothing for codelsp in
+            # it; ask for codelsp's own section where the client can answer, else keep ours
+            others_only, settings = True, None
+        if not settings and (others_only or not isinstance(settings, dict) or settings is params.settings):
             caps = ls.client_capabilities
             if caps and caps.workspace and caps.workspace.configuration:
                 try:
@@ -319,6 +324,9 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
                 except Exception as exc:  # noqa: BLE001
                     log.warning("workspace/configuration failed: %s", exc)
                     settings = None
+        if others_only and settings is None:
+            log.debug("configuration change without a codelsp section: settings kept")
+            return
         if settings is not None and not isinstance(settings, dict):
             log.warning("configuration: expected an object for section 'codelsp', got %r", settings)
             return
