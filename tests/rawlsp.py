@@ -25,6 +25,9 @@ class ServerGone(Exception):
     pass
 
 
+NO_ANSWER = object()  # RawLsp.answers: never answer this request of the server's
+
+
 class RawLsp:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
         full_env = dict(os.environ)
@@ -39,6 +42,9 @@ class RawLsp:
         self.notifications: list[dict] = []
         self.stderr: list[str] = []
         self.duplicates: list[dict] = []
+        # answers to the server's own requests, by method: a result, or NO_ANSWER (a client
+        # that never answers, as ALE did for workspace/applyEdit); anything else gets null
+        self.answers: dict[str, Any] = {}
         self._cv = threading.Condition()
         self._ids = itertools.count(1)
         self._closed = False
@@ -69,8 +75,10 @@ class RawLsp:
             with self._cv:
                 if "method" in msg:
                     self.notifications.append(msg)
-                    if "id" in msg:  # a request from the server (progress, configuration)
-                        self._write({"jsonrpc": "2.0", "id": msg["id"], "result": None})
+                    if "id" in msg:  # a request from the server (progress, configuration, edits)
+                        answer = self.answers.get(msg["method"])
+                        if answer is not NO_ANSWER:
+                            self._write({"jsonrpc": "2.0", "id": msg["id"], "result": answer})
                 elif msg.get("id") is None:
                     self.null_id_errors.append(msg)
                 else:

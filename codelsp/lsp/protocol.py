@@ -135,6 +135,8 @@ class CodeLspProtocol(LanguageServerProtocol):
         except Exception as exc:  # noqa: BLE001 - answered below, in one log line
             reason = _brief(exc)
         if not isinstance(method, str):
+            if has_id and "result" in data and self._deliver_raw(data):
+                return ANSWERED
             if has_id and "result" not in data and "error" not in data:  # never answer a response
                 log.warning("invalid JSON-RPC message (id %r): %s", data.get("id"), reason)
                 self.send_error(data.get("id"), INVALID_REQUEST, f"invalid message: {reason}")
@@ -151,6 +153,18 @@ class CodeLspProtocol(LanguageServerProtocol):
             log.warning("request %s (id %r) has invalid params: %s", method, data["id"], reason)
             self.send_error(data["id"], INVALID_PARAMS, f"invalid params for {method}: {reason}")
         return ANSWERED
+
+    def _deliver_raw(self, data: dict[str, Any]) -> bool:
+        """A client's answer to our request that does not fit the answer's type (`null` for
+        workspace/applyEdit): the waiting request gets the raw JSON value instead of waiting
+        forever. True when a request was waiting for it."""
+        future = self._request_futures.pop(data["id"], None) if _valid_id(data["id"]) else None
+        if future is None or future.done():
+            return False
+        log.warning("the client's answer to request %r has an unexpected shape: %.200s",
+                    data["id"], json.dumps(data.get("result"), default=str))
+        future.set_result(data.get("result"))
+        return True
 
     def _structure(self, data: dict[str, Any]) -> Any:
         """pygls' JsonRPCProtocol.structure_message without its traceback in the log."""
