@@ -36,6 +36,7 @@ class ChatResult:
     model: str
     template: str  # "model template" | "llama-2 fallback" | "server"
     pauses: int = 0
+    prompt_tokens: int = 0  # tokens of the rendered chat (local models; 0 when not known)
     reasoning: bool = False  # the model reasoned first (a <think> block, reasoning_content): not in `text`
 
 
@@ -80,7 +81,8 @@ async def run_chat(
         answer = await _remote_chat(model, messages, limit, cancel, on_tokens)
         text, reasoning = strip_reasoning(str(answer))
         return ChatResult(text, getattr(answer, "tokens", 0), "stop", str(getattr(model, "name", "remote")),
-                          "server", reasoning=reasoning or bool(getattr(answer, "reasoning", 0)))
+                          "server", 0, getattr(answer, "prompt_tokens", 0),
+                          reasoning or bool(getattr(answer, "reasoning", 0)))
 
     def step(job: Job) -> str:
         model = engine.instruct or engine.model
@@ -142,7 +144,7 @@ async def run_chat(
     model = state.model
     text, reasoning = strip_reasoning(state.text)
     return ChatResult(text, len(state.out), reason, os.path.basename(str(model.path)), state.template, state.pauses,
-                      reasoning)
+                      len(state.prompt or ()), reasoning)
 
 
 async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, cancel: threading.Event,

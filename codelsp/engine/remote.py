@@ -672,6 +672,7 @@ class RemoteModel:
         pieces = 0
         reasoning = 0
         usage_tokens: int | None = None
+        prompt_tokens = 0
         try:
             for event in self.http.request("POST", path, body, cancel=cancel, read_timeout=CHAT_READ_TIMEOUT_S, sse=True):
                 piece, finish, _ = self._completion_event(event)
@@ -686,6 +687,8 @@ class RemoteModel:
                 u = event.get("usage") if isinstance(event, dict) else None
                 if isinstance(u, dict) and isinstance(u.get("completion_tokens"), int):
                     usage_tokens = u["completion_tokens"]
+                if isinstance(u, dict) and isinstance(u.get("prompt_tokens"), int):
+                    prompt_tokens = u["prompt_tokens"]
                 if finish:
                     continue  # to the end of the stream: the connection stays reusable
                 if cancel is not None and cancel.is_set():
@@ -693,19 +696,22 @@ class RemoteModel:
                     raise Cancelled("cancelled during the chat answer")
         except _Stopped:
             raise BackendError(f"the chat server at {self.path} stopped answering") from None
-        return ChatAnswer("".join(out), usage_tokens if usage_tokens is not None else pieces, reasoning)
+        return ChatAnswer("".join(out), usage_tokens if usage_tokens is not None else pieces, reasoning, prompt_tokens)
 
 
 class ChatAnswer(str):
-    """The text of a chat answer (a str), with `tokens` generated and `reasoning` pieces seen."""
+    """The text of a chat answer (a str), with `tokens` generated, `reasoning` pieces seen apart
+    from the answer, and `prompt_tokens` as the server counted them (0: not reported)."""
 
     tokens: int
     reasoning: int
+    prompt_tokens: int
 
-    def __new__(cls, text: str, tokens: int, reasoning: int = 0) -> "ChatAnswer":
+    def __new__(cls, text: str, tokens: int, reasoning: int = 0, prompt_tokens: int = 0) -> "ChatAnswer":
         obj = super().__new__(cls, text)
         obj.tokens = tokens
         obj.reasoning = reasoning
+        obj.prompt_tokens = prompt_tokens
         return obj
 
 

@@ -191,8 +191,8 @@ class ActionRunner:
             return {"applied": False, "message": str(exc)}
         finally:
             self._end(progress, outcome)
-        log.info("%s: %d tokens from %s (%s, %d pause(s) for completions)",
-                 name, result.tokens, result.model, result.template, result.pauses)
+        log.info("%s: %d tokens from %s (%s, %s prompt tokens, %d pause(s) for completions)",
+                 name, result.tokens, result.model, result.template, result.prompt_tokens or "?", result.pauses)
 
         out: dict[str, Any] = {"applied": False}
         if command == actions.EXPLAIN:
