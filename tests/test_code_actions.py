@@ -202,6 +202,20 @@ async def test_explain_inserts_a_comment_block_and_returns_markdown(model_factor
         assert len(editor.edits) == 1
 
 
+async def test_a_local_model_that_reasons_in_plain_text_gets_only_its_answer_used(model_factory):
+    # The model writes `<think>…</think>` as ordinary tokens before its answer (a reasoning
+    # model served without a reasoning parser, or in process)
+    model = model_factory("codellama", answer="<think>print(1)</think>It multiplies.", default="answer",
+                          plain_tokens=("<think>", "</think>"))
+    assert model.completion.startswith("<think>print(1)</think>")
+    uri = "file:///w/stub.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        editor, action = await open_and_pick(client, uri, STUB, 9, 4, "codelsp.explain")
+        result = await run_action(client, action)
+        assert result.markdown == "It multiplies." and result.applied is True
+        assert editor.text == STUB.replace("def mul", "# It multiplies.\ndef mul")
+
+
 async def test_explain_uses_the_language_comment_syntax(model_factory):
     model = model_factory("codellama", answer="It adds.", default="answer")
     uri = "file:///w/add.ts"

@@ -127,6 +127,27 @@ async def test_settings_layers_cli_beats_configuration_beats_init_options(model_
         assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return a"
 
 
+async def test_a_configuration_change_for_other_servers_keeps_codelsps_settings(model_factory):
+    # eglot sends every server's sections in one didChangeConfiguration; the client has no
+    # codelsp section to give when asked (workspace/configuration answers null)
+    model = model_factory("starcoder")
+    async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
+        open_doc(client, URI, ADD)
+        client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"codelsp": {"maxTokens": 3}}))
+        assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return a +"
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"pylsp": {"plugins": {"pycodestyle": {"enabled": False}}}, "rust-analyzer": {}}))
+        await asyncio.sleep(0.5)
+        assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return a +"
+        assert not any("unknown setting" in m.message for m in client.log_messages)
+        # where the client does have a codelsp section, asking for it finds it
+        client.set_configuration({"maxTokens": 1}, section="codelsp")
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings={"pylsp": {}}))
+        await asyncio.sleep(0.5)
+        assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return"
+
+
 async def test_changing_the_model_in_settings_reloads_it(model_factory):
     first = model_factory("starcoder")
     second = model_factory("starcoder", answer="return a * b")

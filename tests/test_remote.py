@@ -302,3 +302,20 @@ def test_bench_compare_server_replays_the_same_keystrokes_against_llama_cpp_serv
         assert row["keystrokes"] == ours["keystrokes"] > 0  # the same keystrokes
         assert row["prompt_tokens_per_keystroke"] > 300  # the whole file, every keystroke
         assert row["codelsp_cached_speedup_p50"] == round(row["p50_ms"] / ours["p50_ms"], 2)
+
+
+async def test_an_end_marker_written_as_plain_text_ends_the_completion_locally_as_remotely(model_factory, tmp_path):
+    # The model writes StarCoder's `<file_sep>` as ordinary text tokens (`<`, `file`, `_`, `sep`,
+    # `>`), not as its control token: the remote path stops there because it sends the family's
+    # end texts as `stop`; the local engine must stop at the same texts.
+    model = model_factory("starcoder", answer="return True<file_sep>")
+    assert "<file_sep>" in model.completion and model.fim_ids.get("sep") is None
+    async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
+        open_doc(client, URI, ADD)
+        local = (await complete_at(client, URI, 1, 4)).items
+    with llama_server(model.path, alias="bigcode/starcoder2-3b", log_dir=tmp_path) as srv:
+        async with lsp_server(*remote(srv.url)) as (client, _):
+            open_doc(client, URI, ADD)
+            served = (await complete_at(client, URI, 1, 4)).items
+    assert [i.text_edit.new_text for i in served] == ["return True"]
+    assert [i.text_edit.new_text for i in local] == ["return True"]
