@@ -177,10 +177,10 @@ class _Http:
         of the answer (a server such as ollama sends its headers only once the model is loaded)
         is bounded by the request's own budget, `deadline` when given (completions: timeoutMs),
         else `read_timeout` (code actions: CHAT_READ_TIMEOUT_S), which also bounds the silence
-        between two chunks. Only failures before the request reached the server (refused,
-        unknown host, a keep-alive connection the server had closed) and 502/503/504 answers
-        are retried: a retry after the server took the request would make it start over (and
-        ollama aborts a model load when its client disconnects).
+        between two chunks. Only a server that did not take the request (refused, unknown host,
+        a keep-alive connection it had closed, a connection it dropped without an answer) and
+        502/503/504 answers are retried: a request the server is working on is never sent again
+        (that would make it start over, and ollama aborts a model load when its client hangs up).
 
         Raises Cancelled (cancel set), _Stopped("time") (deadline passed), BackendError (down
         after retries, no answer in time, an HTTP error status, or an error event in the stream).
@@ -260,7 +260,8 @@ class _Http:
                 # a reused keep-alive connection the server had closed: retry at once
                 delay = 0.0 if reused and attempt == 0 else BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]
                 attempt += 1
-                log.info("remote backend: %s; retry %d of %d in %.1f s", self.describe_failure(exc), attempt, RETRIES, delay)
+                log.log(logging.DEBUG if reused and attempt == 1 else logging.INFO, "remote backend: %s; retry %d of %d in %.1f s",
+                        self.describe_failure(exc), attempt, RETRIES, delay)
                 if delay:
                     if deadline is not None:
                         delay = min(delay, max(deadline - time.monotonic(), 0))
