@@ -150,7 +150,8 @@ async def run_chat(
 async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, cancel: threading.Event,
                        on_tokens: Callable[[int], None] | None) -> Any:
     """`model.chat()` off the event loop. A server whose chat template refuses the system role
-    (Gemma's answers HTTP 400 "System role not supported") gets the system prompt merged into the
+    (an HTTP error whose message names the system role or roles: Gemma's "System role not
+    supported", Mistral Instruct's "Only user and assistant roles…") gets the system prompt merged into the
     first user turn, as the local engine does (chat.build_prompt); said once in the log, and
     later actions on that server skip the refused request."""
     merged = without_system(messages)
@@ -161,8 +162,11 @@ async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, c
             return await asyncio.to_thread(model.chat, messages, limit, cancel, on_tokens)
         except ModelError as exc:
             status = getattr(exc, "status", None)
-            detail = f"{getattr(exc, 'detail', '')} {exc}".lower()
-            if merged is None or messages is merged or status is None or status < 400 or "system" not in detail:
+            # the server's own words: Gemma "System role not supported", Mistral "Only user and
+            # assistant roles are supported!" / "Conversation roles must alternate …"
+            detail = str(getattr(exc, "detail", "")).lower()
+            if merged is None or messages is merged or status is None or status < 400 or \
+                    not ("system" in detail or "role" in detail):
                 raise
             model.no_system_role = True
             log.info("the chat server refused a system message (%s); sending the system prompt in the "
