@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -77,6 +78,7 @@ class CodeLspServer(LanguageServer):
         self.engine = Engine()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.initialized = False
+        self.client_info_name: str | None = None  # clientInfo.name of initialize ("helix", "Neovim", …)
         self._loaded_for: tuple | None = None
         self._reported_error: str | None = None
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
@@ -330,17 +332,32 @@ class CodeLspServer(LanguageServer):
         except AttributeError:
             return False
 
-    def item_documentation(self, text: str) -> types.MarkupContent | str:
-        """The whole multi-line completion, as markdown where the client renders it."""
+    def item_documentation(self, text: str, language: str = "") -> types.MarkupContent | str:
+        """The whole completion for the documentation pane: a fenced code block where the client
+        renders markdown (it says so in `documentationFormat`; Helix renders every documentation
+        string as markdown without saying so, helix-term ui/completion.rs), plain text otherwise."""
         caps = self.client_capabilities
         formats = []
         try:
             formats = caps.text_document.completion.completion_item.documentation_format or []
         except AttributeError:
             pass
-        if types.MarkupKind.Markdown in formats:
-            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```")
+        client = (self.client_info_name or "").lower()
+        if types.MarkupKind.Markdown in formats or client == "helix":
+            longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+            fence = "`" * max(3, longest + 1)
+            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{fence}{language}\n{text}\n{fence}")
         return text
+
+    def model_name(self) -> str:
+        """The completion model as the menu shows it: the GGUF file's name without `.gguf`, or a
+        remote backend's model."""
+        model = self.engine.model
+        if model is None:
+            return ""
+        if getattr(model, "remote", False):
+            return model.name or ""
+        return os.path.basename(str(model.path)).removesuffix(".gguf")
 
     def _report_no_model(self, error: str | None = None) -> None:
         err = error or self.engine.model_error or "model is not loaded"
@@ -349,6 +366,17 @@ class CodeLspServer(LanguageServer):
             self.window_show_message(
                 types.ShowMessageParams(type=types.MessageType.Error, message=f"codelsp: {err}")
             )
+
+
+def relative_indent(text: str, indent: str) -> str:
+    """`text` with `indent` (the cursor line's leading whitespace) taken off the start of every
+    line after the first: clients that expand snippets (Helix, Neovim's vim.snippet) put the
+    cursor line's indentation in front of each new line themselves, and the model writes the
+    lines with their whole indentation. Lines that do not start with it stay as they are."""
+    if not indent or "\n" not in text:
+        return text
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [line[len(indent):] if line.startswith(indent) else line for line in rest])
 
 
 def _snippet_escape(text: str) -> str:
@@ -370,6 +398,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     def on_initialize(ls: CodeLspServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_running_loop()
         ls.layers.init_options = params.initialization_options or {}
+        ls.client_info_name = params.client_info.name if params.client_info else None
         if params.process_id:
             _watch_parent(params.process_id)
 
@@ -430,10 +459,13 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         first, *more = full.split("\n")
         label = first.strip() or result.text.strip().split("\n", 1)[0]
         snippet = ls.snippets_supported()
+        doc = ls.workspace.open_document(params.text_document.uri)
+        line = doc.lines[params.position.line] if doc is not None and params.position.line < len(doc.lines) else ""
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
         if snippet:
             # Clients that insert the label while an item is selected (Neovim 0.11) show the whole
             # first line, and accepting expands the full text: no ellipsis in the label.
-            new_text = _snippet_escape(full)
+            new_text = _snippet_escape(relative_indent(full, indent))
             details = types.CompletionItemLabelDetails(description=f"+{len(more)} lines") if more else None
         else:
             new_text = full
@@ -442,12 +474,14 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
                 label = label[: LABEL_MAX - 1] + "…"
             elif more:
                 label += " …"
+        name = ls.model_name()
+        language = doc.language_id if doc is not None and doc.language_id else ""
         item = types.CompletionItem(
             label=label,
             label_details=details,
             kind=types.CompletionItemKind.Text,
-            detail="codelsp",
-            documentation=ls.item_documentation(full) if more else None,
+            detail=f"codelsp · {name}" if name else "codelsp",
+            documentation=ls.item_documentation(full, language),
             filter_text=full,
             sort_text="0",
             preselect=True,
