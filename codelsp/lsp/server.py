@@ -240,7 +240,7 @@ class CodeLspServer(LanguageServer):
         self._record(uri, "model", result.stats, result.total_ms)
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
-        if more and result.text:
+        if more and result.text and not getattr(engine.model, "remote", False):
             alt = self._alternatives(uri, text, offset, result, more, extra_for)
             if now:
                 result.others = await self._await_alternatives(alt)
