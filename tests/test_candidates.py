@@ -71,6 +71,17 @@ async def test_an_invoked_request_gets_every_candidate_at_once(model):
         assert texts(await invoked_at(client, URI, 1, 4)) == [ANSWER, SECOND]
 
 
+async def test_an_invoked_request_at_a_place_answered_before_gets_every_candidate(model):
+    """Whether the background generation there finished or was superseded by the request at the
+    other place, an invoked request gets both candidates."""
+    async with lsp_server("--model", str(model.path), "--candidates", "2") as (client, _):
+        open_doc(client, URI, DOC + "\ndef sub(a, b):\n    \n")
+        assert texts(await inline_at(client, URI, 1, 4)) == [ANSWER]
+        assert texts(await inline_at(client, URI, 4, 4)) == [ANSWER]
+        assert texts(await invoked_at(client, URI, 1, 4)) == [ANSWER, SECOND]
+        assert as_dict((await stats(client, URI)).totals)["model"] == 2
+
+
 async def test_candidates_are_typed_through(model):
     async with lsp_server("--model", str(model.path), "--candidates", "2") as (client, _):
         open_doc(client, URI, DOC)

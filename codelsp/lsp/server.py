@@ -240,7 +240,7 @@ class CodeLspServer(LanguageServer):
         self._record(uri, "model", result.stats, result.total_ms)
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
-        if more and result.text and not getattr(engine.model, "remote", False):
+        if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
             alt = self._alternatives(uri, text, offset, result, more, extra_for)
             if now:
                 result.others = await self._await_alternatives(alt)
@@ -280,18 +280,25 @@ class CodeLspServer(LanguageServer):
         self._pending_alternatives[uri] = (text, offset, job)
 
         def done(future) -> None:
-            if future.cancelled() or future.exception() is not None:
+            if future.cancelled() or future.exception() is not None or self.loop is None:
                 return
-            if self.loop is not None:
+            try:
                 self.loop.call_soon_threadsafe(self.suggestions.add_others, uri, text, offset, future.result())
+            except RuntimeError:  # the loop is closed: shutting down
+                pass
 
         job.future.add_done_callback(done)
         return job
 
     async def _await_alternatives(self, job: Job) -> list[str]:
+        """The other candidates of `job` ([] when it was superseded or failed: the first one
+        still stands). Cancelling the request does not cancel the job."""
         try:
             return await asyncio.shield(asyncio.wrap_future(job.future))
-        except (Cancelled, ModelError):
+        except Cancelled:
+            return []
+        except Exception as exc:  # noqa: BLE001 - logged; the first candidate is answered anyway
+            log.warning("other candidates failed: %s", exc)
             return []
 
     async def _more_here(self, uri: str, text: str, offset: int, hits: list[str], more: int, now: bool,
