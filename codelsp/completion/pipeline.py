@@ -84,6 +84,11 @@ def complete(
     return Completion(out, gen.text, gen.stop_reason, s, total)
 
 
+def _same(text: str) -> str:
+    """What two candidates that differ only in whitespace have in common."""
+    return " ".join(text.split())
+
+
 @dataclass
 class Alternatives:
     texts: list[str]  # distinct from the first suggestion and from each other, best first
@@ -108,9 +113,11 @@ def alternatives(
     token is the best) and continues greedily: one forward pass to read the first-token logits
     (the prompt is still in the slot: 1 token), then per candidate 1 token plus what it generates.
     Sampling several continuations instead costs a whole generation each and often repeats the
-    greedy text. A first token whose text starts the first suggestion's raw output is skipped (it
-    is the greedy one, or would most likely join it); one whose cleaned text is empty or already
-    found is dropped; at most n + 2 are tried. A remote backend gives none (it exposes no logits).
+    greedy text. A first token whose text (or that text without spaces around it) starts the
+    first suggestion's raw output is skipped: it is the greedy one, or most likely leads to the
+    same code (Qwen2.5-Coder at `return ` of fib.py: " fib" after "fib"). A candidate whose cleaned
+    text is empty, or the same as one found before but for whitespace, is dropped; at most n + 2
+    first tokens are tried. A remote backend gives none (it exposes no logits).
     """
     stats = GenStats()
     found: list[str] = []
@@ -120,26 +127,26 @@ def alternatives(
     check = postprocess.early_stop(ctx, multiline)
     greedy = SamplerParams(0.0, settings.top_k, settings.top_p, settings.repeat_penalty, settings.seed)
     firsts, stats = model.next_tokens(key, prompt, n + 3)
-    seen = {first.text}
+    seen = {_same(first.text)}
     tried = 0
     for tok in firsts:
         if len(found) >= n or tried >= n + 2 or time.monotonic() > deadline:
             break
         head = model.piece(tok).decode("utf-8", errors="ignore")
-        if first.raw.startswith(head):
+        if first.raw.startswith(head) or (head.strip() and first.raw.lstrip().startswith(head.strip())):
             continue
         tried += 1
         gen = model.generate(
             key, list(prompt) + [tok], max_tokens=max(settings.max_tokens - 1, 0), sampler=greedy,
             cancel=cancel, deadline=deadline, check=lambda t, h=head: check(h + t), reuse=True,
         )
-        for k in ("reused", "evaluated", "generated"):  # evaluated: the forced first token
+        for k in ("evaluated", "generated"):  # evaluated: the forced first token
             setattr(stats, k, getattr(stats, k) + getattr(gen.stats, k))
         stats.prompt_ms += gen.stats.prompt_ms
         stats.gen_ms += gen.stats.gen_ms
         out = postprocess.clean(head + gen.text, ctx, multiline)
-        if out and out not in seen:
-            seen.add(out)
+        if out and _same(out) not in seen:
+            seen.add(_same(out))
             found.append(out)
     log.debug("alternatives %s: %d of %d tried; evaluated %d, generated %d tokens",
               key, len(found), tried, stats.evaluated, stats.generated)
