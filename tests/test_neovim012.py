@@ -324,3 +324,25 @@ end
     if r["version"] >= 12:
         pytest.skip("the Neovim of the 0.11 tests is newer")
     assert "codelsp" not in r["tab"] and r["word"] == ""
+
+
+def test_a_multi_line_suggestion_is_shown_and_accepted_as_the_model_wrote_it(nvim012, tmp_path, model_factory):
+    multi = "if a:\n        raise ValueError\n    return b"
+    body = r"""
+function main()
+  attach()
+  vim.api.nvim_win_set_cursor(0, { 2, 0 })
+  keys('A')
+  results.ghost = wait_for('the ghost text', ghost_is('if a:\n        raise ValueError\n    return b'))
+  keys('<Tab>')
+  wait_for('the accepted block', line_is(4, '    return b'))
+  results.lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  results.cursor = vim.api.nvim_win_get_cursor(0)
+  keys('<Esc>')
+  stop()
+end
+"""
+    r = run_nvim012(nvim012, tmp_path, body, model_factory("starcoder", multi))
+    assert r["ghost"]["row"] == 1 and r["ghost"]["col"] == 4
+    assert r["lines"] == ["def add(a, b):", "    if a:", "        raise ValueError", "    return b"]
+    assert r["cursor"] == [4, len("    return b")]
