@@ -39,6 +39,7 @@ class Settings:
     n_gpu_layers: int = -1  # -1: every layer on the GPU when the build has one
     context_size: int = 5000  # tokens of context per request (the seed's num_ctx)
     max_tokens: int = 64  # completion length cap, in tokens
+    candidates: int = 1  # inline completion: up to this many distinct suggestions, the greedy one first
     prompt_cache: bool = True  # keep and reuse prompt (KV) state per document
     prompt_cache_bytes: int = 512 << 20  # KV memory for cached documents
     temperature: float = 0.01
@@ -93,7 +94,7 @@ class Settings:
 
 _OPTIONAL_STR = {"model", "instruct_model", "fim_template", "url", "api_key",
                  "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file"}
-_POSITIVE = {"context_size", "max_tokens", "timeout_ms", "action_max_tokens"}
+_POSITIVE = {"context_size", "max_tokens", "timeout_ms", "action_max_tokens", "candidates"}
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -76,6 +76,7 @@ async def lsp_server(
     encodings: list[str] | None = None,
     env: dict[str, str] | None = None,
     capabilities: types.ClientCapabilities | None = None,
+    client_name: str | None = None,
 ) -> AsyncIterator[tuple[LanguageClient, types.InitializeResult]]:
     """A real `codelsp serve` subprocess with an initialized pytest-lsp client."""
     client = make_test_lsp_client()
@@ -89,6 +90,7 @@ async def lsp_server(
                 capabilities=capabilities or client_capabilities(encodings),
                 initialization_options=init_options,
                 root_uri=ROOT.as_uri(),
+                client_info=types.ClientInfo(name=client_name) if client_name else None,
             )
         )
         yield client, result

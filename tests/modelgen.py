@@ -158,6 +158,7 @@ class ModelInfo:
     default: str
     wrong_ids: tuple[int, ...]
     garbage_ids: tuple[int, ...]
+    second_completion: str | None = None  # the next-best answer (make_model's `second`)
 
     @property
     def wrong_completion(self) -> str:
@@ -353,6 +354,7 @@ def make_model(
     chat_template: str | None = None,
     name: str | None = None,
     plain_tokens: tuple[str, ...] = (),
+    second: str | None = None,
 ) -> ModelInfo:
     """Write a tiny GGUF to ``path`` whose greedy FIM completion is ``answer``.
 
@@ -377,6 +379,11 @@ def make_model(
         tokens of their own, ids 7-10, so an answer can hold them once each as single tokens
         while the same characters elsewhere would repeat a token: a model that writes a
         reasoning block as plain text.
+    second: a second answer, the next-best one: after the middle token (and, with
+        default "answer", after a DEFAULT token) its first token has the second
+        largest logit (``_LOGIT - 5``), then it continues greedily to the stop
+        token.  Its tokens must follow the same rules as the answer's and not
+        be answer tokens.  ``ModelInfo.second_completion`` is its text.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -430,6 +437,12 @@ def make_model(
         nxt[mid_id] = first
     if answer_ids:
         chain(answer_ids[0], answer_ids[1:], stop_id)
+    second_ids = _tokenize(second) if second else ()
+    for t in second_ids:
+        if t in specials or t in reserved or t in answer_ids or second_ids.count(t) > 1:
+            raise ValueError(f"second answer {second!r}: token {t} is special, reserved, repeated or in the answer")
+    if second_ids:
+        chain(second_ids[0], second_ids[1:], stop_id)
     chain(stop_id, garbage_ids, IM_END_ID)
     if default == "wrong":
         default_next = wrong_ids[0]
@@ -458,6 +471,11 @@ def make_model(
         emb[t, 0] = 0.0
         emb[t, s] = 1.0
         out[nxt[t], s] = _LOGIT
+    if second_ids:
+        for t in ([mid_id] if mid_id is not None else []):
+            out[second_ids[0], slot[t]] = _LOGIT - 5
+        if default == "answer":
+            out[second_ids[0], 0] = _LOGIT - 5
 
     # --- tokenizer metadata ------------------------------------------------
     tokens = list(tok.tokens)
@@ -536,4 +554,5 @@ def make_model(
         default=default,
         wrong_ids=tuple(wrong_ids),
         garbage_ids=tuple(garbage_ids),
+        second_completion=_detokenize(second_ids) if second_ids else None,
     )

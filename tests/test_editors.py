@@ -449,7 +449,7 @@ end
     assert len(r["items"]) == 1
     item = r["items"][0]
     assert item["abbr"] == ANSWER  # the menu shows the label: the suggestion's first line
-    assert item["menu"] == "codelsp"
+    assert item["menu"] == f"codelsp · {model.path.stem}"  # the detail: server and model
     pos = {"line": 1, "character": len("    x.")}
     assert item["text_edit"] == {"range": {"start": pos, "end": pos}, "newText": ANSWER}
     assert item["word"] and ANSWER.startswith(item["word"])  # what selecting it would insert
@@ -554,3 +554,31 @@ end
                                "codelsp: Update the documentation of add"]
     assert r["changed"], r["lsp_log"][-2000:]
     assert r["lines"] == ["def add(a, b):", '    """Add."""', "    " + ANSWER, "", "x = 1"]
+
+
+def test_neovim_expands_a_multi_line_item_with_the_right_indentation(nvim, tmp_path, model_factory):
+    """Accepting a snippet item, Neovim 0.11 runs vim.snippet.expand(newText), which puts the
+    cursor line's indentation in front of every further line: codelsp sends those lines relative
+    to it, so the block lands where the model wrote it. (Headless Neovim has no visible menu to
+    accept from, so the test expands the item's text itself, as the completion module does.)"""
+    multi = "if a:\n        raise ValueError\n    return b"
+    answer_model = model_factory("starcoder", multi)
+    body = r"""
+function main()
+  local client, buf = attach()
+  vim.o.virtualedit = 'onemore'
+  vim.api.nvim_win_set_cursor(0, { 2, 4 })
+  local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
+  local c = client:request_sync('textDocument/completion', params, P.timeout_ms, buf)
+  assert(c and not c.err, vim.inspect(c))
+  local item = c.result.items[1]
+  results.format = item.insertTextFormat
+  vim.snippet.expand(item.textEdit.newText)
+  results.lines = vim.api.nvim_buf_get_lines(buf, 0, -1, false)
+  stop(client)
+end
+"""
+    r = run_nvim(nvim, tmp_path, body, answer_model)
+    assert r["format"] == 2  # a snippet
+    assert r["lines"] == ["def add(a, b):", "    if a:", "        raise ValueError", "    return b",
+                          DOC.splitlines()[2]]

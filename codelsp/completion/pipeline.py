@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from codelsp.completion import postprocess
@@ -33,6 +33,19 @@ class Completion:
     stop_reason: str
     stats: GenStats
     total_ms: float
+    others: list[str] = field(default_factory=list)  # more candidates (setting `candidates`)
+
+
+def _prepare(model, text: str, offset: int, settings: Settings, cancel, extra: str):
+    deadline = time.monotonic() + settings.timeout_ms / 1000
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
+    if getattr(model, "remote", False):
+        # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
+        model.ready(cancel, deadline)
+        prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
+    else:
+        prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
+    return ctx, prompt, postprocess.is_multiline(ctx), deadline
 
 
 def complete(
@@ -49,15 +62,7 @@ def complete(
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
     """
     t0 = time.perf_counter()
-    deadline = time.monotonic() + settings.timeout_ms / 1000
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
-    if getattr(model, "remote", False):
-        # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
-        model.ready(cancel, deadline)
-        prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
-    else:
-        prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
-    multiline = postprocess.is_multiline(ctx)
+    ctx, prompt, multiline, deadline = _prepare(model, text, offset, settings, cancel, extra)
     gen = model.generate(
         key,
         prompt,
@@ -77,3 +82,72 @@ def complete(
         key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
     )
     return Completion(out, gen.text, gen.stop_reason, s, total)
+
+
+def _same(text: str) -> str:
+    """What two candidates that differ only in whitespace have in common."""
+    return " ".join(text.split())
+
+
+@dataclass
+class Alternatives:
+    texts: list[str]  # distinct from the first suggestion and from each other, best first
+    stats: GenStats  # all the model work they took, summed
+    tried: int  # first tokens tried
+
+
+def alternatives(
+    model: "LoadedModel | RemoteModel",
+    key: str,
+    text: str,
+    offset: int,
+    settings: Settings,
+    first: Completion,
+    n: int,
+    cancel: threading.Event | None = None,
+    extra: str = "",
+) -> Alternatives:
+    """Up to `n` more suggestions at `offset`, other than `first` (what `complete()` gave there).
+
+    Each starts with one of the next-best first tokens after the prompt (the greedy one's first
+    token is the best) and continues greedily: one forward pass to read the first-token logits
+    (the prompt is still in the slot: 1 token), then per candidate 1 token plus what it generates.
+    Sampling several continuations instead costs a whole generation each and often repeats the
+    greedy text. A first token whose text (or that text without spaces around it) starts the
+    first suggestion's raw output is skipped: it is the greedy one, or most likely leads to the
+    same code (Qwen2.5-Coder at `return ` of fib.py: " fib" after "fib"). A candidate whose cleaned
+    text is empty, or the same as one found before but for whitespace, is dropped; at most n + 2
+    first tokens are tried. A remote backend gives none (it exposes no logits).
+    """
+    stats = GenStats()
+    found: list[str] = []
+    if n <= 0 or not first.text or getattr(model, "remote", False) or not hasattr(model, "next_tokens"):
+        return Alternatives(found, stats, 0)
+    ctx, prompt, multiline, deadline = _prepare(model, text, offset, settings, cancel, extra)
+    check = postprocess.early_stop(ctx, multiline)
+    greedy = SamplerParams(0.0, settings.top_k, settings.top_p, settings.repeat_penalty, settings.seed)
+    firsts, stats = model.next_tokens(key, prompt, n + 3)
+    seen = {_same(first.text)}
+    tried = 0
+    for tok in firsts:
+        if len(found) >= n or tried >= n + 2 or time.monotonic() > deadline:
+            break
+        head = model.piece(tok).decode("utf-8", errors="ignore")
+        if first.raw.startswith(head) or (head.strip() and first.raw.lstrip().startswith(head.strip())):
+            continue
+        tried += 1
+        gen = model.generate(
+            key, list(prompt) + [tok], max_tokens=max(settings.max_tokens - 1, 0), sampler=greedy,
+            cancel=cancel, deadline=deadline, check=lambda t, h=head: check(h + t), reuse=True,
+        )
+        for k in ("evaluated", "generated"):  # evaluated: the forced first token
+            setattr(stats, k, getattr(stats, k) + getattr(gen.stats, k))
+        stats.prompt_ms += gen.stats.prompt_ms
+        stats.gen_ms += gen.stats.gen_ms
+        out = postprocess.clean(head + gen.text, ctx, multiline)
+        if out and _same(out) not in seen:
+            seen.add(_same(out))
+            found.append(out)
+    log.debug("alternatives %s: %d of %d tried; evaluated %d, generated %d tokens",
+              key, len(found), tried, stats.evaluated, stats.generated)
+    return Alternatives(found, stats, tried)

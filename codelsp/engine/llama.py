@@ -509,6 +509,24 @@ class LoadedModel:
             stats.gen_ms = (time.perf_counter() - t1) * 1000
         return Generation(data.decode("utf-8", errors="replace"), out, reason, stats)
 
+    def next_tokens(self, key: str, prompt: Sequence[int], n: int) -> tuple[list[int], GenStats]:
+        """The `n` most likely tokens after `prompt`, best first, end-of-generation tokens left out,
+        and the cost of evaluating the prompt.
+
+        Evaluates `prompt` in `key`'s slot like `generate()` (after a generation from the same
+        prompt that is the last prompt token only: 1 token) and reads the raw logits, before any
+        sampler. Used for the extra inline candidates (completion/pipeline.py `alternatives`).
+        """
+        stats = self.generate(key, prompt, max_tokens=0, sampler=SamplerParams(0.0, 0, 1.0, 1.0, 0)).stats
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, -1), shape=(self.n_vocab,))
+        out: list[int] = []
+        for tok in np.argsort(-logits, kind="stable")[: n + 16]:
+            if not self.is_stop(int(tok)):
+                out.append(int(tok))
+                if len(out) == n:
+                    break
+        return out, stats
+
     def _make_sampler(self, p: SamplerParams):
         if p.temperature <= 0:
             return None  # greedy: argmax of the logits, no sampler state at all

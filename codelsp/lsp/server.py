@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -18,7 +19,7 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from codelsp import __version__
-from codelsp.completion.pipeline import Completion, complete
+from codelsp.completion.pipeline import Completion, alternatives, complete
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
 from codelsp.engine.worker import Engine, Job
@@ -77,14 +78,18 @@ class CodeLspServer(LanguageServer):
         self.engine = Engine()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.initialized = False
+        self.client_info_name: str | None = None  # clientInfo.name of initialize ("helix", "Neovim", …)
         self._loaded_for: tuple | None = None
         self._reported_error: str | None = None
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
         self.last_stats: dict[str, dict[str, Any]] = {}
+        self.last_alternatives: dict[str, dict[str, Any]] = {}
+        self._pending_alternatives: dict[str, tuple[str, int, Job]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
-                       "reused": 0, "evaluated": 0, "generated": 0}
+                       "reused": 0, "evaluated": 0, "generated": 0,
+                       "alternatives": 0, "alternativeTokens": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -167,8 +172,17 @@ class CodeLspServer(LanguageServer):
             pass
 
     # --- completion -------------------------------------------------------------------
-    async def completion_at(self, uri: str, position: types.Position) -> tuple[Completion, str] | None:
-        """Run the pipeline for a position; None when there is nothing to offer."""
+    async def completion_at(
+        self, uri: str, position: types.Position, *, more: int = 0, now: bool = False
+    ) -> tuple[Completion, str] | None:
+        """Run the pipeline for a position; None when there is nothing to offer.
+
+        `more`: how many other candidates inline completion wants (setting `candidates` - 1).
+        They never delay the first: it is answered as soon as it is generated, and the others are
+        generated after it, in the background (`_alternatives`), then come with a later request
+        at the same place or typed through. `now` (an explicitly invoked request, the user is
+        waiting for them) waits for them instead.
+        """
         doc = self.workspace.open_document(uri)  # any spelling of the URI (documents.py)
         if doc is None:
             log.warning("completion requested for a document that is not open: %s", uri)
@@ -191,24 +205,20 @@ class CodeLspServer(LanguageServer):
         engine = self.engine
         self.totals["requests"] += 1
         if settings.prompt_cache:
-            hit = self.suggestions.lookup(uri, text, offset)
-            if hit is not None:
+            hits = self.suggestions.lookup_all(uri, text, offset)
+            if hits:
+                if more and len(hits) <= more:
+                    extra_for = self._extra_for(doc, uri, settings)
+                    hits = await self._more_here(uri, text, offset, hits, more, now, extra_for) or hits
                 self._record(uri, "typeThrough", GenStats(), 0.0)
-                return Completion(hit, hit, "typeThrough", GenStats(), 0.0), word
+                return Completion(hits[0], hits[0], "typeThrough", GenStats(), 0.0, hits[1:]), word
 
-        snap = None
-        if settings.extra_context_tokens > 0:
-            key = unquote(doc.uri)  # the workspace's own spelling of the URI
-            self.neighbors.touch(key)
-            others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
-            snap = self.neighbors.snapshot(key, others)
-            comment = comment_prefix(language_of(doc.language_id, uri))
+        extra_for = self._extra_for(doc, uri, settings)
 
         def work(job: Job) -> Completion | None:
             if engine.model is None:
                 return None
-            extra = extra_text(snap, settings.extra_context_tokens, engine.model.tokenize, comment) if snap else ""
-            return complete(engine.model, uri, text, offset, settings, job.cancel, extra)
+            return complete(engine.model, uri, text, offset, settings, job.cancel, extra_for(engine.model))
 
         job = engine.submit(work, key=uri)
         try:
@@ -230,7 +240,83 @@ class CodeLspServer(LanguageServer):
         self._record(uri, "model", result.stats, result.total_ms)
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
+        if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
+            alt = self._alternatives(uri, text, offset, result, more, extra_for)
+            if now:
+                result.others = await self._await_alternatives(alt)
         return result, word
+
+    def _extra_for(self, doc: Any, uri: str, settings: Settings):
+        """A function model -> the other files' text for this document's prompt (neighbors.py)."""
+        if settings.extra_context_tokens <= 0:
+            return lambda model: ""
+        key = unquote(doc.uri)  # the workspace's own spelling of the URI
+        self.neighbors.touch(key)
+        others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
+        snap = self.neighbors.snapshot(key, others)
+        comment = comment_prefix(language_of(doc.language_id, uri))
+        return lambda model: extra_text(snap, settings.extra_context_tokens, model.tokenize, comment)
+
+    def _alternatives(self, uri: str, text: str, offset: int, first: Completion, more: int, extra_for) -> Job:
+        """Queue the generation of `more` other candidates at `offset` (after `first`); their
+        texts are added to the suggestion cache. A newer request for the document cancels it."""
+        engine, settings = self.engine, self.settings
+
+        def work(job: Job) -> list[str]:
+            if engine.model is None:
+                return []
+            found = alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel,
+                                 extra_for(engine.model))
+            stats = found.stats
+            self.totals["alternatives"] += 1
+            self.totals["alternativeTokens"] += stats.evaluated + stats.generated
+            self.last_alternatives[uri] = {
+                "candidates": len(found.texts), "tried": found.tried, "evaluated": stats.evaluated,
+                "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3), "genMs": round(stats.gen_ms, 3),
+            }
+            return found.texts
+
+        job = engine.submit(work, key=uri)
+        self._pending_alternatives[uri] = (text, offset, job)
+
+        def done(future) -> None:
+            if future.cancelled() or future.exception() is not None or self.loop is None:
+                return
+            try:
+                self.loop.call_soon_threadsafe(self.suggestions.add_others, uri, text, offset, future.result())
+            except RuntimeError:  # the loop is closed: shutting down
+                pass
+
+        job.future.add_done_callback(done)
+        return job
+
+    async def _await_alternatives(self, job: Job) -> list[str]:
+        """The other candidates of `job` ([] when it was superseded or failed: the first one
+        still stands). Cancelling the request does not cancel the job."""
+        try:
+            return await asyncio.shield(asyncio.wrap_future(job.future))
+        except Cancelled:
+            return []
+        except Exception as exc:  # noqa: BLE001 - logged; the first candidate is answered anyway
+            log.warning("other candidates failed: %s", exc)
+            return []
+
+    async def _more_here(self, uri: str, text: str, offset: int, hits: list[str], more: int, now: bool,
+                         extra_for) -> list[str] | None:
+        """The candidates at a place answered before, with the others once they are computed:
+        waits for the background job started there; an explicit request starts one if none ran."""
+        pending = self._pending_alternatives.get(uri)
+        if pending is not None and pending[0] == text and pending[1] == offset:
+            await self._await_alternatives(pending[2])
+            await asyncio.sleep(0)  # the cache is updated on the loop (done callback above)
+            return self.suggestions.lookup_all(uri, text, offset)
+        if now:
+            first = Completion(hits[0], hits[0], "typeThrough", GenStats(), 0.0)
+            self.suggestions.store(uri, text, offset, hits[0])
+            others = await self._await_alternatives(self._alternatives(uri, text, offset, first, more, extra_for))
+            await asyncio.sleep(0)
+            return [hits[0], *others]
+        return None
 
     def _record_cancel(self, uri: str) -> None:
         self.totals["cancelled"] += 1
@@ -253,17 +339,32 @@ class CodeLspServer(LanguageServer):
         except AttributeError:
             return False
 
-    def item_documentation(self, text: str) -> types.MarkupContent | str:
-        """The whole multi-line completion, as markdown where the client renders it."""
+    def item_documentation(self, text: str, language: str = "") -> types.MarkupContent | str:
+        """The whole completion for the documentation pane: a fenced code block where the client
+        renders markdown (it says so in `documentationFormat`; Helix renders every documentation
+        string as markdown without saying so, helix-term ui/completion.rs), plain text otherwise."""
         caps = self.client_capabilities
         formats = []
         try:
             formats = caps.text_document.completion.completion_item.documentation_format or []
         except AttributeError:
             pass
-        if types.MarkupKind.Markdown in formats:
-            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```")
+        client = (self.client_info_name or "").lower()
+        if types.MarkupKind.Markdown in formats or client == "helix":
+            longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+            fence = "`" * max(3, longest + 1)
+            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{fence}{language}\n{text}\n{fence}")
         return text
+
+    def model_name(self) -> str:
+        """The completion model as the menu shows it: the GGUF file's name without `.gguf`, or a
+        remote backend's model."""
+        model = self.engine.model
+        if model is None:
+            return ""
+        if getattr(model, "remote", False):
+            return model.name or ""
+        return os.path.basename(str(model.path)).removesuffix(".gguf")
 
     def _report_no_model(self, error: str | None = None) -> None:
         err = error or self.engine.model_error or "model is not loaded"
@@ -272,6 +373,17 @@ class CodeLspServer(LanguageServer):
             self.window_show_message(
                 types.ShowMessageParams(type=types.MessageType.Error, message=f"codelsp: {err}")
             )
+
+
+def relative_indent(text: str, indent: str) -> str:
+    """`text` with `indent` (the cursor line's leading whitespace) taken off the start of every
+    line after the first: clients that expand snippets (Helix, Neovim's vim.snippet) put the
+    cursor line's indentation in front of each new line themselves, and the model writes the
+    lines with their whole indentation. Lines that do not start with it stay as they are."""
+    if not indent or "\n" not in text:
+        return text
+    first, *rest = text.split("\n")
+    return "\n".join([first] + [line[len(indent):] if line.startswith(indent) else line for line in rest])
 
 
 def _snippet_escape(text: str) -> str:
@@ -293,6 +405,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     def on_initialize(ls: CodeLspServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_running_loop()
         ls.layers.init_options = params.initialization_options or {}
+        ls.client_info_name = params.client_info.name if params.client_info else None
         if params.process_id:
             _watch_parent(params.process_id)
 
@@ -339,6 +452,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
 
         ls.suggestions.forget(uri)
         ls.neighbors.forget(unquote(uri))
+        ls._pending_alternatives.pop(uri, None)
 
         def forget(job: Job) -> None:
             if ls.engine.model is not None:
@@ -360,10 +474,13 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         first, *more = full.split("\n")
         label = first.strip() or result.text.strip().split("\n", 1)[0]
         snippet = ls.snippets_supported()
+        doc = ls.workspace.open_document(params.text_document.uri)
+        line = doc.lines[params.position.line] if doc is not None and params.position.line < len(doc.lines) else ""
+        indent = line[: len(line) - len(line.lstrip(" \t"))]
         if snippet:
             # Clients that insert the label while an item is selected (Neovim 0.11) show the whole
             # first line, and accepting expands the full text: no ellipsis in the label.
-            new_text = _snippet_escape(full)
+            new_text = _snippet_escape(relative_indent(full, indent))
             details = types.CompletionItemLabelDetails(description=f"+{len(more)} lines") if more else None
         else:
             new_text = full
@@ -372,12 +489,14 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
                 label = label[: LABEL_MAX - 1] + "…"
             elif more:
                 label += " …"
+        name = ls.model_name()
+        language = doc.language_id if doc is not None and doc.language_id else ""
         item = types.CompletionItem(
             label=label,
             label_details=details,
             kind=types.CompletionItemKind.Text,
-            detail="codelsp",
-            documentation=ls.item_documentation(full) if more else None,
+            detail=f"codelsp · {name}" if name else "codelsp",
+            documentation=ls.item_documentation(full, language),
             filter_text=full,
             sort_text="0",
             preselect=True,
@@ -388,17 +507,15 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def on_inline(ls: CodeLspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
-        found = await ls.completion_at(params.text_document.uri, params.position)
+        invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        found = await ls.completion_at(params.text_document.uri, params.position,
+                                       more=ls.settings.candidates - 1, now=invoked)
         if not found or not found[0].text:
             return types.InlineCompletionList(items=[])
         result, _ = found
+        here = types.Range(start=params.position, end=params.position)
         return types.InlineCompletionList(
-            items=[
-                types.InlineCompletionItem(
-                    insert_text=result.text,
-                    range=types.Range(start=params.position, end=params.position),
-                )
-            ]
+            items=[types.InlineCompletionItem(insert_text=t, range=here) for t in [result.text, *result.others]]
         )
 
     @server.feature("codelsp/stats")
@@ -408,6 +525,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         out: dict[str, Any] = {"totals": dict(ls.totals)}
         if uri:
             out["last"] = ls.last_stats.get(uri)
+            out["lastAlternatives"] = ls.last_alternatives.get(uri)
 
             def cached(job: Job) -> int:
                 return ls.engine.model.cached_tokens(uri) if ls.engine.model is not None else 0

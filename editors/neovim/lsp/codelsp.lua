@@ -2,11 +2,13 @@
 --
 -- Neovim 0.11+ reads this file from `lsp/codelsp.lua` on the 'runtimepath'; turn it on with
 --   vim.lsp.enable('codelsp')
+-- Ghost text (Neovim 0.12: vim.lsp.inline_completion) and the completion menu (0.11) need a few
+-- lines of keymaps: see editors/neovim/README.md.
 -- and override any field with vim.lsp.config('codelsp', { ... }) (tables are merged).
 -- nvim-lspconfig users can use the same file. See editors/neovim/README.md.
 --
 -- Settings use the camelCase keys of codelsp (the same as its command-line flags):
--- model, instructModel, nGpuLayers, contextSize, maxTokens, promptCache, promptCacheBytes,
+-- model, instructModel, nGpuLayers, contextSize, maxTokens, candidates, promptCache, promptCacheBytes,
 -- temperature, topK, topP, repeatPenalty, seed, fimTemplate, fimOrder, timeoutMs, nThreads,
 -- logLevel, systemPrompt. Later wins: defaults < init_options < settings.codelsp < flags in cmd.
 
@@ -31,6 +33,7 @@ return {
     -- nGpuLayers = -1,       -- -1: every layer on the GPU when llama.cpp was built with one
     -- contextSize = 5000,    -- tokens of context per request
     -- maxTokens = 64,        -- completion length cap, in tokens
+    -- candidates = 1,        -- ghost-text suggestions to cycle through (0.12: vim.lsp.inline_completion.select)
     -- promptCache = true,    -- keep and reuse the prompt (KV) state per document
     -- temperature = 0.01,
     -- fimTemplate = nil,     -- override the detected FIM family: codellama, starcoder, deepseek,

@@ -3,7 +3,8 @@
 // Steps, each waiting for what a person would see:
 //  1. the workbench loads and the codelsp status bar item says the model is ready;
 //  2. add.py is opened; a new line in `total` shows codelsp's ghost text "return a + b";
-//     the screenshot is taken; Tab accepts it;
+//     the screenshot is taken; Alt+] shows the second candidate (codelsp.candidates = 2, the
+//     model's next-best answer "raise ValueError"), Alt+[ the first again; Tab accepts it;
 //  3. on the `pass` stub of `add`, the code action menu (Ctrl+.) offers "codelsp: Write function
 //     add"; choosing it makes the server apply an edit that replaces the stub body;
 //  4. codelsp: Explain Selection (command palette) opens the explanation side panel;
@@ -21,6 +22,7 @@ const puppeteer = require('puppeteer-core');
 
 const [url, file, screenshot, workdir] = process.argv.slice(2);
 const ANSWER = 'return a + b';
+const SECOND = 'raise ValueError';
 const TIMEOUT = Number(process.env.E2E_STEP_TIMEOUT_MS ?? 90000);
 
 function step(msg) {
@@ -110,6 +112,21 @@ try {
   await new Promise((r) => setTimeout(r, 300));
   await page.screenshot({ path: screenshot });
   step(`screenshot: ${screenshot}`);
+  const ghostIs = (want) => {
+    const g = [...document.querySelectorAll('.ghost-text-decoration, .ghost-text, .ghost-text-decoration-preview')];
+    const text = g.map((e) => e.textContent.replace(/\u00a0/g, ' ')).join('');
+    return text.includes(want) ? text : false;
+  };
+  step('Alt+]: the second candidate');
+  await page.keyboard.down('Alt');
+  await page.keyboard.press(']');
+  await page.keyboard.up('Alt');
+  await waitFor(page, `ghost text "${SECOND}"`, ghostIs, SECOND);
+  step('Alt+[: the first again');
+  await page.keyboard.down('Alt');
+  await page.keyboard.press('[');
+  await page.keyboard.up('Alt');
+  await waitFor(page, `ghost text "${ANSWER}" again`, ghostIs, ANSWER);
   await page.keyboard.press('Tab');
   await waitFor(page, 'the accepted suggestion in the text', (answer) => {
     const lines = [...document.querySelectorAll('.part.editor .monaco-editor .view-line')].map((l) => l.textContent.replace(/\u00a0/g, ' '));

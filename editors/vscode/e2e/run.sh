@@ -7,7 +7,7 @@
 # It installs what it needs once (e2e/setup.sh: about 850 MB under ~/.cache/codelsp-vscode-e2e),
 # builds the .vsix, generates a tiny model whose answer is "return a + b", starts code-server
 # with the extension, opens a Python file, types, waits for codelsp's ghost text, accepts it,
-# runs Write function as a code action (the lightbulb menu) and Explain (the side panel), and
+# cycles to the model's second candidate and back (codelsp.candidates = 2), runs Write function as a code action (the lightbulb menu) and Explain (the side panel), and
 # saves a screenshot to e2e/screenshot.png (E2E_SCREENSHOT=... puts it elsewhere).
 #
 # The server runs from the project's venv: CODELSP_VENV (default: <repo>/.venv, made by the
@@ -48,7 +48,7 @@ trap cleanup EXIT
 mkdir -p "$WORK/ws" "$WORK/data/User" "$WORK/extensions"
 echo "e2e: generating the test model"
 (cd "$REPO/tests" && "$VENV/bin/python" -c \
-    'import sys, modelgen; modelgen.make_model(sys.argv[1], "codellama", "return a + b"); modelgen.make_model(sys.argv[2], "codellama", "return a * b")' \
+    'import sys, modelgen; modelgen.make_model(sys.argv[1], "codellama", "return a + b", second="raise ValueError"); modelgen.make_model(sys.argv[2], "codellama", "return a * b")' \
     "$WORK/model.gguf" "$WORK/model2.gguf")
 
 cp "$HERE/add.py" "$WORK/ws/add.py"
@@ -68,7 +68,8 @@ cat >"$WORK/data/User/settings.json" <<EOF
   "editor.minimap.enabled": false,
   "window.commandCenter": false,
   "workbench.secondarySideBar.defaultVisibility": "hidden",
-  "codelsp.logLevel": "debug"
+  "codelsp.logLevel": "debug",
+  "codelsp.candidates": 2
 }
 EOF
 # Paths are machine-scoped settings: a remote window (code-server is one) reads them from the

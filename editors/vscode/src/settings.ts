@@ -25,6 +25,7 @@ export const SERVER_KEYS = [
   'nGpuLayers',
   'contextSize',
   'maxTokens',
+  'candidates',
   'promptCache',
   'promptCacheBytes',
   'temperature',
