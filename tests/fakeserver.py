@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 @dataclass
 class Reply:
-    events: list[Any] = field(default_factory=list)  # dict -> `data: {json}`; str -> raw text
+    events: list[Any] = field(default_factory=list)  # dict -> `data: {json}`; str -> raw text; number -> pause (s)
     status: int = 200
     headers_after_s: float = 0.0
     body: Any = None  # a JSON body instead of a stream (error answers)
@@ -93,6 +93,9 @@ class FakeOpenAI:
                 self.end_headers()
                 try:
                     for ev in reply.events:
+                        if isinstance(ev, (int, float)):  # a pause in the middle of the stream
+                            time.sleep(ev)
+                            continue
                         raw = ev if isinstance(ev, str) else f"data: {json.dumps(ev)}\n\n"
                         self.wfile.write(raw.encode())
                         self.wfile.flush()

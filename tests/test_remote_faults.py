@@ -83,8 +83,9 @@ async def test_a_server_that_sends_its_headers_late_is_waited_for_once():
         return Reply(stream_text("It multiplies a by b."), headers_after_s=LATE_S)
 
     def slow_completions(body: dict) -> Reply:
-        return Reply([{"choices": [{"index": 0, "text": "return a + b", "finish_reason": None}]},
-                      {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}], headers_after_s=LATE_S)
+        # headers at once (llama_cpp.server's way), then silence while the model loads
+        return Reply([LATE_S, {"choices": [{"index": 0, "text": "return a + b", "finish_reason": None}]},
+                      {"choices": [{"index": 0, "text": "", "finish_reason": "stop"}]}])
 
     models = [{"id": "bigcode/starcoder2-3b", "object": "model"}]
     with FakeOpenAI(chat=slow_chat, completions=slow_completions, models=models) as srv:

@@ -176,8 +176,8 @@ class _Http:
         Time limits: CONNECT_TIMEOUT_S to open the TCP connection; the wait for the first byte
         of the answer (a server such as ollama sends its headers only once the model is loaded)
         is bounded by the request's own budget, `deadline` when given (completions: timeoutMs),
-        else `read_timeout` (code actions: CHAT_READ_TIMEOUT_S), which also bounds the silence
-        between two chunks. Only a server that did not take the request (refused, unknown host,
+        else `read_timeout` (code actions: CHAT_READ_TIMEOUT_S); the same bound holds for the
+        silence between two chunks (a completion's whole stream is bounded by its deadline). Only a server that did not take the request (refused, unknown host,
         a keep-alive connection it had closed, a connection it dropped without an answer) and
         502/503/504 answers are retried: a request the server is working on is never sent again
         (that would make it start over, and ollama aborts a model load when its client hangs up).
@@ -215,8 +215,6 @@ class _Http:
                     if conn.sock is not None:
                         conn.sock.settimeout(wait_s)
                     resp = conn.getresponse()
-                    if conn.sock is not None:
-                        conn.sock.settimeout(read_timeout if remaining is None else min(read_timeout, remaining + 1.0))
                     if resp.status in RETRY_STATUS and attempt < RETRIES:
                         resp.read()
                         raise _RetryStatus(resp.status)
