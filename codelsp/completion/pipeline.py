@@ -50,7 +50,13 @@ def complete(
     """
     t0 = time.perf_counter()
     deadline = time.monotonic() + settings.timeout_ms / 1000
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
+    # the model sees LF line breaks whatever the document uses; the editor gets the document's
+    eol = postprocess.line_ending(text)
+    text, offset = postprocess.to_lf(text, offset)
+    extra, _ = postprocess.to_lf(extra, 0)
+    # the context the model really runs with (a model trained for less caps contextSize)
+    context_size = min(settings.context_size, getattr(model, "context_size", settings.context_size))
+    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra)
     if getattr(model, "remote", False):
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
@@ -68,7 +74,9 @@ def complete(
         check=postprocess.early_stop(ctx, multiline),
         reuse=settings.prompt_cache,
     )
-    out = postprocess.clean(gen.text, ctx, multiline)
+    out = postprocess.clean(gen.text, ctx, multiline, finished=gen.stop_reason not in ("length", "time"))
+    if eol != "\n":
+        out = out.replace("\n", eol)
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(

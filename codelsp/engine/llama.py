@@ -11,6 +11,7 @@ document's slot already holds and evaluates only the rest.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import dataclasses
 import logging
@@ -53,6 +54,12 @@ def _init_backend() -> None:
             )
             llama_cpp.llama_backend_init()
             _backend_ready = True
+
+
+def complete_text(data: bytes) -> str:
+    """UTF-8 `data` as text without an incomplete character at its end (generation stopped
+    inside one: dropped, never U+FFFD); invalid bytes elsewhere become U+FFFD."""
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
 
 
 class Cancelled(Exception):
@@ -184,11 +191,17 @@ class LoadedModel:
                 os.path.basename(info.path),
             )
         self.chat_template = self._chat_template()
+        self._logits_of: tuple[int, int] | None = None  # (seq, tokens in it) of the last logits
         log.info(
             "loaded %s (%s, %s layers on the GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
             info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.n_slots,
             settings.context_size, self.kv_bytes / 2**20, self.load_ms,
         )
+
+    @property
+    def context_size(self) -> int:
+        """Tokens one request may use: contextSize, capped at the model's trained context."""
+        return self.settings.context_size
 
     # --- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -249,7 +262,8 @@ class LoadedModel:
         return self._piece_buf.raw[:n]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+        """Text of generated tokens; an incomplete character at the end is dropped."""
+        return complete_text(b"".join(self.piece(t) for t in tokens))
 
     def token_text(self, token: int) -> str:
         raw = llama_cpp.llama_vocab_get_text(self.vocab, token)
@@ -348,12 +362,14 @@ class LoadedModel:
             b.seq_id[i][0] = slot.seq
             b.logits[i] = 1 if i == len(tokens) - 1 else 0
         b.n_tokens = len(tokens)
+        self._logits_of = None
         rc = llama_cpp.llama_decode(self.ctx, b)
         if rc != 0:
             # leave the slot in a known state: drop whatever this call may have written
             llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, start, -1)
             raise RuntimeError(f"llama_decode failed with code {rc}")
         slot.tokens.extend(tokens)
+        self._logits_of = (slot.seq, len(slot.tokens))
 
     # --- generation -----------------------------------------------------------------------
     def generate(
@@ -383,9 +399,15 @@ class LoadedModel:
         stats = GenStats()
         n_ctx = self.settings.context_size
         prompt = list(prompt)
-        if len(prompt) + max_tokens > n_ctx:
-            keep = max(n_ctx - max_tokens, 1)
-            prompt = prompt[len(prompt) - keep:]
+        if not prompt:
+            # nothing to condition on (a model without BOS, at the start of a file): sampling
+            # would read logits another request left behind, or abort in llama.cpp without any
+            return Generation("", [], "stop", stats)
+        if len(prompt) >= n_ctx:
+            # callers build prompts that fit (context.py, actions); never cut one from the front,
+            # which would drop the layout's control tokens
+            raise ModelError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx} tokens")
+        max_tokens = min(max_tokens, n_ctx - len(prompt))
         slot = self._slot(key)
         if not reuse:
             llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
@@ -416,6 +438,8 @@ class LoadedModel:
         t1 = time.perf_counter()
         stats.prompt_ms = (t1 - t0) * 1000
 
+        if self._logits_of != (slot.seq, len(slot.tokens)):
+            raise RuntimeError("no logits of this prompt to sample from")  # never reached: a guard
         chain = self._make_sampler(sampler)
         out: list[int] = []
         data = b""
@@ -432,7 +456,7 @@ class LoadedModel:
                     break
                 out.append(tok)
                 data += self.piece(tok)
-                if check is not None and check(data.decode("utf-8", errors="ignore")):
+                if check is not None and check(complete_text(data)):
                     reason = "check"
                     break
                 if len(out) >= max_tokens:
@@ -451,7 +475,7 @@ class LoadedModel:
                 llama_cpp.llama_sampler_free(chain)
             stats.generated = len(out)
             stats.gen_ms = (time.perf_counter() - t1) * 1000
-        return Generation(data.decode("utf-8", errors="replace"), out, reason, stats)
+        return Generation(complete_text(data), out, reason, stats)
 
     def _make_sampler(self, p: SamplerParams):
         if p.temperature <= 0:
