@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from codelsp.completion import postprocess
@@ -33,6 +33,7 @@ class Completion:
     stop_reason: str
     stats: GenStats
     total_ms: float
+    tokens: list[int] = field(default_factory=list)  # the generated token ids (raw)
 
 
 def complete(
@@ -84,4 +85,4 @@ def complete(
         "generation %.1f ms, total %.1f ms; stop=%s",
         key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
     )
-    return Completion(out, gen.text, gen.stop_reason, s, total)
+    return Completion(out, gen.text, gen.stop_reason, s, total, list(gen.tokens))

@@ -299,9 +299,20 @@ def _server_args(options: dict[str, Any]) -> list[str]:
 
 # --- the oracle: raw generation, cut at any line end --------------------------------------------
 
-def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Iterable[tuple[Task, str]]:
-    """(task, raw generation) with the pipeline's own prompt, no post-processing stop rules."""
+@dataclasses.dataclass
+class Raw:
+    """The model's raw generation for a task, with what is needed to replay post-processing."""
+    text: str
+    prefixes: list[str]  # text after each generated token (an incomplete last character dropped)
+    reason: str  # why the raw generation stopped ("stop" or "length")
+    ctx: Any  # the DocContext the pipeline built
+
+
+def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Iterable[tuple[Task, Raw]]:
+    """(task, raw generation) with the pipeline's own prompt and no post-processing stop rule."""
     from codelsp.completion import pipeline, postprocess
+    from codelsp.completion.context import build_context
+    from codelsp.engine.llama import complete_text
     from codelsp.engine.worker import Engine
     from codelsp.models.errors import ModelError
     from codelsp.settings import Settings
@@ -309,25 +320,63 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
     settings, problems = Settings().merged(options, "command line")
     if problems:
         raise EvalError(problems[0])
-    settings = dataclasses.replace(settings, max_tokens=budget, prompt_cache_bytes=0,
-                                   timeout_ms=max(settings.timeout_ms, 60_000))
+    long = dataclasses.replace(settings, max_tokens=budget, prompt_cache_bytes=0,
+                               timeout_ms=max(settings.timeout_ms, 600_000))
     saved = set(postprocess._disabled)
-    postprocess._disabled.update(postprocess.RULES)  # no early stop either: the raw generation
     engine = Engine()
     try:
         try:
-            model = engine.load(settings).future.result()
+            model = engine.load(long).future.result()
         except ModelError as exc:
             raise EvalError(str(exc)) from None
         for task in tasks:
-            line, col = task.cursor
-            offset = len(task.prompt) + col
-            result = engine.run_sync(lambda job, t=task, o=offset: pipeline.complete(model, "oracle", t.document, o, settings, job.cancel))
-            yield task, result.raw
+            offset = len(task.prompt) + task.cursor[1]
+
+            def job(job: Any, t: Task = task, o: int = offset) -> Raw:
+                postprocess._disabled.update(postprocess.RULES)  # no early stop: the raw generation
+                try:
+                    result = pipeline.complete(model, "oracle", t.document, o, long, job.cancel)
+                finally:
+                    postprocess._disabled.clear()
+                    postprocess._disabled.update(saved)
+                pieces = [model.piece(tok) for tok in result.tokens]
+                prefixes = [complete_text(b"".join(pieces[:k])) for k in range(1, len(pieces) + 1)]
+                size = min(settings.context_size, model.context_size)
+                ctx = build_context(t.document, o, model.tokenize, size, settings.max_tokens)
+                return Raw(result.raw, prefixes, "length" if result.stop_reason == "length" else "stop", ctx)
+
+            yield task, engine.run_sync(job)
+    finally:
+        engine.shutdown()
+
+
+def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
+    """What the pipeline inserts for this raw generation with rules `off` turned off.
+
+    Greedy generation is deterministic, so the server's generation is the raw one stopped where
+    the pipeline's early-stop check or maxTokens stops it; then clean() runs as in pipeline.py.
+    """
+    from codelsp.completion import postprocess
+
+    saved = set(postprocess._disabled)
+    postprocess._disabled.clear()
+    postprocess._disabled.update(off)
+    try:
+        multiline = postprocess.is_multiline(raw.ctx)
+        check = postprocess.early_stop(raw.ctx, multiline)
+        text, reason = "", raw.reason
+        for k, prefix in enumerate(raw.prefixes, 1):
+            text = prefix
+            if check(prefix):
+                reason = "check"
+                break
+            if k >= max_tokens:
+                reason = "length"
+                break
+        return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"))
     finally:
         postprocess._disabled.clear()
         postprocess._disabled.update(saved)
-        engine.shutdown()
 
 
 # --- llama-server, asked the llama.vim way ------------------------------------------------------
@@ -446,6 +495,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         raise EvalError("--timeout must be positive")
     options = dict(options)
     options.setdefault("temperature", 0.0)  # pass@1 of the greedy answer
+    options.setdefault("timeoutMs", 600_000)  # quality, not latency: a busy machine must not cut answers
     env = dict(os.environ)
     ablate: list[str] = []
     if args.ablate:
@@ -485,15 +535,28 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         bar = Progress("oracle", len(tasks), quiet)
         solvable = 0
         t0 = time.monotonic()
+        max_tokens = int(options.get("maxTokens") or 64)
+        variants = {"all rules": (), **{f"without {r}": (r,) for r in RULES}, "no rules": RULES}
+        rule_pass = dict.fromkeys(variants, 0)
+        agree = 0
         for task, raw in oracle_raw(options, tasks, args.oracle_tokens):
-            ok = any(passes(task.program(cut), args.timeout) for cut in line_cuts(raw))
+            ok = any(passes(task.program(cut), args.timeout) for cut in line_cuts(raw.text))
             solvable += ok
-            per_task[task.task_id].update(raw=raw, solvable=ok)
+            info = per_task[task.task_id]
+            info.update(raw=raw.text, solvable=ok)
+            for name, off in variants.items():
+                answer = replay(raw, max_tokens, tuple(off) + tuple(ablate))
+                if name == "all rules":
+                    agree += answer == info.get("answer")
+                    info["replayed"] = answer
+                rule_pass[name] += passes(task.program(answer), args.timeout)
             bar.step(ok)
         ceiling = solvable / len(tasks)
         report["oracle"] = {"ceiling": ceiling, "solvable": solvable, "tokens": args.oracle_tokens,
                             "seconds": round(time.monotonic() - t0, 1),
                             "codelsp_share_of_ceiling": (counts["pass"] / solvable) if solvable else None}
+        report["rules"] = {"replayed_pass_at_1": {k: v / len(tasks) for k, v in rule_pass.items()},
+                           "replay_agrees_with_server": agree}
 
     if args.compare_server:
         binary = find_server_bin(args.server_bin)
@@ -525,6 +588,11 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         o = report["oracle"]
         share = f"   codelsp = {100 * o['codelsp_share_of_ceiling']:.0f}% of it" if o["codelsp_share_of_ceiling"] is not None else ""
         print(f"oracle ceiling        {100 * o['ceiling']:5.1f}% ({o['solvable']}/{n}){share}")
+        r = report["rules"]
+        print(f"post-processing rules replayed on the oracle's generations (agrees with the server on "
+              f"{r['replay_agrees_with_server']}/{n} answers):")
+        for name, value in r["replayed_pass_at_1"].items():
+            print(f"  {name:<18} pass@1 {100 * value:5.1f}%")
     if "llama_server" in report:
         s = report["llama_server"]
         ratio = f"   codelsp = {s['codelsp_ratio']:.2f}x" if s["codelsp_ratio"] is not None else ""
