@@ -218,17 +218,22 @@ class Progress:
         self.t0 = time.monotonic()
 
     def step(self, ok: bool) -> None:
+        """One task done: redraw the bar on a terminal; elsewhere (a log) a line every tenth."""
         self.done += 1
         self.passed += ok
         if self.quiet:
+            return
+        tty = sys.stderr.isatty()
+        if not tty and self.done != self.total and self.done % max(1, self.total // 10):
             return
         width = 30
         fill = width * self.done // self.total
         rate = (time.monotonic() - self.t0) / self.done
         eta = rate * (self.total - self.done)
-        sys.stderr.write(f"\r{self.label:<14} [{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} "
-                         f"pass {self.passed} ({100 * self.passed / self.done:.0f}%) eta {eta:.0f}s ")
-        if self.done == self.total:
+        sys.stderr.write(f"{chr(13) if tty else ''}{self.label:<14} [{'#' * fill}{'.' * (width - fill)}] "
+                         f"{self.done}/{self.total} pass {self.passed} ({100 * self.passed / self.done:.0f}%) "
+                         f"eta {eta:.0f}s ")
+        if self.done == self.total or not tty:
             sys.stderr.write("\n")
         sys.stderr.flush()
 
@@ -403,7 +408,7 @@ def llama_vim_request(task: Task, n_predict: int) -> dict[str, Any]:
         "n_predict": n_predict,
         "n_indent": len(task.indent),
         "top_k": 40,
-        "top_p": 0.99,
+        "top_p": 0.90,
         "samplers": ["top_k", "top_p", "infill"],
         "stream": False,
         "cache_prompt": True,
@@ -509,7 +514,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
     except ModelError as exc:
         raise EvalError(str(exc)) from None
 
-    quiet = args.json
+    quiet = False  # the progress bar goes to stderr, also with --json
     per_task: dict[str, dict[str, Any]] = {t.task_id: {"task": t.task_id} for t in tasks}
     report: dict[str, Any] = {"tasks_file": str(path), "tasks": len(tasks), "model": str(model_path),
                               "ablate": ablate}
