@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
@@ -31,9 +30,13 @@ def run_eval(model, *args: str):
 
 
 @needs_tasks
-def test_eval_counts_the_task_a_model_solves(model_factory):
+def test_eval_counts_the_task_a_model_solves(model_factory, tmp_path):
     model = model_factory("starcoder", answer="return number % 1.0")
-    report = run_eval(model, "--task", TWO, "--task", THREE)
+    log = tmp_path / "log.jsonl"
+    report = run_eval(model, "--task", TWO, "--task", THREE, "--log", str(log))
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [(x["stage"], x["task"], x["passed"]) for x in lines] == [
+        ("codelsp", "SingleLineInfilling/HumanEval/2/L0", True), ("codelsp", "SingleLineInfilling/HumanEval/3/L0", False)]
     assert report["tasks"] == 2
     assert report["codelsp"]["passed"] == 1 and report["codelsp"]["pass_at_1"] == 0.5
     assert report["codelsp"]["exact"] == 1

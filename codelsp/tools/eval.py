@@ -90,6 +90,7 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--every", type=int, default=1, metavar="K", help="every K-th task (a spread-out subset; default 1)")
     e.add_argument("--task", action="append", metavar="REGEX", help="only task ids matching REGEX (repeatable)")
     e.add_argument("--json", action="store_true", help="print the result as JSON (per task too)")
+    e.add_argument("--log", metavar="FILE", help="append each task's result to FILE as a JSON line as soon as it is known")
     e.add_argument("--timeout", type=float, default=10.0, metavar="S", help="seconds a task's tests may run (default 10)")
     e.add_argument("--oracle", action="store_true",
                    help="also the ceiling: raw generation (no post-processing) solvable at any line end")
@@ -515,6 +516,12 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         raise EvalError(str(exc)) from None
 
     quiet = False  # the progress bar goes to stderr, also with --json
+    log_file = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
+
+    def record(stage: str, task: Task, **fields: Any) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps({"stage": stage, "task": task.task_id, **fields}) + "\n")
+            log_file.flush()
     per_task: dict[str, dict[str, Any]] = {t.task_id: {"task": t.task_id} for t in tasks}
     report: dict[str, Any] = {"tasks_file": str(path), "tasks": len(tasks), "model": str(model_path),
                               "ablate": ablate}
@@ -528,6 +535,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         counts["pass"] += ok
         counts["exact"] += exact
         per_task[task.task_id].update(answer=answer, passed=ok, exact=exact)
+        record("codelsp", task, answer=answer, passed=ok, exact=exact)
         bar.step(ok)
 
     t0 = time.monotonic()
@@ -549,12 +557,15 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
             solvable += ok
             info = per_task[task.task_id]
             info.update(raw=raw.text, solvable=ok)
+            rules_ok = {}
             for name, off in variants.items():
                 answer = replay(raw, max_tokens, tuple(off) + tuple(ablate))
                 if name == "all rules":
                     agree += answer == info.get("answer")
                     info["replayed"] = answer
-                rule_pass[name] += passes(task.program(answer), args.timeout)
+                rules_ok[name] = passes(task.program(answer), args.timeout)
+                rule_pass[name] += rules_ok[name]
+            record("oracle", task, raw=raw.text, solvable=ok, replayed=info["replayed"], rules=rules_ok)
             bar.step(ok)
         ceiling = solvable / len(tasks)
         report["oracle"] = {"ceiling": ceiling, "solvable": solvable, "tokens": args.oracle_tokens,
@@ -575,6 +586,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
             passed += ok
             exact += task.exact(answer)
             per_task[task.task_id].update(server_answer=answer, server_passed=ok)
+            record("llama-server", task, answer=answer, passed=ok)
             bar.step(ok)
         report["llama_server"] = {"binary": binary, "pass_at_1": passed / len(tasks), "passed": passed,
                                   "exact_line": exact / len(tasks), "exact": exact,
