@@ -395,6 +395,10 @@ class LoadedModel:
         returns early with reason "paused" and everything evaluated so far left in the slot, so
         calling again with `prompt + tokens` resumes at the cost of one token (how a long code
         action lets a keystroke's completion run first).
+
+        An empty prompt generates nothing (reason "stop"): there are no logits of its own to
+        sample from. A prompt of contextSize tokens or more raises ModelError (it is never cut
+        from the front); `max_tokens` is capped at the room the prompt leaves.
         """
         stats = GenStats()
         n_ctx = self.settings.context_size
