@@ -111,6 +111,16 @@ async def test_suggestion_that_repeats_the_next_line_in_its_middle_is_cut_there(
         assert await texts(client, URI, 0, 15) == ["\n    assert ok"]
 
 
+async def test_a_line_inserted_into_existing_code_is_one_line(model_factory):
+    # an indentation-only line with code at the same depth below: the user inserts one line
+    model = model_factory("starcoder", answer="    y = x\n    z += 2")
+    async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
+        open_doc(client, URI, "def f(x):\n    \n    return y\n")
+        assert await texts(client, URI, 1, 4) == ["y = x"]
+        open_doc(client, "file:///work/end.py", "def f(x):\n    \n\nprint(f(1))\n")
+        assert await texts(client, "file:///work/end.py", 1, 4) == ["y = x\n    z += 2"]
+
+
 # --- 5: indentation consistent with the cursor's line and the file -----------------------------
 
 async def test_first_line_does_not_repeat_the_indentation_the_line_has(model_factory):
@@ -156,7 +166,7 @@ async def test_unfinished_last_line_of_a_multiline_suggestion_is_dropped(model_f
 async def test_crlf_document_model_sees_lf_editor_gets_crlf(model_factory):
     # this model answers WRONG when any token with "\r" is in its prompt
     model = model_factory("starcoder", answer="if a:\n        return b", gate=("forbid", "\r"))
-    doc = "import os\r\n\r\ndef f(a, b):\r\n    \r\n    pass\r\n"
+    doc = "import os\r\n\r\ndef f(a, b):\r\n    \r\n\r\nx = 1\r\n"
     async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
         open_doc(client, URI, doc)
         assert await texts(client, URI, 3, 4) == ["if a:\r\n        return b"]

@@ -1,7 +1,8 @@
 """Post-processing: from raw model output to the text inserted at the cursor.
 
 Rules (each measured with `codelsp eval`, see README "Completion quality"):
-- single line (code right of the cursor): the first line, without what already follows the cursor;
+- single line (code right of the cursor, or an indentation-only line before code indented at least
+  as deep): the first line, without what already follows the cursor;
 - multi-line: the block the cursor is in (a line indented less than the cursor's ends it);
 - no line that repeats the code after the cursor: cut where the suggestion starts to repeat the
   next line of the suffix (whitespace-normalised), and drop a tail that repeats its first lines;
@@ -23,7 +24,7 @@ from codelsp.completion.context import DocContext
 
 # The rules clean() applies. For measurement only, `codelsp eval --ablate RULE` starts the server
 # with CODELSP_EVAL_ABLATE=RULE,... to turn rules off and show what each is worth.
-RULES = ("block", "suffix", "indent", "unfinished")
+RULES = ("oneline", "block", "suffix", "indent", "unfinished")
 ABLATE_ENV = "CODELSP_EVAL_ABLATE"
 _disabled = {r for r in os.environ.get(ABLATE_ENV, "").split(",") if r in RULES}
 
@@ -55,8 +56,20 @@ def to_lf(text: str, offset: int) -> tuple[str, int]:
 # --- helpers ------------------------------------------------------------------------------
 
 def is_multiline(ctx: DocContext) -> bool:
-    """A cursor with code to its right finishes the line; at the end of a line it may write more."""
-    return ctx.line_suffix.strip() == ""
+    """May the suggestion be several lines?
+
+    No when code follows the cursor on its line (finish the line), and no on a line that holds
+    only indentation when the next line is code indented at least as deep: the user is inserting
+    a line into existing code. Yes at the end of a line or before a blank line or a dedent.
+    """
+    if ctx.line_suffix.strip():
+        return False
+    if "oneline" not in _disabled and not ctx.line_prefix.strip():
+        below = ctx.suffix_text.split("\n")
+        nxt = below[1] if len(below) > 1 else ""
+        if nxt.strip() and _indent_width(nxt) >= _indent_width(ctx.line_prefix):
+            return False
+    return True
 
 
 def _indent_width(line: str) -> int:
@@ -179,6 +192,8 @@ def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True) -> 
         if not ctx.line_prefix.strip():
             text = text.lstrip("\n")
         text = text.split("\n", 1)[0]
+        if "indent" not in _disabled and not ctx.line_suffix.strip():
+            text = _reindent([text], ctx)[0]
         text = text.rstrip()
         # do not repeat what already follows the cursor on this line (e.g. closing brackets)
         rest = ctx.line_suffix.rstrip()
