@@ -98,3 +98,4 @@ def test_task_selection_and_line_cuts(tmp_path):
     assert heval.passes(t.program("return 1"), 10) and not heval.passes(t.program("return 2"), 10)
     assert not heval.passes(t.program("while True: pass"), 1)  # killed at the timeout
     assert heval.line_cuts("a\nb\nc") == ["a", "a\nb", "a\nb\nc"]
+    assert heval.oracle_candidates("  a\nb") == ["  a", "  a\nb", "a", "a\nb"]

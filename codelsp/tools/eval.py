@@ -13,8 +13,9 @@ Reported, per set of tasks:
 - pass@1: greedy (temperature 0 unless given) answers that pass;
 - exact line: answers equal to the canonical line (whitespace-normalised);
 - `--oracle`: the model's raw generation for the same prompt (no post-processing, maxTokens
-  `--oracle-tokens`) counts a task as solvable when any cut of it at a line end passes: the
-  ceiling post-processing could reach with that model and layout;
+  `--oracle-tokens`) counts a task as solvable when any cut of it at a line end passes (also
+  with its first line's restated indentation removed): the ceiling post-processing could reach
+  with that model and layout;
 - `--compare-server`: the same tasks through llama.cpp's `llama-server` `/infill`, asked
   llama.vim's way (`input_prefix` = the lines above, `prompt` = the line head, `input_suffix`,
   `n_indent`, its samplers), on the same model.
@@ -208,6 +209,14 @@ def line_cuts(raw: str) -> list[str]:
     cuts = [raw[:i] for i, c in enumerate(raw) if c == "\n"]
     cuts.append(raw)
     return list(dict.fromkeys(cuts))
+
+
+def oracle_candidates(raw: str) -> list[str]:
+    """What the oracle tries: every line-end cut of the raw generation, as written and with the
+    first line's leading whitespace removed (a model that restates the indentation the cursor's
+    line already has; post-processing may fix that, so the ceiling must allow it too)."""
+    stripped = raw.lstrip(" \t")
+    return list(dict.fromkeys(line_cuts(raw) + (line_cuts(stripped) if stripped != raw else [])))
 
 
 # --- progress ---------------------------------------------------------------------------------
@@ -553,7 +562,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         rule_pass = dict.fromkeys(variants, 0)
         agree = 0
         for task, raw in oracle_raw(options, tasks, args.oracle_tokens):
-            ok = any(passes(task.program(cut), args.timeout) for cut in line_cuts(raw.text))
+            ok = any(passes(task.program(cut), args.timeout) for cut in oracle_candidates(raw.text))
             solvable += ok
             info = per_task[task.task_id]
             info.update(raw=raw.text, solvable=ok)
