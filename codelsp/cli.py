@@ -1,4 +1,4 @@
-"""Command line: `codelsp serve | complete | doctor | models | bench`."""
+"""Command line: `codelsp serve | complete | doctor | models | bench | eval`."""
 
 from __future__ import annotations
 
@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     from codelsp.tools.bench import add_bench_parser
 
     add_bench_parser(sub, _model_flags)
+    from codelsp.tools.eval import add_eval_parser
+
+    add_eval_parser(sub, _model_flags)
     return p
 
 
@@ -137,6 +140,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from codelsp.tools.bench import run_bench
 
             return run_bench(args, cli_options(args))
+        if args.command == "eval":
+            from codelsp.tools.eval import run_eval
+
+            return run_eval(args, cli_options(args))
     except KeyboardInterrupt:
         return 130
     parser.print_help(sys.stderr)

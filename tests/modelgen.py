@@ -344,6 +344,58 @@ def _fim_ids(family: str) -> dict[str, int]:
     return ids
 
 
+_GATE_LOGIT = 4000.0
+
+
+def _piece_bytes(text: bytes, token_type: int) -> bytes:
+    """The bytes a GPT-2 byte-level token stands for (its text for non-normal tokens)."""
+    if token_type != gguf.TokenType.NORMAL:
+        return text
+    table = _byte_decoder()
+    try:
+        return bytes(table[c] for c in text.decode("utf-8"))
+    except KeyError:
+        return text
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + list(range(ord("\xae"), ord("\xff") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+def _add_gate(kind, emb, out, w, flagged, gated_slot, answer0, wrong0, n_embd) -> None:
+    """Let one transition (out of `gated_slot`) depend on whether a flagged token is in the prompt.
+
+    The three last embedding dimensions: F marks flagged tokens; attention with zero queries and
+    keys is uniform over the sequence, so value F -> output G carries the mean of F over all
+    positions (> 0 exactly when a flagged token occurred); the SiLU-gated FFN computes
+    (current token is in gated_slot) x G into H; H adds a large logit to the answer ("require")
+    or to WRONG ("forbid"). Everything else stays a pure last-token model.
+    """
+    F, G, H = n_embd - 3, n_embd - 2, n_embd - 1
+    for t in flagged:
+        emb[t, F] = 1.0
+    w["v"][F, F] = 1.0
+    w["o"][G, F] = 1.0
+    w["gate"][0, gated_slot] = 1.0
+    w["up"][0, G] = 1.0
+    w["down"][H, 0] = 1.0
+    if kind == "require":
+        out[answer0, gated_slot] = 0.0
+        out[wrong0, gated_slot] = _LOGIT
+        out[answer0, H] = _GATE_LOGIT
+    else:
+        out[wrong0, H] = _GATE_LOGIT
+
+
 def make_model(
     path,
     family: str,
@@ -355,6 +407,8 @@ def make_model(
     name: str | None = None,
     plain_tokens: tuple[str, ...] = (),
     second: str | None = None,
+    context_length: int = 4096,
+    gate: tuple[str, str] | None = None,
 ) -> ModelInfo:
     """Write a tiny GGUF to ``path`` whose greedy FIM completion is ``answer``.
 
@@ -384,6 +438,12 @@ def make_model(
         largest logit (``_LOGIT - 5``), then it continues greedily to the stop
         token.  Its tokens must follow the same rules as the answer's and not
         be answer tokens.  ``ModelInfo.second_completion`` is its text.
+    context_length: the trained context the GGUF declares (llama.context_length).
+    gate: make the answer depend on the WHOLE prompt, not only its last token:
+        ("require", role): the middle token (for "none": any DEFAULT-slot token) yields the
+        answer only when the family's FIM token of that role (e.g. "pre") occurs anywhere in
+        the prompt, else WRONG_TEXT; ("forbid", text): it yields WRONG_TEXT when any token
+        whose bytes contain `text` (e.g. "\r") occurs in the prompt.  See _add_gate.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
@@ -450,6 +510,9 @@ def make_model(
     else:
         default_next = first
 
+    if gate is not None and default != "wrong":
+        chain(wrong_ids[0], wrong_ids[1:], stop_id)  # what the gate answers when it says no
+
     # slot 0 = DEFAULT; each token with a transition gets its own slot.
     slot_tokens = list(nxt)
     n_slots = 1 + len(slot_tokens)
@@ -461,6 +524,12 @@ def make_model(
     n_head = 2
     head_dim = n_embd // n_head
     n_ff = 32
+
+    if gate is not None:
+        n_slots += 3  # the gate's flag, mean-of-flag and conjunction dimensions
+        while n_embd < n_slots:
+            n_embd *= 2
+        head_dim = n_embd // n_head
 
     slot = {t: i + 1 for i, t in enumerate(slot_tokens)}
     emb = np.zeros((n_vocab, n_embd), dtype=np.float32)
@@ -493,7 +562,7 @@ def make_model(
     w.add_name(name or f"codelsp-test-{family}")
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_block_count(1)
-    w.add_context_length(4096)
+    w.add_context_length(context_length)
     w.add_embedding_length(n_embd)
     w.add_feed_forward_length(n_ff)
     w.add_head_count(n_head)
@@ -523,19 +592,36 @@ def make_model(
         w.add_uint32(_META_KEYS["sep"], fim_ids["sep"])
     w.add_chat_template(tok.chat_template if chat_template is None else chat_template)
 
+    zeros = {
+        name: np.zeros(shape, np.float32)
+        for name, shape in (("q", (n_embd, n_embd)), ("k", (n_embd, n_embd)), ("v", (n_embd, n_embd)),
+                            ("o", (n_embd, n_embd)), ("gate", (n_ff, n_embd)), ("up", (n_ff, n_embd)),
+                            ("down", (n_embd, n_ff)))
+    }
+    if gate is not None:
+        if gate[0] == "require":
+            flagged = [fim_ids[gate[1]]]
+        elif gate[0] == "forbid":
+            flagged = [i for i, t in enumerate(tokens) if gate[1].encode() in _piece_bytes(t, types[i])]
+        else:
+            raise ValueError(f"gate must be ('require', role) or ('forbid', text), not {gate!r}")
+        gated_slot = slot[mid_id] if mid_id is not None else 0
+        wrong0 = wrong_ids[0]
+        _add_gate(gate[0], emb, out, zeros, flagged, gated_slot, first, wrong0, n_embd)
+
     ones = np.ones(n_embd, dtype=np.float32)
     w.add_tensor("token_embd.weight", emb)
     w.add_tensor("output_norm.weight", ones)
     w.add_tensor("output.weight", out)
     w.add_tensor("blk.0.attn_norm.weight", ones)
-    w.add_tensor("blk.0.attn_q.weight", np.zeros((n_embd, n_embd), np.float32))
-    w.add_tensor("blk.0.attn_k.weight", np.zeros((n_embd, n_embd), np.float32))
-    w.add_tensor("blk.0.attn_v.weight", np.zeros((n_embd, n_embd), np.float32))
-    w.add_tensor("blk.0.attn_output.weight", np.zeros((n_embd, n_embd), np.float32))
+    w.add_tensor("blk.0.attn_q.weight", zeros["q"])
+    w.add_tensor("blk.0.attn_k.weight", zeros["k"])
+    w.add_tensor("blk.0.attn_v.weight", zeros["v"])
+    w.add_tensor("blk.0.attn_output.weight", zeros["o"])
     w.add_tensor("blk.0.ffn_norm.weight", ones)
-    w.add_tensor("blk.0.ffn_gate.weight", np.zeros((n_ff, n_embd), np.float32))
-    w.add_tensor("blk.0.ffn_up.weight", np.zeros((n_ff, n_embd), np.float32))
-    w.add_tensor("blk.0.ffn_down.weight", np.zeros((n_embd, n_ff), np.float32))
+    w.add_tensor("blk.0.ffn_gate.weight", zeros["gate"])
+    w.add_tensor("blk.0.ffn_up.weight", zeros["up"])
+    w.add_tensor("blk.0.ffn_down.weight", zeros["down"])
 
     w.write_header_to_file()
     w.write_kv_data_to_file()

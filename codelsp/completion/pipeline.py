@@ -33,19 +33,33 @@ class Completion:
     stop_reason: str
     stats: GenStats
     total_ms: float
+    tokens: list[int] = field(default_factory=list)  # the generated token ids (raw)
     others: list[str] = field(default_factory=list)  # more candidates (setting `candidates`)
 
 
 def _prepare(model, text: str, offset: int, settings: Settings, cancel, extra: str):
+    """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from."""
     deadline = time.monotonic() + settings.timeout_ms / 1000
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
+    # the model sees LF line breaks whatever the document uses; the editor gets the document's
+    eol = postprocess.line_ending(text)
+    text, offset = postprocess.to_lf(text, offset)
+    extra, _ = postprocess.to_lf(extra, 0)
+    # the context the model really runs with (a model trained for less caps contextSize)
+    context_size = min(settings.context_size, getattr(model, "context_size", settings.context_size))
+    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra)
     if getattr(model, "remote", False):
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
         prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
     else:
         prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
-    return ctx, prompt, postprocess.is_multiline(ctx), deadline
+    return ctx, prompt, postprocess.is_multiline(ctx), deadline, eol
+
+
+def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str) -> str:
+    """Post-processing, then the document's line ending."""
+    out = postprocess.clean(raw, ctx, multiline, finished=stop_reason not in ("length", "time"))
+    return out.replace("\n", eol) if eol != "\n" else out
 
 
 def complete(
@@ -62,7 +76,7 @@ def complete(
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
     """
     t0 = time.perf_counter()
-    ctx, prompt, multiline, deadline = _prepare(model, text, offset, settings, cancel, extra)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, text, offset, settings, cancel, extra)
     gen = model.generate(
         key,
         prompt,
@@ -73,7 +87,7 @@ def complete(
         check=postprocess.early_stop(ctx, multiline),
         reuse=settings.prompt_cache,
     )
-    out = postprocess.clean(gen.text, ctx, multiline)
+    out = _finish(gen.text, gen.stop_reason, ctx, multiline, eol)
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(
@@ -81,7 +95,7 @@ def complete(
         "generation %.1f ms, total %.1f ms; stop=%s",
         key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
     )
-    return Completion(out, gen.text, gen.stop_reason, s, total)
+    return Completion(out, gen.text, gen.stop_reason, s, total, list(gen.tokens))
 
 
 def _same(text: str) -> str:
@@ -123,7 +137,7 @@ def alternatives(
     found: list[str] = []
     if n <= 0 or not first.text or getattr(model, "remote", False) or not hasattr(model, "next_tokens"):
         return Alternatives(found, stats, 0)
-    ctx, prompt, multiline, deadline = _prepare(model, text, offset, settings, cancel, extra)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, text, offset, settings, cancel, extra)
     check = postprocess.early_stop(ctx, multiline)
     greedy = SamplerParams(0.0, settings.top_k, settings.top_p, settings.repeat_penalty, settings.seed)
     firsts, stats = model.next_tokens(key, prompt, n + 3)
@@ -144,7 +158,7 @@ def alternatives(
             setattr(stats, k, getattr(stats, k) + getattr(gen.stats, k))
         stats.prompt_ms += gen.stats.prompt_ms
         stats.gen_ms += gen.stats.gen_ms
-        out = postprocess.clean(head + gen.text, ctx, multiline)
+        out = _finish(head + gen.text, gen.stop_reason, ctx, multiline, eol)
         if out and _same(out) not in seen:
             seen.add(_same(out))
             found.append(out)

@@ -11,6 +11,7 @@ document's slot already holds and evaluates only the rest.
 
 from __future__ import annotations
 
+import codecs
 import ctypes
 import dataclasses
 import logging
@@ -54,6 +55,12 @@ def _init_backend() -> None:
             )
             llama_cpp.llama_backend_init()
             _backend_ready = True
+
+
+def complete_text(data: bytes) -> str:
+    """UTF-8 `data` as text without an incomplete character at its end (generation stopped
+    inside one: dropped, never U+FFFD); invalid bytes elsewhere become U+FFFD."""
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
 
 
 class Cancelled(Exception):
@@ -188,11 +195,17 @@ class LoadedModel:
         self._specials: dict[str, int] | None = None  # special-token text -> id (chat_tokens)
         self._special_re: re.Pattern[str] | None = None
         self.stop_texts = tuple(stop_texts(self.fim.family))  # as a remote backend sends them
+        self._logits_of: tuple[int, int] | None = None  # (seq, tokens in it) of the last logits
         log.info(
             "loaded %s (%s, %s layers on the GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
             info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.n_slots,
             settings.context_size, self.kv_bytes / 2**20, self.load_ms,
         )
+
+    @property
+    def context_size(self) -> int:
+        """Tokens one request may use: contextSize, capped at the model's trained context."""
+        return self.settings.context_size
 
     # --- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -294,7 +307,8 @@ class LoadedModel:
         return self._piece_buf.raw[:n]
 
     def detokenize(self, tokens: Sequence[int]) -> str:
-        return b"".join(self.piece(t) for t in tokens).decode("utf-8", errors="replace")
+        """Text of generated tokens; an incomplete character at the end is dropped."""
+        return complete_text(b"".join(self.piece(t) for t in tokens))
 
     def token_text(self, token: int) -> str:
         raw = llama_cpp.llama_vocab_get_text(self.vocab, token)
@@ -393,12 +407,14 @@ class LoadedModel:
             b.seq_id[i][0] = slot.seq
             b.logits[i] = 1 if i == len(tokens) - 1 else 0
         b.n_tokens = len(tokens)
+        self._logits_of = None
         rc = llama_cpp.llama_decode(self.ctx, b)
         if rc != 0:
             # leave the slot in a known state: drop whatever this call may have written
             llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, start, -1)
             raise RuntimeError(f"llama_decode failed with code {rc}")
         slot.tokens.extend(tokens)
+        self._logits_of = (slot.seq, len(slot.tokens))
 
     # --- generation -----------------------------------------------------------------------
     def generate(
@@ -429,13 +445,23 @@ class LoadedModel:
         `stop_texts` (default: the FIM family's end texts, `self.stop_texts`, the same list a
         remote backend sends as `stop`): generation also stops where the text contains one of
         them written as ordinary tokens, and the text ends right before it (reason "stop").
+
+        An empty prompt generates nothing (reason "stop"): there are no logits of its own to
+        sample from. A prompt of contextSize tokens or more raises ModelError (it is never cut
+        from the front); `max_tokens` is capped at the room the prompt leaves.
         """
         stats = GenStats()
         n_ctx = self.settings.context_size
         prompt = list(prompt)
-        if len(prompt) + max_tokens > n_ctx:
-            keep = max(n_ctx - max_tokens, 1)
-            prompt = prompt[len(prompt) - keep:]
+        if not prompt:
+            # nothing to condition on (a model without BOS, at the start of a file): sampling
+            # would read logits another request left behind, or abort in llama.cpp without any
+            return Generation("", [], "stop", stats)
+        if len(prompt) >= n_ctx:
+            # callers build prompts that fit (context.py, actions); never cut one from the front,
+            # which would drop the layout's control tokens
+            raise ModelError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx} tokens")
+        max_tokens = min(max_tokens, n_ctx - len(prompt))
         slot = self._slot(key)
         if not reuse:
             llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
@@ -466,6 +492,8 @@ class LoadedModel:
         t1 = time.perf_counter()
         stats.prompt_ms = (t1 - t0) * 1000
 
+        if self._logits_of != (slot.seq, len(slot.tokens)):
+            raise RuntimeError("no logits of this prompt to sample from")  # never reached: a guard
         chain = self._make_sampler(sampler)
         stops = [t.encode("utf-8") for t in (self.stop_texts if stop_texts is None else stop_texts) if t]
         out: list[int] = []
@@ -488,7 +516,7 @@ class LoadedModel:
                     data = _cut_at(data, stops)
                     reason = "stop"
                     break
-                if check is not None and check(data.decode("utf-8", errors="ignore")):
+                if check is not None and check(complete_text(data)):
                     reason = "check"
                     break
                 if len(out) >= max_tokens:
@@ -507,7 +535,7 @@ class LoadedModel:
                 llama_cpp.llama_sampler_free(chain)
             stats.generated = len(out)
             stats.gen_ms = (time.perf_counter() - t1) * 1000
-        return Generation(data.decode("utf-8", errors="replace"), out, reason, stats)
+        return Generation(complete_text(data), out, reason, stats)
 
     def next_tokens(self, key: str, prompt: Sequence[int], n: int) -> tuple[list[int], GenStats]:
         """The `n` most likely tokens after `prompt`, best first, end-of-generation tokens left out,
