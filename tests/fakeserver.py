@@ -48,10 +48,11 @@ def stream_text(text: str, size: int = 5) -> list[dict]:
 class FakeOpenAI:
     def __init__(self, chat: Callable[[dict], Reply] | None = None,
                  completions: Callable[[dict], Reply] | None = None,
-                 models: list[dict] | None = None):
+                 models: list[dict] | None = None, models_after_s: float = 0.0):
         self.chat = chat
         self.completions = completions
         self.models = models if models is not None else [{"id": "fake-model", "object": "model"}]
+        self.models_after_s = models_after_s  # a slow /models: the server's first seconds
         self.requests: list[tuple[str, Any]] = []
         self.hung_up = 0  # clients that closed the connection before their answer began
         self._lock = threading.Lock()
@@ -67,6 +68,7 @@ class FakeOpenAI:
                 with fake._lock:
                     fake.requests.append((self.path, None))
                 if self.path.endswith("/models"):
+                    time.sleep(fake.models_after_s)
                     self._json(200, {"object": "list", "data": fake.models})
                 else:
                     self._json(404, {"error": {"message": "not found"}})

@@ -73,6 +73,14 @@ async def test_an_answer_that_is_all_reasoning_says_so():
             assert editor.edits == []
 
 
+async def test_an_action_right_after_start_waits_for_the_backend_to_be_known():
+    # The remote backend is still being set up (its /models answers after a second) when the
+    # editor runs an action: the action must go to the server, not to a local model that is not there
+    with FakeOpenAI(chat=lambda body: Reply(stream_text("It multiplies a by b.")), models_after_s=1.0) as srv:
+        async with lsp_server(*remote(srv.url)) as (client, _):
+            assert await explain_markdown(client) == "It multiplies a by b."
+
+
 # --- 2: a server that sends its headers late ---------------------------------------------------
 
 LATE_S = 6.0  # more than the 5 s a connection may take to open

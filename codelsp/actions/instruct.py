@@ -75,9 +75,15 @@ async def run_chat(
     sampler = SamplerParams.from_settings(settings)
     limit = settings.action_max_tokens
 
-    remote_chat = getattr(engine.instruct or engine.model, "chat", None)
-    if callable(remote_chat):  # a remote backend: it does its own scheduling
-        model = engine.instruct or engine.model
+    # which model serves: asked on the engine, so a load still in progress (the server's first
+    # seconds) finishes first and a remote backend is not mistaken for a missing local model
+    current = engine.submit(lambda job: engine.instruct or engine.model, priority=PRIORITY_ACTION)
+    try:
+        model = await asyncio.wrap_future(current.future)
+    except asyncio.CancelledError:
+        engine.cancel(current)
+        raise
+    if callable(getattr(model, "chat", None)):  # a remote backend: it does its own scheduling
         answer = await _remote_chat(model, messages, limit, cancel, on_tokens)
         text, reasoning = strip_reasoning(str(answer))
         return ChatResult(text, getattr(answer, "tokens", 0), "stop", str(getattr(model, "name", "remote")),
@@ -91,6 +97,8 @@ async def run_chat(
                 f"{engine.model_error or 'no model is loaded'} (code actions need instructModel, or "
                 "model, set to a GGUF file; see `codelsp doctor`)"
             )
+        if callable(getattr(model, "chat", None)):
+            raise ModelError("the backend changed while the action ran; run it again")
         if state.prompt is None:
             if engine.instruct is None and not getattr(model, "told_shared", False):
                 model.told_shared = True
