@@ -165,13 +165,14 @@ async def test_the_system_memory_tier_never_exceeds_its_budget(model_factory):
 async def test_an_evicted_document_is_restored_exactly(demo_model):
     """A real model (attention matters): after its state went to system memory and back, the
     completion is the one computed from scratch for the same prompt, token for token (greedy)."""
-    text_a = "".join(f"def square_{i}(x):\n    return x * x + {i}\n\n" for i in range(25)) + "def cube(x):\n    return"
+    head = "".join(f"def square_{i}(x):\n    return x * x + {i}\n\n" for i in range(25)) + "def cube(x):\n    return"
+    text_a = head + "\n\n# end\n"
     text_b = "".join(f"class Point{i}:\n    x = {i}\n\n" for i in range(30)) + "class Vector:\n    def"
-    line, col = text_a.count("\n"), len(text_a.rsplit("\n", 1)[1])
+    line, col = head.count("\n"), len(head.rsplit("\n", 1)[1])
     a, b = "file:///w/a.py", "file:///w/b.py"
     # a pool of one 768-token context holds one of these ~400-token documents at a time
     async with lsp_server("--model", str(demo_model), "--ctx", "768", "--prompt-cache-bytes", "1",
-                          "--max-tokens", "12", "--temperature", "0", "--threads", "1") as (client, _):
+                          "--max-tokens", "12", "--temperature", "0", "--threads", "1", "--timeout-ms", "600000") as (client, _):
         open_doc(client, a, text_a)
         open_doc(client, b, text_b)
         scratch = (await inline_at(client, a, line, col)).items[0].insert_text
@@ -180,17 +181,17 @@ async def test_an_evicted_document_is_restored_exactly(demo_model):
         await inline_at(client, b, text_b.count("\n"), len(text_b.rsplit("\n", 1)[1]))
         st = as_dict(await stats(client, a))
         assert st["cachedTokens"] == 0 and st["hostTokens"] >= first["evaluated"], st  # saved, out of the KV
-        # text after the cursor changes (the demo model completes from the prefix alone): the same
-        # prompt again, but not the same request, so the model runs
-        end = types.Position(line=line, character=col)
+        # a later line changes (the demo model completes from the prefix alone): the same prompt
+        # again, but not the same request, so the model runs
+        end = types.Position(line=line + 2, character=5)
         client.text_document_did_change(types.DidChangeTextDocumentParams(
             text_document=types.VersionedTextDocumentIdentifier(uri=a, version=2),
-            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=end, end=end), text="\n")]))
+            content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=end, end=end), text=".")]))
         again = (await inline_at(client, a, line, col)).items[0].insert_text
         last = as_dict((await stats(client, a)).last)
         assert last["source"] == "model" and last["restored"] >= first["evaluated"], last
         assert last["evaluated"] == 1 and last["reused"] == first["evaluated"] - 1, last
-        assert again == scratch
+        assert last["generated"] == first["generated"] and again == scratch, (first, last, again, scratch)
 
 
 async def test_kv_cache_type_changes_bytes_per_token_as_the_plan_says(demo_model):
@@ -443,3 +444,25 @@ def test_a_minified_line_is_tokenized_from_a_stable_start():
     assert max(sizes) < 10000  # never the whole line
     common = len(before.prefix_tokens) - 1
     assert after.prefix_tokens[:common] == before.prefix_tokens[:common]
+
+
+def test_bench_switching_restores_five_documents_under_a_one_context_budget(model_factory):
+    import json
+
+    from conftest import run_cli
+
+    model = model_factory("codellama")
+    proc = run_cli("bench", "--switching", "--model", str(model.path), "--keystrokes", "10", "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    (one, five), (one_off, five_off) = report["results"]["system tier"], report["results"]["no system tier"]
+    assert [r["replay"] for r in (one, five)] == ["one document", "five documents"]
+    assert five["keystrokes"] == five_off["keystrokes"] == 10
+    # the pool (one 4,096-token context) holds two of the five ~1,500-token documents: every switch
+    # but the first (to the document typed in just before) brings a document back from system
+    # memory, or, without that tier, evaluates it again
+    assert five["restores"] == five["model_keystrokes"] - 1 > 0 and five["restored_per_keystroke"] > 1000, five
+    assert five["evaluated_per_keystroke"] <= 3 and one["evaluated_per_keystroke"] <= 3
+    assert five_off["restores"] == 0 and five_off["evaluated_per_keystroke"] > 1000, five_off
+    m = report["memory"]
+    assert 0 < m["host_held_mib"] <= m["host_budget_mib"] and five["cache"]["poolCells"] == 4096
