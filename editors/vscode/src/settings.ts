@@ -27,6 +27,8 @@ export const SERVER_KEYS = [
   'maxTokens',
   'promptCache',
   'promptCacheBytes',
+  'hostCacheBytes',
+  'kvCacheType',
   'temperature',
   'topK',
   'topP',
