@@ -448,7 +448,7 @@ def resolve_cache_budgets(models: Sequence[tuple[GGUFInfo, bool]], settings: Set
         else:
             free = 0
         extra = max(0, int(free * (1 - KV_RESERVE_FRACTION))) // per_cell
-        pcb = min(cap, kv.slot_cells + extra) * kv.bytes_per_token
+        pcb = min(cap, (kv.slot_cells + extra) // 256 * 256) * kv.bytes_per_token  # llama.cpp pads to 256
     if hcb is None:
         p1 = _plan(models, replace(settings, prompt_cache_bytes=pcb, host_cache_bytes=0), memory)
         if memory.ram_available is None:
