@@ -341,11 +341,15 @@ def run_switching(args: argparse.Namespace, flags: list[str], text: str, env: di
                   opts: dict[str, Any]) -> int:
     """Five documents under a KV budget of one full context: typing in one document, then
     round-robin over five; with the system-memory tier and (unless --cached-only) without."""
-    from codelsp.models.modelfile import demo_model_path
+    from codelsp.models.errors import ModelError
+    from codelsp.models.modelfile import resolve_model
 
     flags = [f for i, f in enumerate(flags) if f != "--prompt-cache-bytes" and (i == 0 or flags[i - 1] != "--prompt-cache-bytes")]
-    model = opts.get("model") or demo_model_path()
-    model_mib = round(os.path.getsize(model) / 2**20, 1) if model and os.path.exists(str(model)) else None
+    try:
+        model = str(resolve_model(opts.get("model"))[0])
+    except ModelError:
+        model = None  # the server reports it
+    model_mib = round(os.path.getsize(model) / 2**20, 1) if model and os.path.exists(model) else None
     results = {}
     for mode, extra in SWITCHING_MODES[:1] if args.cached_only else SWITCHING_MODES:
         if not args.json:
