@@ -10,7 +10,7 @@ import sys
 from typing import Any, Sequence
 
 from codelsp import __version__
-from codelsp.settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, LOG_LEVELS
+from codelsp.settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, KV_CACHE_TYPES, LOG_LEVELS
 
 API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
 
@@ -32,7 +32,11 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="inline completion: up to N distinct suggestions, the greedy one first (default 1)")
     g.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_const", const=False,
                    help="turn off all prompt/KV reuse (the benchmark baseline)")
-    g.add_argument("--prompt-cache-bytes", type=int, metavar="BYTES", help="KV memory for cached documents")
+    g.add_argument("--prompt-cache-bytes", type=int, metavar="BYTES",
+                   help="KV pool for cached documents (default: what the memory plan finds free)")
+    g.add_argument("--host-cache-bytes", type=int, metavar="BYTES",
+                   help="system memory for document states evicted from the KV (default: from the memory plan; 0: off)")
+    g.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, help="K/V cache storage (default f16; q8_0 halves it, q4_0 quarters it)")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
@@ -52,7 +56,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 _SETTING_FLAGS = (
     "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "candidates", "prompt_cache",
-    "prompt_cache_bytes", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
+    "prompt_cache_bytes", "host_cache_bytes", "kv_cache_type", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
     "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level", "backend", "url", "api_key",
     "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file",
 )
@@ -226,7 +230,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for p in problems:
         log.warning("%s", p)
     # one request: no other document will reuse cached prompt state, so allocate one KV slot
-    settings = dataclasses.replace(settings, prompt_cache_bytes=0)
+    settings = dataclasses.replace(settings, prompt_cache_bytes=0, host_cache_bytes=0)
     engine = Engine()
     try:
         model = engine.load(settings).future.result()

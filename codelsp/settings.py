@@ -19,6 +19,7 @@ FIM_FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "code
 FIM_ORDERS = ("auto", "psm", "spm")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BACKENDS = ("local", "openai", "llama-server")
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
 def _camel(name: str) -> str:
@@ -41,7 +42,9 @@ class Settings:
     max_tokens: int = 64  # completion length cap, in tokens
     candidates: int = 1  # inline completion: up to this many distinct suggestions, the greedy one first
     prompt_cache: bool = True  # keep and reuse prompt (KV) state per document
-    prompt_cache_bytes: int = 512 << 20  # KV memory for cached documents
+    prompt_cache_bytes: int | None = None  # KV pool for cached documents, bytes; None: from the memory plan
+    host_cache_bytes: int | None = None  # system memory for document states evicted from the KV, bytes; None: from the memory plan; 0: off
+    kv_cache_type: str = "f16"  # K/V cache storage: f16 | q8_0 | q4_0 (see KV_CACHE_TYPES)
     temperature: float = 0.01
     top_k: int = 40
     top_p: float = 0.95
@@ -94,6 +97,7 @@ class Settings:
 
 _OPTIONAL_STR = {"model", "instruct_model", "fim_template", "url", "api_key",
                  "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file"}
+_OPTIONAL_INT = {"n_threads", "prompt_cache_bytes", "host_cache_bytes"}  # None: decided at load time
 _POSITIVE = {"context_size", "max_tokens", "timeout_ms", "action_max_tokens", "candidates"}
 
 
@@ -101,7 +105,7 @@ def _coerce(name: str, value: Any) -> Any:
     f = Settings.__dataclass_fields__[name]
     default = f.default
     if value is None:
-        if name in _OPTIONAL_STR or name == "n_threads":
+        if name in _OPTIONAL_STR or name in _OPTIONAL_INT:
             return None
         raise ValueError("must not be null")
     if name in _OPTIONAL_STR:
@@ -117,6 +121,10 @@ def _coerce(name: str, value: Any) -> Any:
         if value not in BACKENDS:
             raise ValueError(f"must be one of {', '.join(BACKENDS)}")
         return value
+    if name == "kv_cache_type":
+        if value not in KV_CACHE_TYPES:
+            raise ValueError(f"must be one of {', '.join(KV_CACHE_TYPES)}")
+        return value
     if name == "fim_order":
         if value not in FIM_ORDERS:
             raise ValueError(f"must be one of {', '.join(FIM_ORDERS)}")
@@ -129,13 +137,13 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
         return value
-    if isinstance(default, int) or name == "n_threads":
+    if isinstance(default, int) or name in _OPTIONAL_INT:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
             raise ValueError("must be an integer")
         value = int(value)
         if name in _POSITIVE and value <= 0:
             raise ValueError("must be positive")
-        if name in ("prompt_cache_bytes", "top_k", "extra_context_tokens") and value < 0:
+        if name in ("prompt_cache_bytes", "host_cache_bytes", "top_k", "extra_context_tokens") and value < 0:
             raise ValueError("must not be negative")
         if name == "n_threads" and value <= 0:
             raise ValueError("must be positive")

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from dataclasses import replace
 from lsprotocol import types
 
 from codelsp.models import demo, memplan
@@ -338,7 +339,8 @@ async def test_hf_download_shows_progress_in_the_editor(model_factory, tmp_path)
 
 
 # --- the memory plan ------------------------------------------------------------------------
-def write_sparse_model(path: Path, layers: int = 64, layer_shape=(65536, 131072), vocab: int = 32000, embd: int = 8192) -> Path:
+def write_sparse_model(path: Path, layers: int = 64, layer_shape=(65536, 131072), vocab: int = 32000, embd: int = 8192,
+                       heads: int = 64, kv_heads: int = 8) -> Path:
     """A GGUF whose header describes a huge llama model; the weights are a hole in a sparse file
     (no disk used). Tensors are F16: `layer_shape` elements x 2 bytes per layer."""
 
@@ -351,8 +353,8 @@ def write_sparse_model(path: Path, layers: int = 64, layer_shape=(65536, 131072)
         (s("llama.block_count"), 4, struct.pack("<I", layers)),
         (s("llama.context_length"), 4, struct.pack("<I", 4096)),
         (s("llama.embedding_length"), 4, struct.pack("<I", embd)),
-        (s("llama.attention.head_count"), 4, struct.pack("<I", 64)),
-        (s("llama.attention.head_count_kv"), 4, struct.pack("<I", 8)),
+        (s("llama.attention.head_count"), 4, struct.pack("<I", heads)),
+        (s("llama.attention.head_count_kv"), 4, struct.pack("<I", kv_heads)),
     ]
     tensors = [("token_embd.weight", (embd, vocab)), ("output.weight", (embd, vocab))]
     tensors += [(f"blk.{i}.ffn_up.weight", layer_shape) for i in range(layers)]
@@ -440,13 +442,61 @@ def test_base_and_instruct_models_share_the_gpu_budget(tmp_path):
     assert instruct.fp.kv_slots == 1 and base.fp.kv_slots >= 1
 
 
+def _codellama_7b_shape(path: Path) -> Path:
+    """Code Llama 7B's shape: 32 layers of ~400 MiB F16, n_embd 4096, 32 heads, no GQA (512 KiB of
+    f16 KV per token), trained context 4096 here."""
+    return write_sparse_model(path, layers=32, layer_shape=(4096, 49152), vocab=32016, embd=4096, heads=32, kv_heads=32)
+
+
+def test_the_automatic_kv_pool_takes_what_the_gpu_has_free(tmp_path):
+    info = read_gguf(_codellama_7b_shape(tmp_path / "cl7b.gguf"))
+    assert info.kv_bytes_per_token() == 512 << 10
+    settings = Settings(context_size=4096)  # promptCacheBytes and hostCacheBytes unset
+    one_context = memplan.plan([(info, False)], replace(settings, prompt_cache_bytes=0), _gpu(24, 24))
+    roomy = memplan.plan([(info, False)], settings, _gpu(24, 24))  # a 24 GiB card, 12.6 GiB of weights
+    kv = roomy.models[0].fp.kv
+    assert roomy.models[0].gpu_layers == 33 and not roomy.problems
+    assert roomy.settings.prompt_cache_bytes == kv.total_bytes and kv.cells > kv.slot_cells
+    # all of it fits on the GPU, with the reserve: at most 90 % of what one context left free
+    assert roomy.gpu_bytes <= _gpu(24, 24).gpu_budget
+    assert kv.total_bytes - one_context.models[0].fp.kv_bytes <= 0.9 * (_gpu(24, 24).gpu_budget - one_context.gpu_bytes)
+    in_kv, in_host = kv.documents(1500)
+    assert in_kv == kv.cells // 1500 >= 6  # documents of 1,500 tokens on the GPU, not one slot of 4,096
+    # the system-memory tier: a quarter of what the models leave of system memory, at most 16 GiB
+    assert roomy.settings.host_cache_bytes == min(16 << 30, (2048 * GiB - roomy.cpu_bytes) // 4)
+    # q8_0 KV: 17/32 of the bytes per token, so (with the same compute buffer per cell) 1.7x the documents
+    q8 = memplan.plan([(info, False)], replace(settings, kv_cache_type="q8_0"), _gpu(24, 24)).models[0].fp.kv
+    assert q8.bytes_per_token * 32 == kv.bytes_per_token * 17 and q8.documents(1500)[0] >= 1.6 * in_kv
+    # a partial offload keeps one context of KV (more would push layers off the GPU)
+    tight = memplan.plan([(info, False)], settings, _gpu(10, 12))
+    assert tight.models[0].gpu_layers < 33 and tight.models[0].fp.kv.cells == kv.slot_cells
+    # a CPU-only build: at most two contexts (each decode attends over the pool's cells in use)
+    cpu = memplan.plan([(info, False)], settings, memplan.Memory(False, ram_available=2048 * GiB))
+    assert cpu.models[0].fp.kv.cells == 2 * kv.slot_cells
+
+
+def test_doctor_counts_documents_per_tier(tmp_path):
+    from codelsp.tools.doctor import describe_cache
+
+    info = read_gguf(_codellama_7b_shape(tmp_path / "cl7b.gguf"))
+    settings = Settings(context_size=4096, prompt_cache_bytes=4 << 30, host_cache_bytes=8 << 30)
+    kv = memplan.plan([(info, False)], settings, _gpu(24, 24)).models[0].fp.kv
+    assert kv.cells == 8192
+    line = describe_cache(kv, on_gpu=True)
+    # 8,192 cells hold five documents of 1,500 tokens; 8 GiB of saved states about ten more
+    assert line.startswith("prompt cache: 5 documents of 1,500 tokens on the GPU (2 of a full 4,096-token context) + 10 in system memory"), line
+
+
 def test_doctor_shows_the_memory_plan_of_both_models(model_factory):
     base, instruct = model_factory("starcoder"), model_factory("qwen")
     proc = run_cli("doctor", "--model", str(base.path), "--instruct-model", str(instruct.path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert re.search(r"^  memory +weights \d+ MiB \+ KV \d+ MiB \(\d+ document slot\(s\) of 4096 tokens\) \+ compute \d+ MiB = \d+ MiB$", out, re.M), out
-    assert re.search(r"^  instruct mem\. +weights .* \(1 document slot\(s\) of 4096 tokens\)", out, re.M), out
+    assert re.search(r"^  memory +weights \d+ MiB \+ KV \d+ MiB \([\d,]+ cells of f16, 128 bytes per token\) \+ compute \d+ MiB = \d+ MiB$", out, re.M), out
+    assert re.search(r"^ +prompt cache: \d+ documents of 1,500 tokens in the KV \(system memory\) \(\d+ of a full 4,096-token context\) "
+                     r"\+ \d+ in system memory \(\d+ full; hostCacheBytes [\d.,]+ [MG]iB\)$", out, re.M), out
+    assert re.search(r"^  instruct mem\. +weights .* \(4,096 cells of f16, ", out, re.M), out
+    assert "prompt cache: none (one request at a time in 4,096 cells)" in out
     assert re.search(r"^  total +\d+ MiB for both models: GPU \d+ MiB, system \d+ MiB", out, re.M), out
     assert "layers on the GPU" in out and f"instruct model   {instruct.path}" in out
     import llama_cpp

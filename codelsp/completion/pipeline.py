@@ -91,9 +91,9 @@ def complete(
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(
-        "completion %s: reused %d, evaluated %d, generated %d tokens; prompt %.1f ms, "
-        "generation %.1f ms, total %.1f ms; stop=%s",
-        key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
+        "completion %s: reused %d (restored %d from system memory), evaluated %d, generated %d tokens; "
+        "prompt %.1f ms, generation %.1f ms, total %.1f ms; stop=%s",
+        key, s.reused, s.restored, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
     )
     return Completion(out, gen.text, gen.stop_reason, s, total, list(gen.tokens))
 

@@ -3,9 +3,9 @@
 One `LoadedModel` holds a llama.cpp model and context. It is NOT thread-safe: only the engine's
 worker thread touches it (see engine.py).
 
-Prompt state is kept per document in llama.cpp *sequences*: the context has one KV stream per
-slot (`kv_unified = False`, so a decode attends only over its own document's cells), and a small
-LRU maps documents to slots. A request reuses the longest common token prefix with what its
+Prompt state is kept per document in llama.cpp *sequences* of one unified KV pool, each document
+taking the cells its prompt needs, with a second tier in system memory for documents evicted
+from the pool (engine/kvcache.py). A request reuses the longest common token prefix with what its
 document's slot already holds and evaluates only the rest.
 """
 
@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
-from cachetools import LRUCache
-
 import llama_cpp
 
+from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
+from codelsp.models.gguf import KV_CACHE_TYPES
 from codelsp.models.modelfile import check_model, kv_plan
 from codelsp.settings import Settings
 
@@ -70,6 +70,7 @@ class Cancelled(Exception):
 @dataclass
 class GenStats:
     reused: int = 0  # prompt tokens whose state was reused
+    restored: int = 0  # tokens whose state was copied back from system memory for this request
     evaluated: int = 0  # prompt tokens evaluated now
     generated: int = 0
     prompt_ms: float = 0.0
@@ -84,23 +85,7 @@ class Generation:
     stats: GenStats
 
 
-@dataclass
-class _Slot:
-    seq: int
-    tokens: list[int] = field(default_factory=list)
-
-
-class _SlotLRU(LRUCache):
-    """document key -> KV slot; evicting a document frees its sequence."""
-
-    def __init__(self, maxsize: int, on_evict: Callable[[_Slot], None]):
-        super().__init__(maxsize)
-        self._on_evict = on_evict
-
-    def popitem(self):
-        key, slot = super().popitem()
-        self._on_evict(slot)
-        return key, slot
+_Slot = Slot  # a document's sequence and tokens (engine/kvcache.py)
 
 
 @dataclass
@@ -157,14 +142,22 @@ class LoadedModel:
             )
             settings = dataclasses.replace(settings, context_size=plan.context)
             self.settings = settings
+        self.kv = plan
         self.n_slots = plan.slots
         self.kv_bytes = plan.total_bytes
+        if plan.note:
+            log.warning("%s: using an f16 KV cache", plan.note)
         cparams = llama_cpp.llama_context_default_params()
-        cparams.n_ctx = plan.slot_cells * plan.slots
+        cparams.n_ctx = plan.cells
         cparams.n_batch = N_BATCH
         cparams.n_ubatch = N_BATCH
-        cparams.n_seq_max = self.n_slots
-        cparams.kv_unified = False
+        cparams.n_seq_max = plan.n_seq
+        cparams.kv_unified = True  # one pool of cells: a document takes what its prompt needs
+        ggml_type = KV_CACHE_TYPES[plan.cache_type][0]
+        cparams.type_k = ggml_type
+        cparams.type_v = ggml_type
+        if plan.cache_type != "f16":  # llama.cpp quantizes the V cache only with flash attention
+            cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         threads = settings.n_threads or os.cpu_count() or 1
         cparams.n_threads = threads
         cparams.n_threads_batch = threads
@@ -173,15 +166,15 @@ class LoadedModel:
         if not ctx:
             llama_cpp.llama_model_free(model)
             raise ModelError(
-                f"llama.cpp could not create a context of {cparams.n_ctx} tokens for {info.path} "
-                "(out of memory? lower contextSize or promptCacheBytes)"
+                f"llama.cpp could not create a context of {cparams.n_ctx} tokens ({plan.cache_type} KV) for {info.path} "
+                "(out of memory? lower contextSize or promptCacheBytes, or set kvCacheType q8_0)"
             )
         self.ctx = ctx
         self.mem = llama_cpp.llama_get_memory(ctx)
         self.load_ms = (time.perf_counter() - t0) * 1000
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
-        self._slots = _SlotLRU(self.n_slots, self._free_slot)
-        self._free_seqs = list(range(self.n_slots))
+        flops = 2.0 * llama_cpp.llama_model_n_params(model)  # per evaluated token, about
+        self.pool = KVPool(ctx, self.mem, llama_cpp.llama_n_ctx(ctx), plan.n_seq, HostTier(plan.host_bytes), flops)
         self._piece_buf = ctypes.create_string_buffer(256)
         self._spm = llama_cpp.llama_vocab_type(self.vocab) == llama_cpp.LLAMA_VOCAB_TYPE_SPM
         self.fim = self._fim_spec(settings)
@@ -197,9 +190,11 @@ class LoadedModel:
         self.stop_texts = tuple(stop_texts(self.fim.family))  # as a remote backend sends them
         self._logits_of: tuple[int, int] | None = None  # (seq, tokens in it) of the last logits
         log.info(
-            "loaded %s (%s, %s layers on the GPU requested, %d KV slot(s) of %d tokens, %.0f MiB KV) in %.0f ms",
-            info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.n_slots,
-            settings.context_size, self.kv_bytes / 2**20, self.load_ms,
+            "loaded %s (%s, %s layers on the GPU requested, KV pool of %d cells (%d full contexts of %d tokens), "
+            "%s, %.0f MiB; system-memory tier %.0f MiB) in %.0f ms",
+            info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.pool.cells,
+            self.n_slots, settings.context_size, plan.cache_type, self.kv_bytes / 2**20, plan.host_bytes / 2**20,
+            self.load_ms,
         )
 
     @property
@@ -371,33 +366,38 @@ class LoadedModel:
             bos=bos, stop_ids=frozenset(stops), detected_by=how,
         )
 
-    # --- KV slots -------------------------------------------------------------------------
-    def _free_slot(self, slot: _Slot) -> None:
-        llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
-        slot.tokens.clear()
-        self._free_seqs.append(slot.seq)
-        log.debug("prompt cache: evicted KV slot %d", slot.seq)
-
-    def _slot(self, key: str) -> _Slot:
-        slot = self._slots.get(key)
-        if slot is None:
-            if not self._free_seqs:
-                self._slots.popitem()  # least recently used document
-            slot = _Slot(self._free_seqs.pop())
-            self._slots[key] = slot
-        return slot
-
+    # --- KV slots (engine/kvcache.py) -----------------------------------------------------
     def cached_tokens(self, key: str) -> int:
-        slot = self._slots.get(key)
-        return len(slot.tokens) if slot else 0
+        """Tokens of `key`'s prompt state in the KV pool."""
+        return self.pool.cached_tokens(key)
+
+    def host_tokens(self, key: str) -> int:
+        """Tokens of `key`'s prompt state saved in system memory."""
+        return self.pool.host_tokens(key)
+
+    def cache_stats(self) -> dict[str, int | str]:
+        """The two tiers now, for `codelsp/stats`: cells and bytes, documents, saves/restores."""
+        host = self.pool.host
+        return {
+            "kvCacheType": self.kv.cache_type, "kvBytesPerToken": self.kv.bytes_per_token,
+            "poolCells": self.pool.cells, "poolUsed": self.pool.used, "poolDocuments": len(self.pool),
+            "hostBytes": host.nbytes, "hostBudget": host.budget, "hostDocuments": len(host),
+            "saves": host.saved, "restores": host.restored, "hostDropped": host.dropped,
+            "evictions": self.pool.evictions,
+        }
+
+    def state_bytes(self, key: str) -> int:
+        """Bytes llama.cpp's state of `key`'s sequence takes (llama_state_seq_get_size_ext); 0
+        when the document is not in the pool."""
+        slot = self.pool.slot_of(key)
+        return int(llama_cpp.llama_state_seq_get_size_ext(self.ctx, slot.seq, 0)) if slot else 0
 
     def forget(self, key: str) -> None:
-        """Drop a document's prompt state (document closed)."""
-        slot = self._slots.pop(key, None)
-        if slot is not None:
-            self._free_slot(slot)
+        """Drop a document's prompt state (document closed), in both tiers."""
+        self.pool.forget(key)
 
     def _decode(self, slot: _Slot, tokens: Sequence[int]) -> None:
+        self.pool.reserve(slot, len(tokens))  # evicts other documents when the pool is full
         b = self._batch
         start = len(slot.tokens)
         for i, tok in enumerate(tokens):
@@ -462,10 +462,11 @@ class LoadedModel:
             # which would drop the layout's control tokens
             raise ModelError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx} tokens")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
-        slot = self._slot(key)
+        got = self.pool.acquire(key, prompt if reuse else [])
+        slot = got.slot
+        stats.restored = got.restored
         if not reuse:
-            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, -1, -1)
-            slot.tokens.clear()
+            self.pool.clear(slot)
         common = 0
         for a, b in zip(slot.tokens, prompt):
             if a != b:

@@ -155,6 +155,7 @@ class Engine:
                 infos = [(check_model(p), p is paths.instruct) for p in (paths.base, paths.instruct) if p is not None]
                 held = sum(getattr(m, "planned_gpu_bytes", 0) for m in (self.model, self.instruct) if m is not None)
                 plan = plan_load(infos, settings, held_gpu=held)
+                planned = plan.settings or settings  # promptCacheBytes/hostCacheBytes decided
             except ModelError as exc:
                 self.model_error = str(exc)
                 status("error", str(exc))
@@ -170,7 +171,7 @@ class Engine:
                 log.info("no model configured: using the embedded default model %s", path)
             status("loading", f"loading {path.name}")
             try:
-                base = load_model(str(path), settings, gpu_layers=plan.models[0].gpu_layers)
+                base = load_model(str(path), planned, gpu_layers=plan.models[0].gpu_layers)
                 base.planned_gpu_bytes = plan.models[0].gpu_bytes
             except ModelError as exc:
                 self.model_error = str(exc)
@@ -179,7 +180,7 @@ class Engine:
             instruct = None
             if paths.instruct is not None:
                 try:
-                    instruct = load_model(str(paths.instruct), settings, instruct=True, gpu_layers=plan.models[1].gpu_layers)
+                    instruct = load_model(str(paths.instruct), planned, instruct=True, gpu_layers=plan.models[1].gpu_layers)
                     instruct.planned_gpu_bytes = plan.models[1].gpu_bytes
                 except ModelError as exc:
                     base.close()

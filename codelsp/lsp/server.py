@@ -88,7 +88,7 @@ class CodeLspServer(LanguageServer):
         self.last_alternatives: dict[str, dict[str, Any]] = {}
         self._pending_alternatives: dict[str, tuple[str, int, Job]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
-                       "reused": 0, "evaluated": 0, "generated": 0,
+                       "reused": 0, "restored": 0, "evaluated": 0, "generated": 0,
                        "alternatives": 0, "alternativeTokens": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
@@ -106,7 +106,7 @@ class CodeLspServer(LanguageServer):
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
         model_key = (
             settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
-            settings.prompt_cache, settings.prompt_cache_bytes, settings.fim_template,
+            settings.prompt_cache, settings.prompt_cache_bytes, settings.host_cache_bytes, settings.kv_cache_type, settings.fim_template,
             settings.fim_order, settings.n_threads, settings.backend, settings.url, settings.api_key,
             settings.hf_repo, settings.hf_file, settings.instruct_hf_repo, settings.instruct_hf_file,
         )
@@ -324,10 +324,10 @@ class CodeLspServer(LanguageServer):
 
     def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
         self.totals[source] += 1
-        for k in ("reused", "evaluated", "generated"):
+        for k in ("reused", "restored", "evaluated", "generated"):
             self.totals[k] += getattr(stats, k)
         self.last_stats[uri] = {
-            "source": source, "reused": stats.reused, "evaluated": stats.evaluated,
+            "source": source, "reused": stats.reused, "restored": stats.restored, "evaluated": stats.evaluated,
             "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3),
             "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
         }
@@ -527,10 +527,22 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
             out["last"] = ls.last_stats.get(uri)
             out["lastAlternatives"] = ls.last_alternatives.get(uri)
 
-            def cached(job: Job) -> int:
-                return ls.engine.model.cached_tokens(uri) if ls.engine.model is not None else 0
+            def cached(job: Job) -> tuple[int, int, int]:
+                m = ls.engine.model
+                if m is None or not hasattr(m, "host_tokens"):  # no model, or a remote backend
+                    return (m.cached_tokens(uri) if m is not None else 0), 0, 0
+                return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri)
 
-            out["cachedTokens"] = await asyncio.wrap_future(ls.engine.submit(cached).future)
+            kv, host, state = await asyncio.wrap_future(ls.engine.submit(cached).future)
+            out["cachedTokens"] = kv  # tokens of this document's prompt state in the KV pool
+            out["hostTokens"] = host  # ... saved in system memory
+            out["stateBytes"] = state  # llama.cpp's size of its state in the KV pool (0: not there)
+
+        def cache(job: Job) -> dict[str, Any] | None:
+            m = ls.engine.model
+            return m.cache_stats() if m is not None and hasattr(m, "cache_stats") else None
+
+        out["cache"] = await asyncio.wrap_future(ls.engine.submit(cache).future)
         return out
 
     @server.feature("codelsp/documentText")

@@ -105,9 +105,8 @@ class GGUFInfo:
         """True when any 2-D weight is stored in a block-quantized type (Q4_*, Q8_0, K-quants)."""
         return any(t.ggml_type not in (0, 1, 30) and len(t.shape) >= 2 for t in self.tensors)
 
-    def kv_bytes_per_token(self) -> int:
-        """Bytes of f16 K+V cache one token costs across all layers."""
-        n_layer = int(self.n_layers or 0)
+    def kv_head_dims(self) -> tuple[int, int, int]:
+        """(KV heads, K head size, V head size) of the widest layer, from the header."""
         n_embd = int(self.arch_value("embedding_length", 0) or 0)
         n_head = self.arch_value("attention.head_count", 1) or 1
         n_head_kv = self.arch_value("attention.head_count_kv", n_head) or n_head
@@ -117,7 +116,22 @@ class GGUFInfo:
             n_head_kv = max(n_head_kv) if isinstance(n_head_kv, list) else n_head
         head_dim_k = self.arch_value("attention.key_length", n_embd // max(int(n_head), 1))
         head_dim_v = self.arch_value("attention.value_length", head_dim_k)
-        return n_layer * int(n_head_kv) * (int(head_dim_k) + int(head_dim_v)) * 2
+        return int(n_head_kv), int(head_dim_k), int(head_dim_v)
+
+    def kv_bytes_per_token(self, cache_type: str = "f16") -> int:
+        """Bytes of K+V cache one token costs across all layers, with K and V stored as
+        `cache_type` (KV_CACHE_TYPES: f16 2 bytes per value; q8_0 34 bytes and q4_0 18 bytes per
+        block of 32 values, ggml's block layouts)."""
+        n_layer = int(self.n_layers or 0)
+        n_head_kv, head_dim_k, head_dim_v = self.kv_head_dims()
+        _, block_bytes, block = KV_CACHE_TYPES[cache_type]
+        row = lambda n: -(-n // block) * block_bytes  # noqa: E731 - one row of n values
+        return n_layer * (row(n_head_kv * head_dim_k) + row(n_head_kv * head_dim_v))
+
+
+# KV cache types codelsp offers: name -> (ggml type id for llama.cpp's type_k/type_v, bytes per
+# block, values per block). The ids are ggml's enum ggml_type (GGML_TYPE_F16 = 1, Q4_0 = 2, Q8_0 = 8).
+KV_CACHE_TYPES: dict[str, tuple[int, int, int]] = {"f16": (1, 2, 1), "q8_0": (8, 34, 32), "q4_0": (2, 18, 32)}
 
 
 def _read(f: BinaryIO, n: int) -> bytes:

@@ -1,9 +1,15 @@
 """Memory plan: will the models fit, and how many layers go on the GPU.
 
 Before anything is handed to llama.cpp, codelsp estimates what the models will need — weights
-(from the GGUF tensor table), KV cache (the same `kv_plan` the loader uses: one slot of
-`contextSize` tokens per cached document) and llama.cpp's compute buffers — and compares it with
-free GPU memory (llama.cpp's own device list, or `nvidia-smi`) and the system's available memory.
+(from the GGUF tensor table), KV cache (the same `kv_plan` the loader uses: one pool of cells
+shared by the cached documents, at `kvCacheType`) and llama.cpp's compute buffers — and compares
+it with free GPU memory (llama.cpp's own device list, or `nvidia-smi`) and the system's available
+memory.
+
+- `promptCacheBytes` unset: the KV pool gets what is free where the KV lives (the GPU when every
+  layer is offloaded, system memory on a CPU-only build) after the weights and compute buffers of
+  both models, less a reserve; `hostCacheBytes` unset: a share of the system memory left after
+  that (`resolve_cache_budgets`).
 
 - `nGpuLayers` -1 asks for every layer; when they do not all fit in free GPU memory, as many
   layers as fit are offloaded (the last ones, as llama.cpp does) and the rest run on the CPU.
@@ -27,7 +33,7 @@ from typing import Iterable, Sequence
 
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
-from codelsp.models.modelfile import kv_plan
+from codelsp.models.modelfile import MAX_SEQS, KVPlan, kv_plan
 from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -35,6 +41,13 @@ log = logging.getLogger(__name__)
 N_BATCH = 512  # llama.py's batch size
 GPU_RESERVE_MIN = 256 << 20  # left free on each GPU for the driver, other buffers, fragmentation
 GPU_RESERVE_FRACTION = 0.05
+
+KV_RESERVE_FRACTION = 0.10  # of the memory free after the models, left out of the automatic KV pool
+CPU_POOL_CONTEXTS = 2  # automatic KV pool on the CPU: at most this many full contexts (see README, KV pool)
+HOST_FRACTION = 0.25  # automatic hostCacheBytes: this share of the system memory left after the models
+HOST_CAP = 16 << 30  # ... and at most this much
+HOST_UNKNOWN = 1 << 30  # ... or this much where the system does not say how much memory it has
+TYPICAL_DOCUMENT_TOKENS = 1500  # what doctor counts documents in (the bench sample is about this long)
 
 _LAYER_RE = re.compile(r"^blk\.(\d+)\.")
 
@@ -183,10 +196,11 @@ class Footprint:
     input_weights: int  # token embeddings: always in system memory
     output_weights: int  # output norm + head: on the GPU only when every layer is
     tied_output: int  # tied embeddings: llama.cpp copies token_embd to the GPU for the head
-    kv_bytes: int  # all KV slots, all layers
+    kv_bytes: int  # the whole KV pool, all layers
     compute_bytes: int  # llama.cpp's compute buffers (an estimate)
-    kv_slots: int
+    kv_slots: int  # full-context documents the pool holds
     context: int
+    kv: "KVPlan | None" = None  # the pool itself (cells, type, system-memory tier)
 
     @property
     def weights(self) -> int:
@@ -260,16 +274,17 @@ def footprint(info: GGUFInfo, settings: Settings, *, instruct: bool = False) -> 
         output_weights=output_w,
         tied_output=tied,
         kv_bytes=kv.total_bytes,
-        compute_bytes=compute_estimate(info, kv.slot_cells),
+        compute_bytes=compute_estimate(info, kv.cells),
         kv_slots=kv.slots,
         context=kv.context,
+        kv=kv,
     )
 
 
 def compute_estimate(info: GGUFInfo, n_ctx: int) -> int:
     """llama.cpp's compute buffers for one batch of N_BATCH tokens: activations, the attention
-    scores over one document's context (a sequence attends only over its own KV stream; without
-    flash attention) and the logits. An upper estimate."""
+    scores over `n_ctx` cells (the unified pool: a decode spans the cells in use, masking other
+    documents'; without flash attention) and the logits. An upper estimate."""
     n_embd = int(info.arch_value("embedding_length", 0) or 0)
     n_ff = info.arch_value("feed_forward_length", 4 * n_embd) or 4 * n_embd
     if isinstance(n_ff, list):
@@ -327,6 +342,12 @@ class MemPlan:
     memory: Memory
     problems: tuple[str, ...] = field(default=())
     release_first: bool = False  # free the models loaded now before loading these
+    settings: Settings | None = None  # with promptCacheBytes/hostCacheBytes as planned (never None)
+
+    @property
+    def host_bytes(self) -> int:
+        """The system-memory tier of the prompt cache (filled as documents leave the KV)."""
+        return sum(m.fp.kv.host_bytes for m in self.models if m.fp.kv is not None)
 
     @property
     def gpu_bytes(self) -> int:
@@ -348,7 +369,8 @@ class MemPlan:
 
     @property
     def fits(self) -> bool:
-        """False when the system memory clearly cannot hold what stays on the CPU side."""
+        """False when the system memory clearly cannot hold what stays on the CPU side (the
+        system-memory tier is not counted: it only fills up to what is free)."""
         limit = self.ram_limit
         return limit is None or self.cpu_bytes <= limit
 
@@ -384,7 +406,56 @@ class MemPlan:
         for m in self.models:
             bits.append(f"{os.path.basename(m.path)}: {m.describe_layers()}, {gib(m.total_bytes)}")
         total = f"total {gib(self.total_bytes)} (GPU {gib(self.gpu_bytes)}, system {gib(self.cpu_bytes)})"
-        return "memory plan: " + "; ".join(bits) + "; " + total
+        kv = self.models[0].fp.kv if self.models else None
+        cache = ""
+        if kv is not None:
+            cache = (f"; prompt cache: KV pool {gib(kv.total_bytes)} ({kv.cells:,} cells, {kv.cache_type}), "
+                     f"system-memory tier up to {gib(kv.host_bytes)}")
+        return "memory plan: " + "; ".join(bits) + "; " + total + cache
+
+
+def resolve_cache_budgets(models: Sequence[tuple[GGUFInfo, bool]], settings: Settings, memory: Memory) -> Settings:
+    """`settings` with `promptCacheBytes` and `hostCacheBytes` decided where they are None.
+
+    KV pool: the base model's KV lives on the GPU when all its layers are offloaded, in system
+    memory when none are (then at most CPU_POOL_CONTEXTS full contexts: on a CPU each decode
+    attends over the pool's cells in use, so a bigger pool makes every keystroke slower); with a
+    partial offload it stays at one context (more KV would push layers off the GPU). What is free
+    there after both models at one context each (weights, compute buffers), less
+    KV_RESERVE_FRACTION, goes to the pool; each cell also widens the attention scores of the
+    compute buffer, which is counted. System-memory tier: HOST_FRACTION of the system memory left
+    after everything the models keep there, at most HOST_CAP (HOST_UNKNOWN if unknown)."""
+    pcb, hcb = settings.prompt_cache_bytes, settings.host_cache_bytes
+    if pcb is not None and hcb is not None:
+        return settings
+    base = next((info for info, instruct in models if not instruct), None)
+    if base is None or not settings.prompt_cache:
+        return replace(settings, prompt_cache_bytes=pcb or 0, host_cache_bytes=hcb or 0)
+    if pcb is None:
+        one = replace(settings, prompt_cache_bytes=0, host_cache_bytes=0)
+        p0 = _plan(models, one, memory)
+        kv = kv_plan(base, one)
+        m0 = p0.models[0]
+        n_head = base.arch_value("attention.head_count", 1)
+        n_head = max(n_head) if isinstance(n_head, list) else int(n_head or 1)
+        per_cell = kv.bytes_per_token + N_BATCH * n_head * 4
+        cap = MAX_SEQS * kv.slot_cells
+        if m0.gpu_layers >= m0.all_layers and memory.gpu_budget is not None:
+            free = memory.gpu_budget - p0.gpu_bytes
+        elif m0.gpu_layers == 0 and memory.ram_available is not None:
+            free = memory.ram_available - p0.cpu_bytes
+            cap = CPU_POOL_CONTEXTS * kv.slot_cells
+        else:
+            free = 0
+        extra = max(0, int(free * (1 - KV_RESERVE_FRACTION))) // per_cell
+        pcb = min(cap, (kv.slot_cells + extra) // 256 * 256) * kv.bytes_per_token  # llama.cpp pads to 256
+    if hcb is None:
+        p1 = _plan(models, replace(settings, prompt_cache_bytes=pcb, host_cache_bytes=0), memory)
+        if memory.ram_available is None:
+            hcb = HOST_UNKNOWN
+        else:
+            hcb = int(min(HOST_CAP, max(0, memory.ram_available - p1.cpu_bytes) * HOST_FRACTION))
+    return replace(settings, prompt_cache_bytes=pcb, host_cache_bytes=hcb)
 
 
 def plan(
@@ -393,7 +464,13 @@ def plan(
     memory: Memory,
 ) -> MemPlan:
     """Plan `models` [(header, is_instruct)] together: the GPU budget is shared, first come first
-    served (the base model first: completion latency matters most)."""
+    served (the base model first: completion latency matters most). Automatic cache budgets are
+    decided first (resolve_cache_budgets); the plan's `settings` carry them."""
+    settings = resolve_cache_budgets(models, settings, memory)
+    return _plan(models, settings, memory)
+
+
+def _plan(models: Sequence[tuple[GGUFInfo, bool]], settings: Settings, memory: Memory) -> MemPlan:
     budget = memory.gpu_budget
     plans = []
     problems = []
@@ -422,7 +499,7 @@ def plan(
         elif requested > 0 and budget is None:
             note = "free GPU memory unknown"
         plans.append(ModelPlan(info.path, role, fp, requested, gpu_layers, note))
-    return MemPlan(tuple(plans), memory, tuple(problems))
+    return MemPlan(tuple(plans), memory, tuple(problems), settings=settings)
 
 
 def released(memory: Memory, gpu_bytes: int) -> Memory:
@@ -455,7 +532,7 @@ def plan_load(
     memory = memory or probe_memory()
     p = plan(models, settings, memory)
     if held_gpu > 0 and p.problems:
-        freed = plan(models, settings, released(memory, held_gpu))
+        freed = plan(models, p.settings, released(memory, held_gpu))
         if gpu_layers_total(freed) > gpu_layers_total(p):
             p = replace(freed, release_first=True)
     if not p.fits:

@@ -5,6 +5,12 @@ a line in the middle and types it back one character at a time, asking for an in
 after every keystroke. Then it does the same while alternating between three open documents. Each
 replay runs once with the prompt cache and once with `--no-prompt-cache`, in the same run, and the
 table compares them. Token counts come from the server (`codelsp/stats`), latency from the client.
+
+`--switching` replays instead the situation of a 7B model on a GPU: five open documents under a
+KV budget of one full context (`--prompt-cache-bytes 1`), so every switch of document moves a
+state out of the KV and another back in from system memory; it runs once with the system-memory
+tier and once without it (`--host-cache-bytes 0`), and reports restored tokens next to evaluated
+ones, and the server's memory against promptCacheBytes + hostCacheBytes + the model.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                    help="also replay the one-document typing against `python -m llama_cpp.server` on the same model, "
                         "sending the whole FIM prompt text on every keystroke as a plain editor plugin does")
     b.add_argument("--cached-only", action="store_true", help="skip the --no-prompt-cache replays (they take longest)")
+    b.add_argument("--switching", action="store_true",
+                   help="replay five documents under a KV budget of one full context, with and without the "
+                        "system-memory tier (see README, KV pool and system-memory tier)")
     b.add_argument("--fim-demo", action="store_true",
                    help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
@@ -46,12 +55,15 @@ class Replay:
     name: str
     latencies_ms: list[float] = field(default_factory=list)
     evaluated: list[int] = field(default_factory=list)
+    restored: list[int] = field(default_factory=list)  # tokens copied back from system memory
     generated: list[int] = field(default_factory=list)
     floor_ms: list[float] = field(default_factory=list)
     sources: dict[str, int] = field(default_factory=dict)
     model_latencies_ms: list[float] = field(default_factory=list)  # keystrokes the model answered
     rss_start_mib: float | None = None  # the server's resident memory before and after the replay
     rss_end_mib: float | None = None
+    rss_max_mib: float | None = None  # the largest resident memory seen after a keystroke
+    cache: dict[str, Any] | None = None  # the server's `cache` stats at the end (both tiers)
 
     def summary(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -72,12 +84,16 @@ class Replay:
             "model_keystrokes": model_ks,
             "sources": self.sources,
             "evaluated_per_keystroke": round(ev, 2),
+            "restored_per_keystroke": round(statistics.mean(self.restored), 2) if self.restored else 0.0,
+            "restores": sum(1 for r in self.restored if r),
             "generated_per_keystroke": round(gen, 2),
             "tokens_per_keystroke": round(ev + gen, 2),
             "floor_tokens": round(floor_tokens, 2),
             "floor_ms_p50": round(statistics.median(self.floor_ms), 2) if self.floor_ms else 0.0,
             "server_rss_start_mib": self.rss_start_mib,
             "server_rss_end_mib": self.rss_end_mib,
+            "server_rss_max_mib": self.rss_max_mib,
+            "cache": self.cache,
         }
 
 
@@ -114,7 +130,13 @@ def pick_line(text: str, avoid: set[int] = frozenset()) -> int:
     raise SystemExit("codelsp bench: the file has no line with 20 characters of code to type")
 
 
-async def run_replays(server_args: list[str], text: str, keystrokes: int, env: dict[str, str] | None = None) -> list[Replay]:
+DOC_NAMES = {3: "three documents", 5: "five documents"}
+
+
+async def run_replays(server_args: list[str], text: str, keystrokes: int, env: dict[str, str] | None = None,
+                      n_docs: int = 3) -> list[Replay]:
+    """Type in one document, then round-robin over `n_docs` documents (copies of `text`, each
+    typed at its own line); the round-robin types `keystrokes` characters in all when n_docs > 3."""
     from pygls.lsp.client import LanguageClient
 
     client = LanguageClient("codelsp-bench", "1")
@@ -135,7 +157,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
     try:
         await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
         client.initialized(types.InitializedParams())
-        uris = [f"file:///codelsp-bench/doc{i}.py" for i in range(3)]
+        uris = [f"file:///codelsp-bench/doc{i}.py" for i in range(n_docs)]
         rows: list[int] = []
         for _ in uris:
             rows.append(pick_line(text, set(rows)))
@@ -166,28 +188,37 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
             st = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
             last = st.last._asdict() if hasattr(st.last, "_asdict") else dict(st.last)
             replay.sources[last["source"]] = replay.sources.get(last["source"], 0) + 1
+            rss = rss_mib(pid)
+            if rss is not None:
+                replay.rss_max_mib = max(replay.rss_max_mib or 0.0, rss)
+            if st.cache is not None:
+                replay.cache = st.cache._asdict() if hasattr(st.cache, "_asdict") else dict(st.cache)
             if last["source"] == "model":
                 replay.model_latencies_ms.append(replay.latencies_ms[-1])
                 replay.evaluated.append(last["evaluated"])
+                replay.restored.append(last.get("restored", 0))
                 replay.generated.append(last["generated"])
                 per_token = last["promptMs"] / max(last["evaluated"], 1)
                 replay.floor_ms.append(per_token + last["genMs"])
+
+        server = getattr(client, "_server", None)
+        pid = getattr(server, "pid", None)
 
         # warm-up: load the model and evaluate each document once (an editor does this on open)
         for uri in uris:
             d = docs[uri]
             await client.text_document_inline_completion_async(inline_params(uri, d["row"], d["col"]))
 
-        server = getattr(client, "_server", None)
-        pid = getattr(server, "pid", None)
         one = Replay("one document", rss_start_mib=rss_mib(pid))
         first = uris[0]
         half = len(docs[first]["target"]) // 2
         for _ in range(half):
             await keystroke(first, one)
         one.rss_end_mib = rss_mib(pid)
-        three = Replay("three documents", rss_start_mib=rss_mib(pid))
+        three = Replay(DOC_NAMES.get(n_docs, f"{n_docs} documents"), rss_start_mib=rss_mib(pid))
         n = min(len(docs[u]["target"]) - docs[u]["typed"] for u in uris)
+        if len(uris) > 3:
+            n = min(n, max(1, keystrokes // len(uris)))
         for _ in range(n):
             for uri in uris:
                 await keystroke(uri, three)
@@ -232,6 +263,8 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         name = {"contextSize": "ctx", "nThreads": "threads"}.get(key, None)
         flag = "--" + (name or "".join("-" + c.lower() if c.isupper() else c for c in key))
         flags += [flag, str(value)]
+    if args.switching:
+        return run_switching(args, flags, text, env, path, opts)
     results = {}
     modes = (("cached", []), ("no-prompt-cache", ["--no-prompt-cache"]))
     for mode, extra in modes[:1] if args.cached_only else modes:
@@ -295,6 +328,69 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
                   f"prompt {row['prompt_tokens_per_keystroke']:>6.0f} tok  generated {row['generated_per_keystroke']:.1f}  "
                   f"-> codelsp cached is {row['codelsp_cached_speedup_p50']}x faster at p50 "
                   f"({row['codelsp_model_speedup_p50']}x counting only keystrokes its model answered)")
+    return 0
+
+
+SWITCHING_MODES = (
+    ("system tier", ["--prompt-cache-bytes", "1"]),
+    ("no system tier", ["--prompt-cache-bytes", "1", "--host-cache-bytes", "0"]),
+)
+
+
+def run_switching(args: argparse.Namespace, flags: list[str], text: str, env: dict[str, str], path: Path,
+                  opts: dict[str, Any]) -> int:
+    """Five documents under a KV budget of one full context: typing in one document, then
+    round-robin over five; with the system-memory tier and (unless --cached-only) without."""
+    from codelsp.models.errors import ModelError
+    from codelsp.models.modelfile import resolve_model
+
+    flags = [f for i, f in enumerate(flags) if f != "--prompt-cache-bytes" and (i == 0 or flags[i - 1] != "--prompt-cache-bytes")]
+    try:
+        model = str(resolve_model(opts.get("model"))[0])
+    except ModelError:
+        model = None  # the server reports it
+    model_mib = round(os.path.getsize(model) / 2**20, 1) if model and os.path.exists(model) else None
+    results = {}
+    for mode, extra in SWITCHING_MODES[:1] if args.cached_only else SWITCHING_MODES:
+        if not args.json:
+            print(f"replaying {args.keystrokes} keystrokes over five copies of {path.name} ({mode}) ...", file=sys.stderr)
+        replays = asyncio.run(run_replays(flags + extra, text, args.keystrokes, env, n_docs=5))
+        results[mode] = [r.summary() for r in replays]
+    one, five = results["system tier"]
+    cache = five["cache"] or {}
+    pool_mib = round(cache.get("poolCells", 0) * cache.get("kvBytesPerToken", 0) / 2**20, 1)
+    host_mib = round(cache.get("hostBudget", 0) / 2**20, 1)
+    report = {
+        "file": str(path), "settings": opts, "results": results,
+        "five_vs_one_p50": round(five["p50_ms"] / one["p50_ms"], 2) if one["p50_ms"] else None,
+        "five_p95_vs_one_p95": round(five["p95_ms"] / one["p95_ms"], 2) if one["p95_ms"] else None,
+        "five_p95_vs_one_p50": round(five["p95_ms"] / one["p50_ms"], 2) if one["p50_ms"] else None,
+        "memory": {
+            "model_file_mib": model_mib, "kv_pool_mib": pool_mib, "host_budget_mib": host_mib,
+            "host_held_mib": round(cache.get("hostBytes", 0) / 2**20, 1),
+            "server_rss_after_warmup_mib": one["server_rss_start_mib"],
+            "server_rss_max_mib": max(r["server_rss_max_mib"] or 0 for r in (one, five)),
+        },
+    }
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    header = (f"{'mode':<15} {'replay':<15} {'keys':>5} {'p50 ms':>8} {'p95 ms':>8} {'evaluated/key':>13} "
+              f"{'restored/key':>12} {'restores':>8}  answered by")
+    print(header)
+    print("-" * len(header))
+    for mode, rows in results.items():
+        for r in rows:
+            src = ", ".join(f"{k} {v}" for k, v in sorted(r["sources"].items()))
+            print(f"{mode:<15} {r['replay']:<15} {r['keystrokes']:>5} {r['p50_ms']:>8.1f} {r['p95_ms']:>8.1f} "
+                  f"{r['evaluated_per_keystroke']:>13.1f} {r['restored_per_keystroke']:>12.1f} {r['restores']:>8}  {src}")
+    print()
+    print(f"five documents vs one (system tier): p50 {report['five_vs_one_p50']}x, p95 {report['five_p95_vs_one_p95']}x "
+          f"(p95 of five vs p50 of one: {report['five_p95_vs_one_p50']}x)")
+    m = report["memory"]
+    print(f"memory: server resident {m['server_rss_after_warmup_mib']} MiB after warm-up, at most {m['server_rss_max_mib']} MiB; "
+          f"model file {m['model_file_mib']} MiB + KV pool {m['kv_pool_mib']} MiB + system tier budget {m['host_budget_mib']} MiB "
+          f"({m['host_held_mib']} MiB held at the end)")
     return 0
 
 

@@ -45,14 +45,17 @@ def describe_plan(p: memplan.MemPlan, out: Any) -> None:
     for m in p.models:
         fp = m.fp
         label = "memory" if m.role == "model" else "instruct mem."
+        kv = fp.kv
+        pool = f"{kv.cells:,} cells of {kv.cache_type}, {kv.bytes_per_token:,} bytes per token" if kv else ""
         print(
-            f"  {label:<15}weights {gib(fp.weights)} + KV {gib(fp.kv_bytes)} "
-            f"({fp.kv_slots} document slot(s) of {fp.context} tokens) + compute {gib(fp.compute_bytes)} "
-            f"= {gib(m.total_bytes)}",
+            f"  {label:<15}weights {gib(fp.weights)} + KV {gib(fp.kv_bytes)} ({pool}) "
+            f"+ compute {gib(fp.compute_bytes)} = {gib(m.total_bytes)}",
             file=out,
         )
         where = f"{m.describe_layers()}: GPU {gib(m.gpu_bytes)}, system {gib(m.cpu_bytes)}"
         print(f"{'':17}{where}" + (f" ({m.note})" if m.note else ""), file=out)
+        if kv is not None:
+            print(f"{'':17}" + describe_cache(kv, on_gpu=m.gpu_layers >= m.all_layers and m.gpu_bytes > 0), file=out)
     limit = p.ram_limit
     verdict = "fits" if p.fits and not p.swaps else "fits only with swap (slow)" if p.fits else "DOES NOT FIT"
     ram = f"; system memory available {gib(limit)}: {verdict}" if limit is not None else ""
@@ -67,6 +70,21 @@ def describe_plan(p: memplan.MemPlan, out: Any) -> None:
     )
     for problem in p.problems:
         print(f"{'':17}{problem}", file=out)
+
+
+def describe_cache(kv, *, on_gpu: bool) -> str:
+    """How many documents of a typical size (and of a full context) each tier of the prompt cache
+    holds: the KV pool (on the GPU or in system memory) and the system-memory tier."""
+    gib = memplan.gib
+    if kv.n_seq <= 1:
+        return f"prompt cache: none (one request at a time in {kv.cells:,} cells)" + (f"; {kv.note}" if kv.note else "")
+    typical = memplan.TYPICAL_DOCUMENT_TOKENS
+    in_kv, in_host = kv.documents(typical)
+    full_kv, full_host = kv.documents(kv.context)
+    where = "on the GPU" if on_gpu else "in the KV (system memory)"
+    line = (f"prompt cache: {in_kv} documents of {typical:,} tokens {where} ({full_kv} of a full {kv.context:,}-token context)"
+            f" + {in_host} in system memory ({full_host} full; hostCacheBytes {gib(kv.host_bytes)})")
+    return line + (f"; {kv.note}" if kv.note else "")
 
 
 def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -154,7 +172,8 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
                   "codellama-7b is much better)", file=out)
         print("  stop tokens    end-of-generation tokens of the vocabulary"
               + (f" + {sorted(model.fim.stop_ids)}" if model.fim.stop_ids else ""), file=out)
-        print(f"  KV cache       {model.n_slots} document slot(s) of {settings.context_size} tokens, {_mib(model.kv_bytes)}", file=out)
+        print(f"  KV cache       pool of {model.pool.cells:,} cells ({model.kv.cache_type}), {_mib(model.kv_bytes)}; "
+              f"system-memory tier {_mib(model.kv.host_bytes)}", file=out)
         s = gen.stats
         rate = s.generated / (s.gen_ms / 1000) if s.gen_ms > 0 and s.generated else 0.0
         print(f"  test run       loaded in {model.load_ms:.0f} ms; {s.evaluated} prompt tokens in {s.prompt_ms:.0f} ms; "

@@ -28,6 +28,8 @@ export const SERVER_KEYS = [
   'candidates',
   'promptCache',
   'promptCacheBytes',
+  'hostCacheBytes',
+  'kvCacheType',
   'temperature',
   'topK',
   'topP',
