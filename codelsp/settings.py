@@ -16,7 +16,7 @@ from typing import Any, Mapping
 log = logging.getLogger(__name__)
 
 FIM_FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral", "none")
-FIM_ORDERS = ("auto", "psm", "spm")
+FIM_ORDERS = ("auto", "psm", "spm", "psm-tail")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BACKENDS = ("local", "openai", "llama-server")
 
@@ -47,7 +47,7 @@ class Settings:
     repeat_penalty: float = 1.0
     seed: int = 42
     fim_template: str | None = None  # override the detected FIM family (see FIM_FAMILIES)
-    fim_order: str = "auto"  # auto | psm | spm
+    fim_order: str = "auto"  # auto | psm | spm | psm-tail
     timeout_ms: int = 5000  # wall-clock budget for one completion
     n_threads: int | None = None  # CPU threads; default: all cores
     log_level: str = "info"

@@ -53,16 +53,54 @@ async def test_a_keystroke_evaluates_only_its_new_tokens(model_factory):
         assert s2["reused"] >= s1["evaluated"] - 3, (s1, s2)
 
 
-async def test_psm_families_re_evaluate_the_suffix(model_factory):
-    model = model_factory("starcoder")
+FIM_TABLE = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral")
+
+
+async def type_and_measure(client, uri: str, version: int, line: int, col: int, text: str) -> tuple[int, int, int]:
+    """Type `text` one character at a time, asking for a suggestion after each keystroke; returns
+    (prompt tokens evaluated, tokens generated, floor) summed over the keystrokes the model
+    answered. The floor of a keystroke is one new prompt token plus what is generated."""
+    evaluated = generated = floor = 0
+    for ch in text:
+        type_at(client, uri, version, line, col, ch)
+        version, col = version + 1, col + 1
+        await inline_at(client, uri, line, col)
+        last = as_dict((await stats(client, uri)).last)
+        if last["source"] == "model":
+            evaluated += last["evaluated"]
+            generated += last["generated"]
+            floor += 1 + last["generated"]
+    return evaluated, generated, floor
+
+
+@pytest.mark.parametrize("family", FIM_TABLE)
+async def test_typing_on_a_line_costs_only_its_new_tokens_in_every_family(model_factory, family):
+    """PSM families put the current line's head after the middle token (order psm-tail, as
+    llama.cpp's /infill does), Code Llama uses SPM, Codestral is suffix-first: in every family a
+    keystroke evaluates about one token, never the suffix again."""
+    model = model_factory(family, default="answer")
     uri = "file:///w/a.py"
     async with lsp_server("--model", str(model.path)) as (client, _):
         open_doc(client, uri, DOC)
-        await inline_at(client, uri, LINE, 4)
+        first = await inline_at(client, uri, LINE, 4)
+        assert first.items[0].insert_text == "return a + b"
+        assert as_dict((await stats(client, uri)).last)["evaluated"] > 500
+        evaluated, generated, floor = await type_and_measure(client, uri, 2, LINE, 4, "xq_zk(")
+        assert floor > 0
+        assert evaluated + generated <= 1.3 * floor, (family, evaluated, generated, floor)
+
+
+async def test_the_plain_psm_order_can_still_be_forced(model_factory):
+    """`fimOrder psm`: the whole suffix comes after the changed token, so it is evaluated again."""
+    model = model_factory("starcoder")  # answers only right after the middle token
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), "--fim-order", "psm") as (client, _):
+        open_doc(client, uri, DOC)
+        assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"
         type_at(client, uri, 2, LINE, 4, "x")
         await inline_at(client, uri, LINE, 5)
         s2 = as_dict((await stats(client, uri)).last)
-        assert s2["evaluated"] > 100  # the whole suffix comes after the changed token
+        assert s2["evaluated"] > 100
 
 
 async def test_switching_documents_keeps_each_documents_state(model_factory):

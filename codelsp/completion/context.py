@@ -4,6 +4,13 @@ Windows are anchored on line boundaries in steps of CHUNK_LINES, so that while t
 one line the window edges do not move and the evaluated prompt stays a prefix of the cached one.
 The lines above the cursor and the current line up to the cursor are tokenized separately: a
 keystroke re-tokenizes only the current line's head, and the tokens above it never change.
+
+The prefix is cut in two at an *anchor* line: the lines above it (`lead_tokens`) and the text from
+the anchor to the cursor (`near_tokens`: the few lines just typed plus the current line's head).
+Layouts that put the near text after the FIM middle token (fim.py, order "psm-tail") keep
+everything before it unchanged while the user types, presses Enter, deletes or moves down a few
+lines; the anchor stays where it was (the caller passes the previous one back) until the near text
+outgrows NEAR_LINES lines or the cursor moves above it.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 CHUNK_LINES = 32
+NEAR_LINES = 16  # most lines between the anchor and the cursor before the anchor moves
 SPECIAL_RESERVE = 8  # room for BOS and FIM control tokens
 
 # tokenize(text, first) -> ids; `first` says whether the text starts the prompt segment
@@ -22,12 +30,19 @@ Tokenize = Callable[[str, bool], list[int]]
 
 @dataclass
 class DocContext:
-    prefix_tokens: list[int]
+    lead_tokens: list[int]  # extra context + the prefix lines above the anchor line
+    near_tokens: list[int]  # the anchor line up to the cursor (at least the current line's head)
     suffix_tokens: list[int]
     line_prefix: str  # current line up to the cursor
     line_suffix: str  # rest of the current line after the cursor (no line break)
     suffix_text: str  # everything after the cursor inside the window
     prefix_text: str  # everything before the cursor inside the window
+    anchor: int = 0  # line index where near_tokens begin (the cursor's line or above)
+
+    @property
+    def prefix_tokens(self) -> list[int]:
+        """Every prefix token, in document order: lead + near."""
+        return self.lead_tokens + self.near_tokens
 
     @property
     def indent(self) -> str:
@@ -140,22 +155,39 @@ def build_context(
     context_size: int,
     max_tokens: int,
     extra: str = "",
+    anchor: int | None = None,
 ) -> DocContext:
     """Prefix/suffix token windows around character `offset` of `text`.
 
     `extra` (other files, see neighbors.py) goes before the prefix and takes its tokens from the
     budget first, up to half of the context.
+
+    `anchor`: the line where the near text began in this document's previous request
+    (`DocContext.anchor`); it is kept while it lies above the cursor, at most NEAR_LINES lines up,
+    and the near text fits its budget. None (or not kept): the cursor's line, so the near text is
+    the current line's head alone.
     """
     lines, row, line_prefix, rest = split_at(text, offset)
     line_suffix = rest.rstrip("\r\n")
     extra_tokens = tokenize(extra, True)[: context_size // 2] if extra else []
     prefix_budget, suffix_budget = budgets(context_size - len(extra_tokens), max_tokens)
 
-    # The current line up to the cursor gets at most an eighth of the prefix budget; the lines
-    # above get the rest whatever the current line holds, so their window does not move.
+    # The near text (anchor line up to the cursor) gets at most an eighth of the prefix budget;
+    # the lines above get the rest whatever the near text holds, so their window does not move.
     line_budget = max(prefix_budget // 8, 1)
     head_budget = prefix_budget - line_budget
-    head_text, head_tokens = _fit_head(lines[:row], head_budget, tokenize)
+    near_line_tokens: list[int] = []
+    if anchor is not None and 0 <= anchor < row and row - anchor <= NEAR_LINES:
+        near_line_tokens = tokenize("".join(lines[anchor:row]), False)
+        # keep a quarter of the near budget for the current line's head
+        if len(near_line_tokens) > line_budget * 3 // 4:
+            anchor, near_line_tokens = row, []
+    else:
+        anchor = row
+    head_text, head_tokens = _fit_head(lines[:anchor], head_budget, tokenize)
+    if near_line_tokens and not head_tokens and not extra_tokens:
+        near_line_tokens = tokenize("".join(lines[anchor:row]), True)
+    line_budget = max(line_budget - len(near_line_tokens), 1)
     if line_prefix:
         # A very long line (minified code): tokenize only its tail, from a start that moves in
         # coarse steps so that typing keeps the tokens a prefix of the cached ones.
@@ -167,17 +199,19 @@ def build_context(
         if len(line_prefix) > 2 * window + step:
             start = (len(line_prefix) - window) // step * step
             part = line_prefix[start:]
-        line_tokens = tokenize(part, not head_tokens and part is line_prefix)
+        line_tokens = tokenize(part, not head_tokens and not near_line_tokens and part is line_prefix)
         if len(line_tokens) > line_budget:
             line_tokens = line_tokens[len(line_tokens) - line_budget:]
     else:
         line_tokens = []
     suffix_text, suffix_tokens = _fit_tail(rest, lines[row + 1:], suffix_budget, tokenize)
     return DocContext(
-        prefix_tokens=extra_tokens + head_tokens + line_tokens,
+        lead_tokens=extra_tokens + head_tokens,
+        near_tokens=near_line_tokens + line_tokens,
         suffix_tokens=suffix_tokens,
         line_prefix=line_prefix,
         line_suffix=line_suffix,
         suffix_text=suffix_text,
-        prefix_text=head_text + line_prefix,
+        prefix_text=head_text + "".join(lines[anchor:row]) + line_prefix,
+        anchor=anchor,
     )

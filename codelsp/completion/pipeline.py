@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, MutableMapping
 
 from codelsp.completion import postprocess
 from codelsp.completion.context import build_context
@@ -43,20 +43,28 @@ def complete(
     settings: Settings,
     cancel: threading.Event | None = None,
     extra: str = "",
+    anchors: MutableMapping[str, int] | None = None,
 ) -> Completion:
     """The text to insert at character `offset` of `text` (a document identified by `key`).
 
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
+    `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
+    here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
     """
     t0 = time.perf_counter()
     deadline = time.monotonic() + settings.timeout_ms / 1000
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra)
-    if getattr(model, "remote", False):
+    remote = getattr(model, "remote", False)
+    tail = not remote and model.fim.has_fim and model.fim.order == "psm-tail"
+    anchor = anchors.get(key) if (anchors is not None and tail) else None
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor)
+    if anchors is not None and tail:
+        anchors[key] = ctx.anchor
+    if remote:
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
         prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
     else:
-        prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
+        prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     multiline = postprocess.is_multiline(ctx)
     gen = model.generate(
         key,

@@ -14,6 +14,7 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from cachetools import LRUCache
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
@@ -82,6 +83,7 @@ class CodeLspServer(LanguageServer):
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
+        self.anchors: LRUCache[str, int] = LRUCache(maxsize=256)  # per document (context.py); engine thread only
         self.last_stats: dict[str, dict[str, Any]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
                        "reused": 0, "evaluated": 0, "generated": 0}
@@ -208,7 +210,7 @@ class CodeLspServer(LanguageServer):
             if engine.model is None:
                 return None
             extra = extra_text(snap, settings.extra_context_tokens, engine.model.tokenize, comment) if snap else ""
-            return complete(engine.model, uri, text, offset, settings, job.cancel, extra)
+            return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors)
 
         job = engine.submit(work, key=uri)
         try:
@@ -333,6 +335,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         ls.neighbors.forget(unquote(uri))
 
         def forget(job: Job) -> None:
+            ls.anchors.pop(uri, None)
             if ls.engine.model is not None:
                 ls.engine.model.forget(uri)
 
