@@ -357,3 +357,60 @@ def test_a_minified_line_is_tokenized_from_a_stable_start():
     assert max(sizes) < 10000  # never the whole line
     common = len(before.prefix_tokens) - 1
     assert after.prefix_tokens[:common] == before.prefix_tokens[:common]
+
+
+def edit(client, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
+    rng = types.Range(start=types.Position(line=start[0], character=start[1]),
+                      end=types.Position(line=end[0], character=end[1]))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)],
+        )
+    )
+
+
+async def test_each_kind_of_edit_costs_about_what_changed(model_factory):
+    """Enter, a move down, deleting a line below, backspace, switching files and accepting a
+    suggestion each evaluate about the tokens that changed (psm-tail layout + shifted KV runs);
+    a move up re-evaluates the suffix but keeps the prefix."""
+    model = model_factory("qwen", default="answer")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        await inline_at(client, b, LINE, 4)
+        await inline_at(client, a, LINE, 4)
+        whole = as_dict((await stats(client, a)).last)["evaluated"]
+        assert whole > 800
+
+        async def cost(uri: str, line: int, col: int) -> dict:
+            await inline_at(client, uri, line, col)
+            last = as_dict((await stats(client, uri)).last)
+            assert last["source"] == "model", last
+            return last
+
+        type_at(client, a, 2, LINE, 4, "x = 1")
+        assert (await cost(a, LINE, 9))["evaluated"] <= 6  # five characters typed at once
+        type_at(client, a, 3, LINE, 9, "\n    ")
+        assert (await cost(a, LINE + 1, 4))["evaluated"] <= 6  # Enter
+        down = await cost(a, LINE + 10, 0)  # nine lines down: about their tokens
+        assert down["evaluated"] <= 80 and down["shifted"] > 300, down
+        edit(client, a, 4, (LINE + 12, 0), (LINE + 13, 0), "")  # delete a line below the cursor
+        deleted = await cost(a, LINE + 10, 0)
+        assert deleted["evaluated"] <= 30 and deleted["shifted"] > 300, deleted
+        up = await cost(a, LINE + 1, 4)  # back up: the suffix again, the prefix kept
+        assert up["reused"] > 400 and up["evaluated"] < whole * 0.7, (whole, up)
+        type_at(client, a, 5, LINE + 1, 4, "yz")
+        await cost(a, LINE + 1, 6)
+        edit(client, a, 6, (LINE + 1, 5), (LINE + 1, 6), "")  # backspace
+        assert (await cost(a, LINE + 1, 5))["evaluated"] <= 3
+        type_at(client, b, 2, LINE, 4, "q")  # switch to b and back: each keeps its state
+        assert (await cost(b, LINE, 5))["evaluated"] <= 3
+        type_at(client, a, 7, LINE + 1, 5, "w")
+        assert (await cost(a, LINE + 1, 6))["evaluated"] <= 3
+        suggestion = (await inline_at(client, a, LINE + 1, 6)).items
+        text = suggestion[0].insert_text if suggestion else "return a + b"
+        type_at(client, a, 8, LINE + 1, 6, text)  # accept: the editor inserts the suggestion
+        accepted = await cost(a, LINE + 1, 6 + len(text))
+        assert accepted["evaluated"] <= len(text) // 2 + 3, accepted

@@ -243,7 +243,7 @@ class CodeLspServer(LanguageServer):
         for k in ("reused", "evaluated", "generated"):
             self.totals[k] += getattr(stats, k)
         self.last_stats[uri] = {
-            "source": source, "reused": stats.reused, "evaluated": stats.evaluated,
+            "source": source, "reused": stats.reused, "shifted": stats.shifted, "evaluated": stats.evaluated,
             "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3),
             "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
         }
