@@ -30,6 +30,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-tokens", type=int, metavar="N", help="completion length cap in tokens (default 64)")
     g.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_const", const=False,
                    help="turn off all prompt/KV reuse (the benchmark baseline)")
+    g.add_argument("--no-warm", dest="warm_documents", action="store_const", const=False,
+                   help="do not evaluate opened documents in the background")
     g.add_argument("--prompt-cache-bytes", type=int, metavar="BYTES", help="KV memory for cached documents")
     g.add_argument("--temperature", type=float)
     g.add_argument("--top-k", type=int)
@@ -49,7 +51,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 _SETTING_FLAGS = (
-    "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "prompt_cache",
+    "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "prompt_cache", "warm_documents",
     "prompt_cache_bytes", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
     "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level", "backend", "url", "api_key",
     "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file",

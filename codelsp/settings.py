@@ -41,6 +41,7 @@ class Settings:
     max_tokens: int = 64  # completion length cap, in tokens
     prompt_cache: bool = True  # keep and reuse prompt (KV) state per document
     prompt_cache_bytes: int = 512 << 20  # KV memory for cached documents
+    warm_documents: bool = True  # evaluate an opened document's prompt in the background (low priority)
     temperature: float = 0.01
     top_k: int = 40
     top_p: float = 0.95

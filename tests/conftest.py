@@ -76,12 +76,17 @@ async def lsp_server(
     encodings: list[str] | None = None,
     env: dict[str, str] | None = None,
     capabilities: types.ClientCapabilities | None = None,
+    warm: bool = False,
 ) -> AsyncIterator[tuple[LanguageClient, types.InitializeResult]]:
-    """A real `codelsp serve` subprocess with an initialized pytest-lsp client."""
+    """A real `codelsp serve` subprocess with an initialized pytest-lsp client.
+
+    `warm`: keep the background evaluation of opened documents (off by default here: it races
+    with the test's first request, and tests assert exact token counts)."""
     client = make_test_lsp_client()
     server_env = dict(os.environ)
     server_env.update(env or {})
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, env=server_env)
+    extra = () if warm else ("--no-warm",)
+    await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, *extra, env=server_env)
     clean_exit = False
     try:
         result = await client.initialize_session(

@@ -414,3 +414,61 @@ async def test_each_kind_of_edit_costs_about_what_changed(model_factory):
         type_at(client, a, 8, LINE + 1, 6, text)  # accept: the editor inserts the suggestion
         accepted = await cost(a, LINE + 1, 6 + len(text))
         assert accepted["evaluated"] <= len(text) // 2 + 3, accepted
+
+
+async def wait_for_total(client, uri: str, name: str, at_least: int = 1) -> dict:
+    """Poll the server's totals until `name` reaches `at_least` (background work finished)."""
+    for _ in range(600):
+        totals = as_dict((await stats(client, uri)).totals)
+        if totals.get(name, 0) >= at_least:
+            return totals
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} never reached {at_least}: {totals}")
+
+
+async def test_an_opened_document_is_warmed_in_the_background(model_factory):
+    """On open, the document's prompt is evaluated at low priority: the first request in it
+    reuses the prefix instead of evaluating the whole prompt."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, uri, DOC)
+        await wait_for_total(client, uri, "warmed", 800)
+        result = await inline_at(client, uri, LINE, 4)
+        assert result.items[0].insert_text == "return a + b"
+        first = as_dict((await stats(client, uri)).last)
+        assert first["reused"] > 400, first
+
+
+async def test_after_an_accepted_suggestion_the_next_state_is_ready(model_factory):
+    """Accepting a suggestion (the change inserts it) starts the next completion at once: when
+    the editor asks, the prompt is evaluated already."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        text = (await inline_at(client, uri, LINE, 4)).items[0].insert_text
+        type_at(client, uri, 2, LINE, 4, text)  # the editor inserts the suggestion
+        await wait_for_total(client, uri, "speculative")
+        await inline_at(client, uri, LINE, 4 + len(text))
+        last = as_dict((await stats(client, uri)).last)
+        assert last["evaluated"] <= 1, last  # only the last token, for its logits
+
+
+async def test_typing_into_a_generation_in_flight_rides_it(demo_model):
+    """The user types the characters the running generation is producing: the new request
+    waits for it and answers the rest, instead of cancelling it and starting over."""
+    uri = "file:///w/count.py"
+    async with lsp_server(init_options={**LONG, "maxTokens": 400}) as (client, _):
+        open_doc(client, "file:///w/short.py", "x = 1\n")
+        await inline_at(client, "file:///w/short.py", 0, 5)  # the model is loaded
+        open_doc(client, uri, COUNTING)
+        older = asyncio.ensure_future(inline_at(client, uri, 0, len(COUNTING)))
+        await asyncio.sleep(0.5)  # it is generating
+        type_at(client, uri, 2, 0, len(COUNTING), " 40")
+        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) + 3), 120)
+        old = await asyncio.wait_for(older, 120)
+        totals = as_dict((await stats(client, uri)).totals)
+        assert totals["model"] == 2 and totals["inFlight"] == 1, totals  # short.py and the older one
+        assert old.items[0].insert_text.startswith(" 40")
+        assert newer.items[0].insert_text == old.items[0].insert_text[3:]

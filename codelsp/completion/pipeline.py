@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, MutableMapping
+from typing import TYPE_CHECKING, Callable, MutableMapping
 
 from codelsp.completion import postprocess
 from codelsp.completion.context import build_context
@@ -44,12 +44,14 @@ def complete(
     cancel: threading.Event | None = None,
     extra: str = "",
     anchors: MutableMapping[str, int] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Completion:
     """The text to insert at character `offset` of `text` (a document identified by `key`).
 
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
     `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
     here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
+    `progress(text)`: called with the text generated so far after each token (engine thread).
     """
     t0 = time.perf_counter()
     deadline = time.monotonic() + settings.timeout_ms / 1000
@@ -66,6 +68,14 @@ def complete(
     else:
         prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     multiline = postprocess.is_multiline(ctx)
+    stop_check = postprocess.early_stop(ctx, multiline)
+    if progress is not None:
+        inner = stop_check
+
+        def stop_check(so_far: str) -> bool:
+            progress(so_far)
+            return inner(so_far)
+
     gen = model.generate(
         key,
         prompt,
@@ -73,7 +83,7 @@ def complete(
         sampler=SamplerParams.from_settings(settings),
         cancel=cancel,
         deadline=deadline,
-        check=postprocess.early_stop(ctx, multiline),
+        check=stop_check,
         reuse=settings.prompt_cache,
     )
     out = postprocess.clean(gen.text, ctx, multiline)
@@ -85,3 +95,36 @@ def complete(
         key, s.reused, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
     )
     return Completion(out, gen.text, gen.stop_reason, s, total)
+
+
+def warm(
+    model: "LoadedModel | RemoteModel",
+    key: str,
+    text: str,
+    offset: int,
+    settings: Settings,
+    cancel: threading.Event | None = None,
+    pause: Callable[[], bool] | None = None,
+    extra: str = "",
+    anchors: MutableMapping[str, int] | None = None,
+) -> GenStats | None:
+    """Evaluate the prompt a completion at `offset` would use, and generate nothing.
+
+    Leaves the document's KV slot holding that prompt, so the first real request nearby reuses
+    it. `pause()` (the engine's "something more urgent is waiting") stops it between batches,
+    keeping what was evaluated. None for a remote backend (nothing to warm) or without the
+    prompt cache.
+    """
+    if getattr(model, "remote", False) or not settings.prompt_cache:
+        return None
+    tail = model.fim.has_fim and model.fim.order == "psm-tail"
+    anchor = anchors.get(key) if (anchors is not None and tail) else None
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor)
+    if anchors is not None and tail:
+        anchors[key] = ctx.anchor
+    prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
+    gen = model.generate(key, prompt, max_tokens=0, sampler=SamplerParams.from_settings(settings),
+                         cancel=cancel, pause=pause)
+    log.debug("warmed %s: reused %d, evaluated %d tokens (%s)", key, gen.stats.reused, gen.stats.evaluated,
+              gen.stop_reason)
+    return gen.stats

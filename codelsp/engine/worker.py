@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PRIORITY_LOAD = 0
 PRIORITY_COMPLETION = 1
 PRIORITY_ACTION = 2
+PRIORITY_WARM = 3  # background prompt evaluation of opened documents; paused by anything else
 
 
 class Superseded(Cancelled):

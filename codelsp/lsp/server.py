@@ -19,10 +19,10 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from codelsp import __version__
-from codelsp.completion.pipeline import Completion, complete
+from codelsp.completion.pipeline import Completion, complete, warm
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
-from codelsp.engine.worker import Engine, Job
+from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
 from codelsp.engine.llama import Cancelled, GenStats
 from codelsp.models.errors import ModelError
 from codelsp.actions.steps import comment_prefix, language_of
@@ -84,9 +84,12 @@ class CodeLspServer(LanguageServer):
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
         self.anchors: LRUCache[str, int] = LRUCache(maxsize=256)  # per document (context.py); engine thread only
+        self.in_flight: dict[str, tuple[str, int, Job]] = {}  # uri -> (text, offset, job) of its latest completion
+        self.offered: dict[str, tuple[str, int, str]] = {}  # uri -> (text, offset, suggestion) last shown
         self.last_stats: dict[str, dict[str, Any]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
-                       "reused": 0, "evaluated": 0, "generated": 0}
+                       "reused": 0, "evaluated": 0, "generated": 0,
+                       "inFlight": 0, "speculative": 0, "warmed": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -196,27 +199,20 @@ class CodeLspServer(LanguageServer):
             hit = self.suggestions.lookup(uri, text, offset)
             if hit is not None:
                 self._record(uri, "typeThrough", GenStats(), 0.0)
+                self._offer(uri, text, offset, hit)
                 return Completion(hit, hit, "typeThrough", GenStats(), 0.0), word
+            ridden = await self._ride_in_flight(uri, text, offset)
+            if ridden is not None:
+                self._offer(uri, text, offset, ridden.text)
+                return ridden, word
 
-        snap = None
-        if settings.extra_context_tokens > 0:
-            key = unquote(doc.uri)  # the workspace's own spelling of the URI
-            self.neighbors.touch(key)
-            others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
-            snap = self.neighbors.snapshot(key, others)
-            comment = comment_prefix(language_of(doc.language_id, uri))
-
-        def work(job: Job) -> Completion | None:
-            if engine.model is None:
-                return None
-            extra = extra_text(snap, settings.extra_context_tokens, engine.model.tokenize, comment) if snap else ""
-            return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors)
-
-        job = engine.submit(work, key=uri)
+        job = self._submit_completion(uri, doc, text, offset, settings)
+        job.riders = 0
         try:
             result = await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:  # $/cancelRequest: stop generating at the next token
-            engine.cancel(job)
+            if not job.riders:  # unless a newer request waits for this generation (typed into it)
+                engine.cancel(job)
             self._record_cancel(uri)
             raise
         except Cancelled:  # superseded by a newer request for this document
@@ -232,7 +228,124 @@ class CodeLspServer(LanguageServer):
         self._record(uri, "model", result.stats, result.total_ms)
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
+        self._offer(uri, text, offset, result.text)
         return result, word
+
+    def _extra_snapshot(self, doc: Any, touch: bool) -> tuple[Any, str] | None:
+        """The other open files' snapshot for the prompt (neighbors.py), or None when off."""
+        if self.settings.extra_context_tokens <= 0:
+            return None
+        key = unquote(doc.uri)  # the workspace's own spelling of the URI
+        if touch:
+            self.neighbors.touch(key)
+        others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
+        return self.neighbors.snapshot(key, others), comment_prefix(language_of(doc.language_id, doc.uri))
+
+    def _submit_completion(self, uri: str, doc: Any, text: str, offset: int, settings: Settings) -> Job:
+        """Queue the pipeline for (text, offset) on the engine; newer jobs of `uri` supersede it."""
+        engine = self.engine
+        snap = self._extra_snapshot(doc, touch=True)
+
+        def work(job: Job) -> Completion | None:
+            if engine.model is None:
+                return None
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
+                            lambda so_far: setattr(job, "partial", so_far))
+
+        job = engine.submit(work, key=uri)
+        self.in_flight[uri] = (text, offset, job)
+        return job
+
+    async def _ride_in_flight(self, uri: str, text: str, offset: int) -> Completion | None:
+        """Answer from the generation still running for this document when the user has only
+        typed (into) what it is producing: wait for it instead of superseding it, and answer the
+        rest of its suggestion after the typed characters. None when there is none to ride, it
+        ends in another text, or it is cancelled."""
+        found = self.in_flight.get(uri)
+        if found is None:
+            return None
+        old_text, old_offset, job = found
+        if job.future.done() and job.future.exception() is not None:
+            return None
+        typed = text[old_offset:offset] if offset >= old_offset else None
+        if (typed is None or not text.startswith(old_text[:old_offset]) or text[offset:] != old_text[old_offset:]
+                or len(text) - len(old_text) != len(typed)):
+            return None
+        partial = getattr(job, "partial", "")
+        if not (partial.startswith(typed) or typed.startswith(partial)):
+            return None  # it is already producing something else
+        job.riders = getattr(job, "riders", 0) + 1
+        try:
+            result = await asyncio.shield(asyncio.wrap_future(job.future))
+        except (Cancelled, ModelError):
+            return None
+        finally:
+            job.riders -= 1
+        if result is None or not result.text.startswith(typed) or not result.text[len(typed):].strip():
+            return None
+        rest = result.text[len(typed):]
+        self._record(uri, "inFlight", GenStats(), 0.0)
+        if self.settings.prompt_cache:
+            self.suggestions.store(uri, old_text, old_offset, result.text)
+        return Completion(rest, result.raw, "inFlight", result.stats, result.total_ms)
+
+    def _offer(self, uri: str, text: str, offset: int, suggestion: str) -> None:
+        """Remember the suggestion shown, to recognise the change that accepts it."""
+        if suggestion:
+            self.offered[uri] = (text, offset, suggestion)
+
+    def after_change(self, uri: str) -> None:
+        """A document changed: when the change inserted the suggestion last offered for it (the
+        user accepted it), compute the next one at the new cursor before the editor asks."""
+        offered = self.offered.pop(uri, None)
+        doc = self.workspace.open_document(uri)
+        if offered is None or doc is None or not self.settings.prompt_cache or self.engine.model is None:
+            return
+        text, offset, suggestion = offered
+        new = doc.source
+        if len(new) != len(text) + len(suggestion) or not new.startswith(suggestion, offset) \
+                or not new.startswith(text[:offset]) or not new.endswith(text[offset:]):
+            return
+        at = offset + len(suggestion)
+        settings = self.settings
+        job = self._submit_completion(uri, doc, new, at, settings)
+        job.riders = 0
+
+        def done(future) -> None:
+            if future.cancelled() or future.exception() is not None or future.result() is None:
+                return
+            result = future.result()
+            self.suggestions.store(uri, new, at, result.text)
+            self.totals["speculative"] += 1
+
+        job.future.add_done_callback(done)
+
+    def warm(self, uri: str) -> None:
+        """Evaluate a document's prompt at low priority (engine PRIORITY_WARM: any request
+        pre-empts it at the next batch), so the first keystroke there finds its state ready.
+        The cursor is not known on open: the end of the document, whose prompt holds the whole
+        prefix window, is warmed."""
+        doc = self.workspace.open_document(uri)
+        settings = self.settings
+        if doc is None or not settings.prompt_cache or not settings.warm_documents:
+            return
+        engine = self.engine
+        snap = self._extra_snapshot(doc, touch=False)
+        text = doc.source
+
+        def work(job: Job) -> GenStats | None:
+            # a request for this document ran first: its state is worth more than the warm one
+            if engine.model is None or engine.model.cached_tokens(uri) > 0:
+                return None
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            stats = warm(engine.model, uri, text, len(text), settings, job.cancel,
+                         lambda: engine.more_urgent(job), extra, self.anchors)
+            if stats is not None:
+                self.totals["warmed"] += stats.evaluated
+            return stats
+
+        engine.submit(work, priority=PRIORITY_WARM)
 
     def _record_cancel(self, uri: str) -> None:
         self.totals["cancelled"] += 1
@@ -327,12 +440,22 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         ls.layers.client_config = settings or {}
         ls.apply_settings()
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_open(ls: CodeLspServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.warm(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_change(ls: CodeLspServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.after_change(params.text_document.uri)
+
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: CodeLspServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
 
         ls.suggestions.forget(uri)
         ls.neighbors.forget(unquote(uri))
+        ls.in_flight.pop(uri, None)
+        ls.offered.pop(uri, None)
 
         def forget(job: Job) -> None:
             ls.anchors.pop(uri, None)

@@ -27,6 +27,7 @@ export const SERVER_KEYS = [
   'maxTokens',
   'promptCache',
   'promptCacheBytes',
+  'warmDocuments',
   'temperature',
   'topK',
   'topP',
