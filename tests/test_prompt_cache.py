@@ -472,3 +472,27 @@ async def test_typing_into_a_generation_in_flight_rides_it(demo_model):
         assert totals["model"] == 2 and totals["inFlight"] == 1, totals  # short.py and the older one
         assert old.items[0].insert_text.startswith(" 40")
         assert newer.items[0].insert_text == old.items[0].insert_text[3:]
+
+
+def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
+    """`codelsp bench --editing`: the editing session over three files, with prompt tokens per
+    kind of event from the server's own counts."""
+    import json
+
+    from conftest import run_cli
+    from codelsp.tools import editing
+
+    model = model_factory("qwen", default="answer")
+    proc = run_cli("bench", "--editing", "--model", str(model.path), "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    texts = [p.read_text() for p in editing.DEFAULT_FILES]
+    assert report["events"] == len(editing.session(texts)) > 100
+    (arm,) = report["arms"]
+    assert arm["arm"] == "codelsp" and arm["events"] == report["events"]
+    kinds = arm["by_kind"]
+    assert set(kinds) == set(editing.KINDS)
+    assert kinds["type"]["prompt_tokens_mean"] <= 3, kinds
+    assert kinds["delete"]["prompt_tokens_mean"] <= 3, kinds
+    assert kinds["enter"]["prompt_tokens_mean"] <= 8, kinds
+    assert report["floor_ms"] > 0

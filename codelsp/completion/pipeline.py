@@ -56,7 +56,10 @@ def complete(
     t0 = time.perf_counter()
     deadline = time.monotonic() + settings.timeout_ms / 1000
     remote = getattr(model, "remote", False)
-    tail = not remote and model.fim.has_fim and model.fim.order == "psm-tail"
+    if remote:  # llama-server's /infill puts its `prompt` field after the middle token itself
+        tail = getattr(model, "backend", "") == "llama-server"
+    else:
+        tail = model.fim.has_fim and model.fim.order == "psm-tail"
     anchor = anchors.get(key) if (anchors is not None and tail) else None
     ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor)
     if anchors is not None and tail:
@@ -64,7 +67,7 @@ def complete(
     if remote:
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
-        prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
+        prompt = model.prompt(ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     else:
         prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     multiline = postprocess.is_multiline(ctx)
