@@ -10,7 +10,8 @@ the anchor to the cursor (`near_tokens`: the few lines just typed plus the curre
 Layouts that put the near text after the FIM middle token (fim.py, order "psm-tail") keep
 everything before it unchanged while the user types, presses Enter, deletes or moves down a few
 lines; the anchor stays where it was (the caller passes the previous one back) until the near text
-outgrows NEAR_LINES lines or the cursor moves above it.
+outgrows NEAR_LINES lines (or an eighth of the prefix budget, in tokens) or the cursor moves above
+it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 CHUNK_LINES = 32
-NEAR_LINES = 16  # most lines between the anchor and the cursor before the anchor moves
+NEAR_LINES = 32  # most lines between the anchor and the cursor before the anchor moves
+SUFFIX_MAX_TOKENS = 256  # (llama.cpp's server takes n_batch/4 of suffix tokens; llama.vim 64 lines)
 SPECIAL_RESERVE = 8  # room for BOS and FIM control tokens
 
 # tokenize(text, first) -> ids; `first` says whether the text starts the prompt segment
@@ -51,10 +53,14 @@ class DocContext:
 
 
 def budgets(context_size: int, max_tokens: int) -> tuple[int, int]:
-    """(prefix budget, suffix budget) in tokens for one prompt."""
+    """(prefix budget, suffix budget) in tokens for one prompt.
+
+    The prefix gets three quarters of the room; the suffix a quarter, at most SUFFIX_MAX_TOKENS:
+    what follows the cursor matters most near it, and in a PSM layout a move up (or a first visit)
+    evaluates the whole suffix again, so its size bounds what such a keystroke costs."""
     room = max(context_size - max_tokens - SPECIAL_RESERVE, 16)
     suffix = room // 4
-    return room - suffix, suffix
+    return room - suffix, min(suffix, SUFFIX_MAX_TOKENS)
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")

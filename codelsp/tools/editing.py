@@ -1,10 +1,10 @@
 """`codelsp bench --editing`: replay an editing session, not only typing on one line.
 
-The session (`session()`) is a fixed, deterministic script over three to five files: in each file,
-twice, the user opens a new line above a line of code (a move), types a statement character by
-character, presses Enter, types a little more, deletes three characters with backspace, pastes two
-lines, moves ten lines up and types there; then goes to the next file (a switch), and at the end
-comes back to the first. After every event the editor asks for a suggestion at the cursor.
+The session (`session()`) is a fixed, deterministic script over three to five files: in each file
+(in its middle; `visits=2`: at 35% and 70%) the user opens a new line above a line of code (a
+move; the first in a file a switch), types a statement character by character, presses Enter,
+types a little more, deletes three characters with backspace, pastes two lines, moves ten lines up
+and types there; then goes to the next file, and at the end comes back to the first. After every event the editor asks for a suggestion at the cursor.
 
 Two arms replay the same script: codelsp over stdio (`replay_codelsp`, token counts from
 `codelsp/stats`) and llama.cpp's own `llama-server` driven the way llama.vim drives it
@@ -71,8 +71,10 @@ def _code_line(lines: list[str], near: int, avoid: set[int]) -> int:
     raise SystemExit("codelsp bench: a file for --editing needs lines with 24 characters of code")
 
 
-def session(texts: list[str], type_chars: int = 10) -> list[Event]:
-    """The editing script over `texts` (the files' contents), as events; deterministic."""
+def session(texts: list[str], type_chars: int = 8, visits: int = 1) -> list[Event]:
+    """The editing script over `texts` (the files' contents), as events; deterministic.
+
+    `visits`: places visited per file (1: the middle; 2: at 35% and 70% of the file)."""
     docs = [Doc(t.split("\n")) for t in texts]
     events: list[Event] = []
 
@@ -90,7 +92,7 @@ def session(texts: list[str], type_chars: int = 10) -> list[Event]:
         lines = docs[d].lines
         used: set[int] = set()
         first = True
-        for frac in (0.35, 0.7):
+        for frac in ((0.5,) if visits == 1 else (0.35, 0.7))[:max(visits, 1)]:
             lines = docs[d].lines
             row = _code_line(lines, int(len(lines) * frac), used)
             used.add(row)
@@ -102,7 +104,7 @@ def session(texts: list[str], type_chars: int = 10) -> list[Event]:
             col = type_text(d, row, len(indent), model_line.strip()[:type_chars])
             ev("enter", d, (row, col), (row, col), "\n" + indent, (row + 1, len(indent)))
             row += 1
-            col = type_text(d, row, len(indent), model_line.strip()[type_chars:type_chars + 5] or "x = 1")
+            col = type_text(d, row, len(indent), model_line.strip()[type_chars:type_chars + 4] or "x = 1")
             for _ in range(3):
                 ev("delete", d, (row, col - 1), (row, col), "", (row, col - 1))
                 col -= 1
