@@ -19,7 +19,7 @@ log = logging.getLogger("codelsp")
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and generation (each overrides the editor's settings)")
-    g.add_argument("--model", metavar="PATH", help="base/FIM model (.gguf); default: the embedded demo model")
+    g.add_argument("--model", metavar="PATH", help="base/FIM model (.gguf); default: the embedded Qwen2.5-Coder-0.5B-Instruct (codelsp[demo])")
     g.add_argument("--instruct-model", metavar="PATH", help="instruct model for code actions; default: the base model")
     g.add_argument("--hf-repo", metavar="OWNER/NAME", help="take the base model from this Hugging Face repository (with --hf-file)")
     g.add_argument("--hf-file", metavar="FILE", help="the .gguf file in --hf-repo; downloaded once into the Hugging Face cache")

@@ -183,7 +183,7 @@ def test_a_hostile_template_cannot_run_code(tmp_path):
 
 
 def test_a_template_cannot_hang_or_flood_the_server(monkeypatch):
-    import codelsp.chat as chat
+    import codelsp.actions.chat as chat
 
     monkeypatch.setattr(chat, "RENDER_SECONDS", 0.2)
     slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{{ messages[0]['content'] }}"

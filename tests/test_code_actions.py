@@ -263,7 +263,7 @@ LONG_CODE = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * i}\n\n" for 
 
 async def test_progress_and_cancel_by_the_client_leave_the_document_untouched(demo_model):
     uri = "file:///w/long.py"
-    async with lsp_server(init_options=SLOW) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options=SLOW) as (client, _):
         editor = Editor(client, uri, LONG_CODE)
         fut, token = await start_slow_action(client, uri, LONG_CODE)
         reports = client.progress_reports[token]
@@ -299,7 +299,7 @@ async def test_a_completion_does_not_wait_for_a_running_action(model_factory, de
 
 async def test_an_edit_made_while_the_action_ran_is_not_overwritten(demo_model):
     uri = "file:///w/long.py"
-    async with lsp_server(init_options=SLOW) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options=SLOW) as (client, _):
         editor = Editor(client, uri, LONG_CODE)
         fut, _ = await start_slow_action(client, uri, LONG_CODE)
         # the user rewrites the first function while Explain is generating

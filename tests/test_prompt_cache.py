@@ -268,7 +268,7 @@ COUNTING = "numbers = [" + ", ".join(str(i) for i in range(1, 40)) + ","
 
 async def test_cancel_stops_a_long_generation_and_the_next_request_is_answered(demo_model):
     uri = "file:///w/count.py"
-    async with lsp_server(init_options=LONG) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options=LONG) as (client, _):
         open_doc(client, uri, COUNTING)
         params = types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
@@ -293,7 +293,7 @@ async def test_cancel_stops_a_long_generation_and_the_next_request_is_answered(d
 
 async def test_a_newer_request_supersedes_an_older_one(demo_model):
     uri = "file:///w/count.py"
-    async with lsp_server(init_options=LONG) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options=LONG) as (client, _):
         open_doc(client, uri, COUNTING)
         older = asyncio.ensure_future(inline_at(client, uri, 0, len(COUNTING)))
         await asyncio.sleep(1.5)

@@ -168,7 +168,7 @@ class Engine:
                 self.model = self.instruct = None
             path = paths.base
             if paths.is_demo:
-                log.info("no model configured: using the embedded demo model %s", path)
+                log.info("no model configured: using the embedded default model %s", path)
             status("loading", f"loading {path.name}")
             try:
                 base = load_model(str(path), settings, gpu_layers=plan.models[0].gpu_layers)

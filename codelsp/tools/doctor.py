@@ -11,6 +11,7 @@ from codelsp import __version__
 from codelsp.engine.buildflags import AMX_FLAGS, cpu_flags, safe_cmake_args
 from codelsp.models import memplan
 from codelsp.models.errors import ModelError
+from codelsp.models.demo import DEMO
 from codelsp.models.modelfile import check_model, resolve_models
 from codelsp.settings import Settings
 
@@ -105,7 +106,7 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 1
     for i, (minfo, instruct) in enumerate(infos):
         label = "instruct model" if instruct else "model"
-        note = " (embedded demo model)" if paths.is_demo and not instruct else ""
+        note = f" (embedded default model: {DEMO.describe()})" if paths.is_demo and not instruct else ""
         print(f"{label:<17}{minfo.path}{note}", file=out)
         print(f"  name           {minfo.name}", file=out)
         print(f"  architecture   {minfo.architecture}, {minfo.n_layers} layers, trained context {minfo.context_length}", file=out)
