@@ -86,6 +86,10 @@ async def lsp_server(
     server_env = dict(os.environ)
     server_env.update(env or {})
     extra = () if warm else ("--no-warm",)
+    if "--timeout-ms" not in args and "timeoutMs" not in (init_options or {}):
+        # the default 5 s budget is wall-clock time: on a loaded machine it cuts answers short,
+        # and these tests assert answers and token counts, never time
+        extra += ("--timeout-ms", "600000")
     await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, *extra, env=server_env)
     clean_exit = False
     try:

@@ -459,7 +459,7 @@ async def test_typing_into_a_generation_in_flight_rides_it(demo_model):
     """The user types the characters the running generation is producing: the new request
     waits for it and answers the rest, instead of cancelling it and starting over."""
     uri = "file:///w/count.py"
-    async with lsp_server(init_options={**LONG, "maxTokens": 400}) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 400}) as (client, _):
         open_doc(client, "file:///w/short.py", "x = 1\n")
         await inline_at(client, "file:///w/short.py", 0, 5)  # the model is loaded
         open_doc(client, uri, COUNTING)
