@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from conftest import complete_at, inline_at, inline_params, lsp_server, open_doc
 
 BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(30))
 DOC = BODY + "def add(a, b):\n    \n" + BODY
@@ -455,23 +455,31 @@ async def test_after_an_accepted_suggestion_the_next_state_is_ready(model_factor
         assert last["evaluated"] <= 1, last  # only the last token, for its logits
 
 
-async def test_typing_into_a_generation_in_flight_rides_it(demo_model):
+@pytest.mark.parametrize("editor_cancels", [False, True])
+async def test_typing_into_a_generation_in_flight_rides_it(demo_model, editor_cancels):
     """The user types the characters the running generation is producing: the new request
-    waits for it and answers the rest, instead of cancelling it and starting over."""
+    waits for it and answers the rest, instead of superseding it and starting over -- also when
+    the editor cancels the older request as it sends the newer one (VS Code does)."""
     uri = "file:///w/count.py"
-    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 400}) as (client, _):
+    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 150}) as (client, _):
         open_doc(client, "file:///w/short.py", "x = 1\n")
         await inline_at(client, "file:///w/short.py", 0, 5)  # the model is loaded
         open_doc(client, uri, COUNTING)
-        older = asyncio.ensure_future(inline_at(client, uri, 0, len(COUNTING)))
+        params = inline_params(uri, 0, len(COUNTING))
+        older = client.protocol.send_request("textDocument/inlineCompletion", params, msg_id="older")
         await asyncio.sleep(0.5)  # it is generating
+        if editor_cancels:
+            client.protocol.notify("$/cancelRequest", types.CancelParams(id="older"))
         type_at(client, uri, 2, 0, len(COUNTING), " 40")
-        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) + 3), 120)
-        old = await asyncio.wait_for(older, 120)
+        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) + 3), 600)
         totals = as_dict((await stats(client, uri)).totals)
-        assert totals["model"] == 2 and totals["inFlight"] == 1, totals  # short.py and the older one
-        assert old.items[0].insert_text.startswith(" 40")
-        assert newer.items[0].insert_text == old.items[0].insert_text[3:]
+        assert totals["model"] == 1 + (not editor_cancels), totals  # short.py (and the older one)
+        assert totals["inFlight"] == 1, totals
+        assert newer.items[0].insert_text.startswith(", 41"), newer
+        if not editor_cancels:
+            old = await asyncio.wait_for(asyncio.wrap_future(older), 600)
+            assert old.items[0].insert_text.startswith(" 40, 41")
+            assert newer.items[0].insert_text == old.items[0].insert_text[3:]
 
 
 def test_bench_editing_replay_reports_each_kind_of_event(model_factory):

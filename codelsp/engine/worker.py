@@ -85,6 +85,10 @@ class Engine:
                 if not job.future.done():
                     job.future.set_exception(Cancelled("cancelled"))
 
+    def has_waiting(self) -> bool:
+        """True when any job is queued (a generation nobody waits for should give way)."""
+        return bool(self._jobs)
+
     def more_urgent(self, job: Job) -> bool:
         """True when a job of higher priority is waiting (a running action should pause)."""
         return any(j.priority < job.priority for j in list(self._jobs))

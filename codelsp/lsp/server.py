@@ -210,8 +210,12 @@ class CodeLspServer(LanguageServer):
         job.riders = 0
         try:
             result = await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:  # $/cancelRequest: stop generating at the next token
-            if not job.riders:  # unless a newer request waits for this generation (typed into it)
+        except asyncio.CancelledError:  # $/cancelRequest
+            # Editors cancel the previous request when the user types; the next request may type
+            # into this generation (_ride_in_flight), so it runs on, orphaned, until another job
+            # waits (at its next token) or a newer request for the document supersedes it.
+            job.orphaned = True
+            if not job.riders and engine.has_waiting():
                 engine.cancel(job)
             self._record_cancel(uri)
             raise
@@ -251,9 +255,15 @@ class CodeLspServer(LanguageServer):
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
             return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
-                            lambda so_far: setattr(job, "partial", so_far))
+                            lambda so_far: progress(job, so_far))
+
+        def progress(job: Job, so_far: str) -> None:
+            job.partial = so_far
+            if getattr(job, "orphaned", False) and not job.riders and engine.has_waiting():
+                job.cancel.set()  # cancelled by its client, nobody rides it, and others wait
 
         job = engine.submit(work, key=uri)
+        job.riders = 0
         self.in_flight[uri] = (text, offset, job)
         return job
 

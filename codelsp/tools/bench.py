@@ -42,6 +42,7 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
     b.add_argument("--llama-server", action="store_true",
                    help="with --editing: replay the same session against llama.cpp's llama-server driven as llama.vim "
                         "drives it (/infill, --cache-reuse 256); builds and caches the binary on first use (~10 min)")
+    b.add_argument("--progress", action="store_true", help="with --editing: a line per event on stderr")
     b.add_argument("--fim-demo", action="store_true",
                    help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
@@ -333,7 +334,7 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
     events = editing.session(texts)
     if not args.json:
         print(f"replaying an editing session of {len(events)} events over {len(texts)} files (codelsp) ...", file=sys.stderr)
-    arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env))
+    arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress))
     arms = [arm]
     if args.llama_server:
         from codelsp.models.modelfile import demo_model_path
@@ -351,7 +352,7 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         if not args.json:
             print(f"replaying the same session against {binary} ...", file=sys.stderr)
         try:
-            arms.append(editing.replay_llama_server(binary, model, texts, events, opts))
+            arms.append(editing.replay_llama_server(binary, model, texts, events, opts, progress=args.progress))
         except (RuntimeError, OSError) as exc:
             print(f"codelsp bench: --llama-server: {exc}", file=sys.stderr)
             return 1

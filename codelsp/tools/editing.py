@@ -150,12 +150,15 @@ class Arm:
         for r in self.rows:
             sources[r["source"]] = sources.get(r["source"], 0) + 1
         out["sources"] = sources
+        out["rows"] = [{"kind": r["kind"], "ms": round(r["ms"], 1), "source": r["source"], "evaluated": r.get("evaluated")}
+                       for r in self.rows]
         return out
 
 
 async def replay_codelsp(server_args: list[str], texts: list[str], events: list[Event],
-                         env: dict[str, str] | None = None) -> tuple[Arm, float | None]:
-    """Replay `events` against `codelsp serve`; returns the arm and the floor (ms)."""
+                         env: dict[str, str] | None = None, progress: bool = False) -> tuple[Arm, float | None]:
+    """Replay `events` against `codelsp serve`; returns the arm and the floor (ms). `progress`:
+    a line per event on stderr."""
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
@@ -208,6 +211,9 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
             if last["source"] == "model":
                 floors.append(last["promptMs"] / max(last["evaluated"], 1) + last["genMs"])
             arm.rows.append(row)
+            if progress:
+                print(f"  {len(arm.rows):>4}/{len(events)} {e.kind:<7} {ms:>9.1f} ms  {last['source']:<12} "
+                      f"evaluated {last.get('evaluated')}", file=sys.stderr, flush=True)
         await client.shutdown_async(None)
         client.exit(None)
     finally:
@@ -215,7 +221,8 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
     return arm, (statistics.median(floors) if floors else None)
 
 
-def replay_llama_server(binary: Path, model: str, texts: list[str], events: list[Event], opts: dict[str, Any]) -> Arm:
+def replay_llama_server(binary: Path, model: str, texts: list[str], events: list[Event], opts: dict[str, Any],
+                        progress: bool = False) -> Arm:
     """Replay `events` against llama.cpp's `llama-server`, driven as llama.vim drives it."""
     import http.client
     import socket
@@ -290,6 +297,9 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
                 content, evaluated = infill(doc, *e.cursor)
                 last[e.doc] = (before, len(before), content)
             arm.rows.append({"kind": e.kind, "ms": (time.perf_counter() - t0) * 1000, "source": source, "evaluated": evaluated})
+            if progress:
+                print(f"  {len(arm.rows):>4}/{len(events)} {e.kind:<7} {arm.rows[-1]['ms']:>9.1f} ms  {source:<12} "
+                      f"evaluated {evaluated}", file=sys.stderr, flush=True)
         conn.close()
     finally:
         stop_process(proc)
