@@ -322,12 +322,13 @@ class CodeLspServer(LanguageServer):
         job = self._submit_completion(uri, doc, new, at, settings)
         job.riders = 0
 
-        def done(future) -> None:
-            if future.cancelled() or future.exception() is not None or future.result() is None:
-                return
-            result = future.result()
+        def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
             self.suggestions.store(uri, new, at, result.text)
             self.totals["speculative"] += 1
+
+        def done(future) -> None:  # on the engine thread
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(store, future.result())
 
         job.future.add_done_callback(done)
 
@@ -349,13 +350,17 @@ class CodeLspServer(LanguageServer):
             if engine.model is None or engine.model.cached_tokens(uri) > 0:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
-            stats = warm(engine.model, uri, text, len(text), settings, job.cancel,
-                         lambda: engine.more_urgent(job), extra, self.anchors)
-            if stats is not None:
-                self.totals["warmed"] += stats.evaluated
-            return stats
+            return warm(engine.model, uri, text, len(text), settings, job.cancel,
+                        lambda: engine.more_urgent(job), extra, self.anchors)
 
-        engine.submit(work, priority=PRIORITY_WARM)
+        def count(stats: GenStats) -> None:  # on the event loop
+            self.totals["warmed"] += stats.evaluated
+
+        def done(future) -> None:  # on the engine thread
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(count, future.result())
+
+        engine.submit(work, priority=PRIORITY_WARM).future.add_done_callback(done)
 
     def _record_cancel(self, uri: str) -> None:
         self.totals["cancelled"] += 1
