@@ -374,7 +374,7 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         for kind, k in s["by_kind"].items():
             tok = f"{k['prompt_tokens_mean']:>7.1f}" if k["prompt_tokens_mean"] is not None else "      -"
             print(f"    {kind:<7} {k['events']:>4} events  p50 {k['p50_ms']:>8.1f} ms  p95 {k['p95_ms']:>8.1f} ms  "
-                  f"prompt tokens {tok}")
+                  f"prompt tokens {tok} (mean of {k['model_events']} the model answered, max {k['prompt_tokens_max']})")
     if "llama_server_vs_codelsp_p50" in report:
         print(f"codelsp is {report['llama_server_vs_codelsp_p50']}x faster than llama-server at p50, "
               f"{report['llama_server_vs_codelsp_p95']}x at p95")

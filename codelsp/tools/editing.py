@@ -141,10 +141,12 @@ class Arm:
             rs = [r for r in self.rows if r["kind"] == kind]
             if not rs:
                 continue
-            ev = [r["evaluated"] for r in rs if r.get("evaluated") is not None]
+            ev = [r["evaluated"] for r in rs if r["source"] == "model" and r.get("evaluated") is not None]
             kinds[kind] = {"events": len(rs), "p50_ms": pct([r["ms"] for r in rs], 0.5),
                            "p95_ms": pct([r["ms"] for r in rs], 0.95),
-                           "prompt_tokens_mean": round(statistics.mean(ev), 1) if ev else None}
+                           "model_events": len(ev),
+                           "prompt_tokens_mean": round(statistics.mean(ev), 1) if ev else None,
+                           "prompt_tokens_max": max(ev) if ev else None}
         out["by_kind"] = kinds
         sources: dict[str, int] = {}
         for r in self.rows:
