@@ -500,7 +500,11 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     assert arm["arm"] == "codelsp" and arm["events"] == report["events"]
     kinds = arm["by_kind"]
     assert set(kinds) == set(editing.KINDS)
-    assert kinds["type"]["prompt_tokens_mean"] <= 3, kinds
-    assert kinds["delete"]["prompt_tokens_mean"] <= 3, kinds
-    assert kinds["enter"]["prompt_tokens_mean"] <= 8, kinds
+
+    def cost(kind: str) -> float:  # None: every such event was answered without the model
+        return kinds[kind]["prompt_tokens_mean"] or 0
+
+    assert kinds["type"]["model_events"] > 0 and cost("type") <= 3, kinds
+    assert cost("delete") <= 3 and cost("enter") <= 8, kinds
+    assert cost("move") < 300 and cost("switch") < 300, kinds  # the suffix window at most, not the file
     assert report["floor_ms"] > 0

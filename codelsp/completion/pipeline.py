@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, MutableMapping
 
 from codelsp.completion import postprocess
-from codelsp.completion.context import build_context
+from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
 from codelsp.engine.llama import GenStats, LoadedModel, SamplerParams
 from codelsp.settings import Settings
@@ -61,7 +61,8 @@ def complete(
     else:
         tail = model.fim.has_fim and model.fim.order == "psm-tail"
     anchor = anchors.get(key) if (anchors is not None and tail) else None
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor)
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor,
+                        heal=tail)
     if anchors is not None and tail:
         anchors[key] = ctx.anchor
     if remote:
@@ -72,11 +73,13 @@ def complete(
         prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     multiline = postprocess.is_multiline(ctx)
     stop_check = postprocess.early_stop(ctx, multiline)
-    if progress is not None:
+    if progress is not None or ctx.healed:
         inner = stop_check
 
         def stop_check(so_far: str) -> bool:
-            progress(so_far)
+            so_far = unheal(so_far, ctx.healed)
+            if progress is not None:
+                progress(so_far)
             return inner(so_far)
 
     gen = model.generate(
@@ -89,7 +92,7 @@ def complete(
         check=stop_check,
         reuse=settings.prompt_cache,
     )
-    out = postprocess.clean(gen.text, ctx, multiline)
+    out = postprocess.clean(unheal(gen.text, ctx.healed), ctx, multiline)
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(
@@ -122,7 +125,8 @@ def warm(
         return None
     tail = model.fim.has_fim and model.fim.order == "psm-tail"
     anchor = anchors.get(key) if (anchors is not None and tail) else None
-    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor)
+    ctx = build_context(text, offset, model.tokenize, settings.context_size, settings.max_tokens, extra, anchor,
+                        heal=tail)
     if anchors is not None and tail:
         anchors[key] = ctx.anchor
     prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
