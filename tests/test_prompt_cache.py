@@ -394,8 +394,10 @@ async def test_each_kind_of_edit_costs_about_what_changed(model_factory):
         assert (await cost(a, LINE, 9))["evaluated"] <= 6  # five characters typed at once
         type_at(client, a, 3, LINE, 9, "\n    ")
         assert (await cost(a, LINE + 1, 4))["evaluated"] <= 6  # Enter
-        down = await cost(a, LINE + 10, 0)  # nine lines down: about their tokens
-        assert down["evaluated"] <= 80 and down["shifted"] > 150, down
+        # nine lines down (about 50 tokens): they join the near text, and the suffix window, which
+        # ends a budget's worth of lines below the cursor, gains as many at its end
+        down = await cost(a, LINE + 10, 0)
+        assert down["evaluated"] <= 130 and down["shifted"] > 150, down
         edit(client, a, 4, (LINE + 12, 0), (LINE + 13, 0), "")  # delete a line below the cursor
         deleted = await cost(a, LINE + 10, 0)
         assert deleted["evaluated"] <= 30 and deleted["shifted"] > 150, deleted
@@ -495,7 +497,7 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     texts = [p.read_text() for p in editing.DEFAULT_FILES]
-    assert report["events"] == len(editing.session(texts)) > 100
+    assert report["events"] == len(editing.session(texts)) > 50
     (arm,) = report["arms"]
     assert arm["arm"] == "codelsp" and arm["events"] == report["events"]
     kinds = arm["by_kind"]
