@@ -175,11 +175,12 @@ def build_context(
     and the near text fits its budget. None (or not kept): the cursor's line, so the near text is
     the current line's head alone.
 
-    `heal`: leave the trailing whitespace of the line head (an indentation, the space after `=`)
-    out of the tokens, in `healed`: BPE vocabularies join a space to the word after it
-    (`"   " + " f"`), so a prompt that ends in whitespace ends with a token the model never saw
-    there, and it writes oddly (measured with Qwen2.5-Coder on HumanEval infilling). The model
-    writes the whitespace itself; `unheal()` takes it off its answer.
+    `heal`: leave a trailing space of the line head (the last one of an indentation, the one after
+    `=`) out of the tokens, in `healed`: BPE vocabularies join a space to the word after it
+    (`"    f"` is `"   " + " f"`), so a prompt that ends in a space ends with a token the model
+    rarely saw there, and it writes oddly (measured with Qwen2.5-Coder on HumanEval infilling).
+    The rest of the indentation stays, so the model still knows the block it is in; it writes the
+    space itself, and `unheal()` takes it off its answer.
     """
     lines, row, line_prefix, rest = split_at(text, offset)
     line_suffix = rest.rstrip("\r\n")
@@ -204,9 +205,8 @@ def build_context(
     line_budget = max(line_budget - len(near_line_tokens), 1)
     head_line = line_prefix
     healed = ""
-    if heal:
-        head_line = line_prefix.rstrip(" \t")
-        healed = line_prefix[len(head_line):]
+    if heal and line_prefix.endswith(" "):
+        head_line, healed = line_prefix[:-1], " "
     if head_line:
         line_prefix_full, line_prefix = line_prefix, head_line
         # A very long line (minified code): tokenize only its tail, from a start that moves in
@@ -240,11 +240,8 @@ def build_context(
 
 
 def unheal(text: str, healed: str) -> str:
-    """The model's text for a prompt built with `heal`, less the whitespace it wrote for the
-    cursor's line head (`DocContext.healed`): the prefix it repeats, or any leading spaces and tabs
-    when it chose another indentation."""
-    if not healed:
-        return text
-    if text.startswith(healed):
+    """The model's text for a prompt built with `heal`, less the space it wrote for the cursor's
+    line head (`DocContext.healed`); text that does not start with it is kept as it is."""
+    if healed and text.startswith(healed):
         return text[len(healed):]
-    return text.lstrip(" \t")
+    return text
