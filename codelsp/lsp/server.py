@@ -103,6 +103,8 @@ class CodeLspServer(LanguageServer):
             log.warning("%s", p)
         self.settings = settings
         self.suggestions.clear()  # they were made with other settings
+        self.in_flight.clear()
+        self.offered.clear()
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
         model_key = (
             settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
@@ -276,7 +278,7 @@ class CodeLspServer(LanguageServer):
         if found is None:
             return None
         old_text, old_offset, job = found
-        if job.future.done() and job.future.exception() is not None:
+        if job.future.done():  # finished: the suggestion cache has its answer (if still valid)
             return None
         typed = text[old_offset:offset] if offset >= old_offset else None
         if (typed is None or not text.startswith(old_text[:old_offset]) or text[offset:] != old_text[old_offset:]
