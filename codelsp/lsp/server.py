@@ -267,6 +267,16 @@ class CodeLspServer(LanguageServer):
         job = engine.submit(work, key=uri)
         job.riders = 0
         self.in_flight[uri] = (text, offset, job)
+
+        def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
+            if settings is self.settings and settings.prompt_cache:
+                self.suggestions.store(uri, text, offset, result.text)
+
+        def done(future) -> None:  # on the engine thread; also for a generation its client cancelled
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(store, future.result())
+
+        job.future.add_done_callback(done)
         return job
 
     async def _ride_in_flight(self, uri: str, text: str, offset: int) -> Completion | None:
