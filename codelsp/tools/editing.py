@@ -164,7 +164,11 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
     from lsprotocol import types
     from pygls.lsp.client import LanguageClient
 
-    from codelsp.tools.bench import inline_params
+    def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+        return types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=line, character=character),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
 
     client = LanguageClient("codelsp-bench", "1")
 
@@ -230,7 +234,13 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
     import socket
     import tempfile
 
-    from codelsp.tools.bench import stop_process
+    def stop_process(proc: subprocess.Popen) -> None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
