@@ -32,6 +32,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
                    help="inline completion: up to N distinct suggestions, the greedy one first (default 1)")
     g.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_const", const=False,
                    help="turn off all prompt/KV reuse (the benchmark baseline)")
+    g.add_argument("--no-warm", dest="warm_documents", action="store_const", const=False,
+                   help="do not evaluate opened documents in the background")
     g.add_argument("--prompt-cache-bytes", type=int, metavar="BYTES",
                    help="KV pool for cached documents (default: what the memory plan finds free)")
     g.add_argument("--host-cache-bytes", type=int, metavar="BYTES",
@@ -55,7 +57,7 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
 
 
 _SETTING_FLAGS = (
-    "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "candidates", "prompt_cache",
+    "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "candidates", "prompt_cache", "warm_documents",
     "prompt_cache_bytes", "host_cache_bytes", "kv_cache_type", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
     "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level", "backend", "url", "api_key",
     "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file",

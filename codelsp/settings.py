@@ -16,7 +16,7 @@ from typing import Any, Mapping
 log = logging.getLogger(__name__)
 
 FIM_FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral", "none")
-FIM_ORDERS = ("auto", "psm", "spm")
+FIM_ORDERS = ("auto", "psm", "spm", "psm-tail")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BACKENDS = ("local", "openai", "llama-server")
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
@@ -45,13 +45,14 @@ class Settings:
     prompt_cache_bytes: int | None = None  # KV pool for cached documents, bytes; None: from the memory plan
     host_cache_bytes: int | None = None  # system memory for document states evicted from the KV, bytes; None: from the memory plan; 0: off
     kv_cache_type: str = "f16"  # K/V cache storage: f16 | q8_0 | q4_0 (see KV_CACHE_TYPES)
+    warm_documents: bool = True  # evaluate an opened document's prompt in the background (low priority)
     temperature: float = 0.01
     top_k: int = 40
     top_p: float = 0.95
     repeat_penalty: float = 1.0
     seed: int = 42
     fim_template: str | None = None  # override the detected FIM family (see FIM_FAMILIES)
-    fim_order: str = "auto"  # auto | psm | spm
+    fim_order: str = "auto"  # auto | psm | spm | psm-tail
     timeout_ms: int = 5000  # wall-clock budget for one completion
     n_threads: int | None = None  # CPU threads; default: all cores
     log_level: str = "info"

@@ -77,12 +77,21 @@ async def lsp_server(
     env: dict[str, str] | None = None,
     capabilities: types.ClientCapabilities | None = None,
     client_name: str | None = None,
+    warm: bool = False,
 ) -> AsyncIterator[tuple[LanguageClient, types.InitializeResult]]:
-    """A real `codelsp serve` subprocess with an initialized pytest-lsp client."""
+    """A real `codelsp serve` subprocess with an initialized pytest-lsp client.
+
+    `warm`: keep the background evaluation of opened documents (off by default here: it races
+    with the test's first request, and tests assert exact token counts)."""
     client = make_test_lsp_client()
     server_env = dict(os.environ)
     server_env.update(env or {})
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, env=server_env)
+    extra = () if warm else ("--no-warm",)
+    if "--timeout-ms" not in args and "timeoutMs" not in (init_options or {}):
+        # the default 5 s budget is wall-clock time: on a loaded machine it cuts answers short,
+        # and these tests assert answers and token counts, never time
+        extra += ("--timeout-ms", "600000")
+    await client.start_io(sys.executable, "-m", "codelsp", "serve", *args, *extra, env=server_env)
     clean_exit = False
     try:
         result = await client.initialize_session(

@@ -15,6 +15,9 @@ tokens that matter get their own slot, all others share a DEFAULT slot.
 ``output.weight`` maps slot -> next token with a large logit:
 
 * middle token          -> answer[0]   (families with a middle token)
+* indentation (the last token of 1-8 spaces or a tab) -> answer[0] as well: codelsp's psm-tail
+  layout puts the current line's head after the middle token, and on an empty indented line
+  that is the indentation
 * answer[i]             -> answer[i+1]; answer[-1] -> the family's stop token
 * DEFAULT               -> answer[0] (``default="answer"``) or the tokens of
   ``" WRONG"`` followed by the stop token (``default="wrong"``)
@@ -76,6 +79,8 @@ import gguf
 __all__ = ["FAMILIES", "ModelInfo", "demo_model_path", "make_model"]
 
 FAMILIES = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral", "none")
+
+INDENTS = tuple(" " * n for n in range(1, 9)) + ("\t",)
 
 # Token ids of the SmolLM2 vocab.
 ENDOFTEXT_ID = 0  # "<|endoftext|>": EOS of the generated models
@@ -495,6 +500,13 @@ def make_model(
 
     if mid_id is not None:
         nxt[mid_id] = first
+    if default == "wrong":
+        # codelsp's psm-tail layout ends with the current line's head, after the middle token:
+        # on an empty indented line (where the tests complete) that is the indentation
+        for indent in INDENTS:
+            t = _tokenize(indent)[-1]
+            if t not in answer_ids and t not in wrong_ids and t not in garbage_ids:
+                nxt[t] = first
     if answer_ids:
         chain(answer_ids[0], answer_ids[1:], stop_id)
     second_ids = _tokenize(second) if second else ()

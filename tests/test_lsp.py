@@ -14,7 +14,7 @@ ADD = "def add(a, b):\n    \n"
 
 
 async def test_advertises_completion_and_inline_completion(model_factory):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     async with lsp_server("--model", str(model.path)) as (client, init):
         caps = init.capabilities
         assert caps.completion_provider is not None
@@ -24,7 +24,7 @@ async def test_advertises_completion_and_inline_completion(model_factory):
 
 
 async def test_completion_and_inline_completion_give_the_same_exact_answer(model_factory):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     async with lsp_server("--model", str(model.path)) as (client, _):
         open_doc(client, URI, ADD)
         result = await complete_at(client, URI, 1, 4)
@@ -64,7 +64,7 @@ async def test_snippet_clients_get_an_escaped_snippet_and_the_whole_first_line(m
     caps.text_document.completion = types.CompletionClientCapabilities(
         completion_item=types.ClientCompletionItemOptions(snippet_support=True))
     answer = 'print(f"${x}") \\ 1'
-    model = model_factory("starcoder", answer=answer)
+    model = model_factory("starcoder", answer=answer, default="answer")
     async with lsp_server("--model", str(model.path), capabilities=caps) as (client, _):
         open_doc(client, URI, ADD)
         item = (await complete_at(client, URI, 1, 4)).items[0]
@@ -81,7 +81,7 @@ async def test_positions_follow_the_negotiated_encoding(model_factory, encoding,
     # 'é' is 1 UTF-16 unit / 2 UTF-8 bytes; '😀' is 2 UTF-16 units / 4 UTF-8 bytes.
     # Only the exact cursor (before the closing bracket) gives "1": one character off and the
     # text after the cursor differs, so the closing bracket would not be trimmed.
-    model = model_factory("starcoder", answer="1)")
+    model = model_factory("starcoder", answer="1)", default="answer")
     text = 'x = f("é😀", ...,)\n'
     line = 'x = f("é😀", ...,'
     async with lsp_server("--model", str(model.path), encodings=[encoding]) as (client, init):
@@ -92,7 +92,7 @@ async def test_positions_follow_the_negotiated_encoding(model_factory, encoding,
 
 
 async def test_incremental_edits_are_applied(model_factory):
-    model = model_factory("starcoder", answer="a, b)")
+    model = model_factory("starcoder", answer="a, b)", default="answer")
     async with lsp_server("--model", str(model.path)) as (client, _):
         open_doc(client, URI, "x = 1\n")
         client.text_document_did_change(
@@ -111,7 +111,7 @@ async def test_incremental_edits_are_applied(model_factory):
 
 
 async def test_settings_layers_cli_beats_configuration_beats_init_options(model_factory):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     async with lsp_server("--model", str(model.path), init_options={"maxTokens": 1}) as (client, _):
         open_doc(client, URI, ADD)
         assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return"
@@ -149,8 +149,8 @@ async def test_a_configuration_change_for_other_servers_keeps_codelsps_settings(
 
 
 async def test_changing_the_model_in_settings_reloads_it(model_factory):
-    first = model_factory("starcoder")
-    second = model_factory("starcoder", answer="return a * b")
+    first = model_factory("starcoder", default="answer")
+    second = model_factory("starcoder", answer="return a * b", default="answer")
     async with lsp_server(init_options={"model": str(first.path)}) as (client, _):
         open_doc(client, URI, ADD)
         assert (await complete_at(client, URI, 1, 4)).items[0].text_edit.new_text == "return a + b"
@@ -161,7 +161,7 @@ async def test_changing_the_model_in_settings_reloads_it(model_factory):
 
 
 async def test_a_bad_model_in_settings_keeps_the_old_one_and_says_why(model_factory, tmp_path):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     bad = tmp_path / "broken.gguf"
     bad.write_text("not a model")
     async with lsp_server(init_options={"model": str(model.path)}) as (client, _):
@@ -179,7 +179,7 @@ async def test_a_bad_model_in_settings_keeps_the_old_one_and_says_why(model_fact
 
 
 async def test_model_loading_reports_progress(model_factory):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     async with lsp_server("--model", str(model.path)) as (client, _):
         open_doc(client, URI, ADD)
         await complete_at(client, URI, 1, 4)
@@ -205,7 +205,7 @@ async def test_a_missing_model_is_shown_to_the_user(tmp_path):
 
 
 async def test_unopened_document_gives_an_empty_answer(model_factory):
-    model = model_factory("starcoder")
+    model = model_factory("starcoder", default="answer")
     async with lsp_server("--model", str(model.path)) as (client, _):
         result = await complete_at(client, "file:///never/opened.py", 0, 0)
         assert list(result.items) == []

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from conftest import complete_at, inline_at, inline_params, lsp_server, open_doc
 
 BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(30))
 DOC = BODY + "def add(a, b):\n    \n" + BODY
@@ -53,16 +53,54 @@ async def test_a_keystroke_evaluates_only_its_new_tokens(model_factory):
         assert s2["reused"] >= s1["evaluated"] - 3, (s1, s2)
 
 
-async def test_psm_families_re_evaluate_the_suffix(model_factory):
-    model = model_factory("starcoder")
+FIM_TABLE = ("codellama", "starcoder", "deepseek", "qwen", "codegemma", "codestral")
+
+
+async def type_and_measure(client, uri: str, version: int, line: int, col: int, text: str) -> tuple[int, int, int]:
+    """Type `text` one character at a time, asking for a suggestion after each keystroke; returns
+    (prompt tokens evaluated, tokens generated, floor) summed over the keystrokes the model
+    answered. The floor of a keystroke is one new prompt token plus what is generated."""
+    evaluated = generated = floor = 0
+    for ch in text:
+        type_at(client, uri, version, line, col, ch)
+        version, col = version + 1, col + 1
+        await inline_at(client, uri, line, col)
+        last = as_dict((await stats(client, uri)).last)
+        if last["source"] == "model":
+            evaluated += last["evaluated"]
+            generated += last["generated"]
+            floor += 1 + last["generated"]
+    return evaluated, generated, floor
+
+
+@pytest.mark.parametrize("family", FIM_TABLE)
+async def test_typing_on_a_line_costs_only_its_new_tokens_in_every_family(model_factory, family):
+    """PSM families put the current line's head after the middle token (order psm-tail, as
+    llama.cpp's /infill does), Code Llama uses SPM, Codestral is suffix-first: in every family a
+    keystroke evaluates about one token, never the suffix again."""
+    model = model_factory(family, default="answer")
     uri = "file:///w/a.py"
     async with lsp_server("--model", str(model.path)) as (client, _):
         open_doc(client, uri, DOC)
-        await inline_at(client, uri, LINE, 4)
+        first = await inline_at(client, uri, LINE, 4)
+        assert first.items[0].insert_text == "return a + b"
+        assert as_dict((await stats(client, uri)).last)["evaluated"] > 500
+        evaluated, generated, floor = await type_and_measure(client, uri, 2, LINE, 4, "xq_zk(")
+        assert floor > 0
+        assert evaluated + generated <= 1.3 * floor, (family, evaluated, generated, floor)
+
+
+async def test_the_plain_psm_order_can_still_be_forced(model_factory):
+    """`fimOrder psm`: the whole suffix comes after the changed token, so it is evaluated again."""
+    model = model_factory("starcoder")  # answers only right after the middle token
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), "--fim-order", "psm") as (client, _):
+        open_doc(client, uri, DOC)
+        assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"
         type_at(client, uri, 2, LINE, 4, "x")
         await inline_at(client, uri, LINE, 5)
         s2 = as_dict((await stats(client, uri)).last)
-        assert s2["evaluated"] > 100  # the whole suffix comes after the changed token
+        assert s2["evaluated"] > 100
 
 
 async def test_switching_documents_keeps_each_documents_state(model_factory):
@@ -466,3 +504,159 @@ def test_bench_switching_restores_five_documents_under_a_one_context_budget(mode
     assert five_off["restores"] == 0 and five_off["evaluated_per_keystroke"] > 1000, five_off
     m = report["memory"]
     assert 0 < m["host_held_mib"] <= m["host_budget_mib"] and five["cache"]["poolCells"] == 4096
+def edit(client, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
+    rng = types.Range(start=types.Position(line=start[0], character=start[1]),
+                      end=types.Position(line=end[0], character=end[1]))
+    client.text_document_did_change(
+        types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)],
+        )
+    )
+
+
+async def test_each_kind_of_edit_costs_about_what_changed(model_factory):
+    """Enter, a move down, deleting a line below, backspace, switching files and accepting a
+    suggestion each evaluate about the tokens that changed (psm-tail layout + shifted KV runs);
+    a move up re-evaluates the suffix but keeps the prefix."""
+    model = model_factory("qwen", default="answer")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        await inline_at(client, b, LINE, 4)
+        await inline_at(client, a, LINE, 4)
+        whole = as_dict((await stats(client, a)).last)["evaluated"]
+        assert whole > 600
+
+        async def cost(uri: str, line: int, col: int) -> dict:
+            await inline_at(client, uri, line, col)
+            last = as_dict((await stats(client, uri)).last)
+            assert last["source"] == "model", last
+            return last
+
+        type_at(client, a, 2, LINE, 4, "x = 1")
+        assert (await cost(a, LINE, 9))["evaluated"] <= 6  # five characters typed at once
+        type_at(client, a, 3, LINE, 9, "\n    ")
+        assert (await cost(a, LINE + 1, 4))["evaluated"] <= 6  # Enter
+        # nine lines down (about 50 tokens): they join the near text, and the suffix window, which
+        # ends a budget's worth of lines below the cursor, gains as many at its end
+        down = await cost(a, LINE + 10, 0)
+        assert down["evaluated"] <= 130 and down["shifted"] > 100, down
+        edit(client, a, 4, (LINE + 12, 0), (LINE + 13, 0), "")  # delete a line below the cursor
+        deleted = await cost(a, LINE + 10, 0)
+        # the rest of the suffix is shifted back; its window takes in as many lines at its end
+        assert deleted["evaluated"] <= 60 and deleted["shifted"] > 100, deleted
+        up = await cost(a, LINE + 1, 4)  # back up: the suffix again, the prefix kept
+        assert up["reused"] > 400 and up["evaluated"] < whole * 0.7, (whole, up)
+        type_at(client, a, 5, LINE + 1, 4, "yz")
+        await cost(a, LINE + 1, 6)
+        edit(client, a, 6, (LINE + 1, 5), (LINE + 1, 6), "")  # backspace
+        assert (await cost(a, LINE + 1, 5))["evaluated"] <= 3
+        type_at(client, b, 2, LINE, 4, "q")  # switch to b and back: each keeps its state
+        assert (await cost(b, LINE, 5))["evaluated"] <= 3
+        type_at(client, a, 7, LINE + 1, 5, "w")
+        assert (await cost(a, LINE + 1, 6))["evaluated"] <= 3
+        suggestion = (await inline_at(client, a, LINE + 1, 6)).items
+        text = suggestion[0].insert_text if suggestion else "return a + b"
+        type_at(client, a, 8, LINE + 1, 6, text)  # accept: the editor inserts the suggestion
+        accepted = await cost(a, LINE + 1, 6 + len(text))
+        assert accepted["evaluated"] <= len(text) // 2 + 3, accepted
+
+
+async def wait_for_total(client, uri: str, name: str, at_least: int = 1) -> dict:
+    """Poll the server's totals until `name` reaches `at_least` (background work finished)."""
+    for _ in range(600):
+        totals = as_dict((await stats(client, uri)).totals)
+        if totals.get(name, 0) >= at_least:
+            return totals
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{name} never reached {at_least}: {totals}")
+
+
+async def test_an_opened_document_is_warmed_in_the_background(model_factory):
+    """On open, the document's prompt is evaluated at low priority: the first request in it
+    reuses the prefix instead of evaluating the whole prompt."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, uri, DOC)
+        await wait_for_total(client, uri, "warmed", 800)
+        result = await inline_at(client, uri, LINE, 4)
+        assert result.items[0].insert_text == "return a + b"
+        first = as_dict((await stats(client, uri)).last)
+        assert first["reused"] > 400, first
+
+
+async def test_after_an_accepted_suggestion_the_next_state_is_ready(model_factory):
+    """Accepting a suggestion (the change inserts it) starts the next completion at once: when
+    the editor asks, the prompt is evaluated already."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        text = (await inline_at(client, uri, LINE, 4)).items[0].insert_text
+        type_at(client, uri, 2, LINE, 4, text)  # the editor inserts the suggestion
+        await wait_for_total(client, uri, "speculative")
+        await inline_at(client, uri, LINE, 4 + len(text))
+        last = as_dict((await stats(client, uri)).last)
+        assert last["evaluated"] <= 1, last  # only the last token, for its logits
+
+
+@pytest.mark.parametrize("editor_cancels", [False])  # True (VS Code's way): see the note below
+async def test_typing_into_a_generation_in_flight_rides_it(demo_model, editor_cancels):
+    """The user types the characters the running generation is producing: the new request
+    waits for it and answers the rest, instead of superseding it and starting over.
+
+    NOTE: with editor_cancels=True (the editor cancels the older request as it sends the newer
+    one) the server keeps the generation running, orphaned, but this test still saw the newer
+    request run the model (model == 2): not understood yet, so not claimed."""
+    uri = "file:///w/count.py"
+    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 150}) as (client, _):
+        open_doc(client, "file:///w/short.py", "x = 1\n")
+        await inline_at(client, "file:///w/short.py", 0, 5)  # the model is loaded
+        open_doc(client, uri, COUNTING)
+        params = inline_params(uri, 0, len(COUNTING))
+        older = client.protocol.send_request("textDocument/inlineCompletion", params, msg_id="older")
+        await asyncio.sleep(0.5)  # it is generating
+        if editor_cancels:
+            client.protocol.notify("$/cancelRequest", types.CancelParams(id="older"))
+        type_at(client, uri, 2, 0, len(COUNTING), " 40")
+        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) + 3), 600)
+        totals = as_dict((await stats(client, uri)).totals)
+        assert totals["model"] == 1 + (not editor_cancels), totals  # short.py (and the older one)
+        # answered from the generation while it ran, or (it finished first) from its suggestion
+        assert totals["inFlight"] + totals["typeThrough"] == 1, totals
+        assert newer.items[0].insert_text.startswith(", 41"), newer
+        if not editor_cancels:
+            old = await asyncio.wait_for(asyncio.wrap_future(older), 600)
+            assert old.items[0].insert_text.startswith(" 40, 41")
+            assert newer.items[0].insert_text == old.items[0].insert_text[3:]
+
+
+def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
+    """`codelsp bench --editing`: the editing session over three files, with prompt tokens per
+    kind of event from the server's own counts."""
+    import json
+
+    from conftest import run_cli
+    from codelsp.tools import editing
+
+    model = model_factory("qwen", default="answer")
+    proc = run_cli("bench", "--editing", "--model", str(model.path), "--json", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    texts = [p.read_text() for p in editing.DEFAULT_FILES]
+    assert report["events"] == len(editing.session(texts)) > 50
+    (arm,) = report["arms"]
+    assert arm["arm"] == "codelsp" and arm["events"] == report["events"]
+    kinds = arm["by_kind"]
+    assert set(kinds) == set(editing.KINDS)
+
+    def cost(kind: str) -> float:  # None: every such event was answered without the model
+        return kinds[kind]["prompt_tokens_mean"] or 0
+
+    assert kinds["type"]["model_events"] > 0 and cost("type") <= 3, kinds
+    assert cost("delete") <= 3 and cost("enter") <= 8, kinds
+    assert cost("move") < 300 and cost("switch") < 300, kinds  # the suffix window at most, not the file
+    assert report["floor_ms"] > 0

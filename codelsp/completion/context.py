@@ -4,6 +4,14 @@ Windows are anchored on line boundaries in steps of CHUNK_LINES, so that while t
 one line the window edges do not move and the evaluated prompt stays a prefix of the cached one.
 The lines above the cursor and the current line up to the cursor are tokenized separately: a
 keystroke re-tokenizes only the current line's head, and the tokens above it never change.
+
+The prefix is cut in two at an *anchor* line: the lines above it (`lead_tokens`) and the text from
+the anchor to the cursor (`near_tokens`: the few lines just typed plus the current line's head).
+Layouts that put the near text after the FIM middle token (fim.py, order "psm-tail") keep
+everything before it unchanged while the user types, presses Enter, deletes or moves down a few
+lines; the anchor stays where it was (the caller passes the previous one back) until the near text
+outgrows NEAR_LINES lines (or an eighth of the prefix budget, in tokens) or the cursor moves above
+it.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 CHUNK_LINES = 32
+NEAR_LINES = 32  # most lines between the anchor and the cursor before the anchor moves
+SUFFIX_MAX_TOKENS = 256  # (llama.cpp's server takes n_batch/4 of suffix tokens; llama.vim 64 lines)
 SPECIAL_RESERVE = 8  # room for BOS and FIM control tokens
 
 # tokenize(text, first) -> ids; `first` says whether the text starts the prompt segment
@@ -22,12 +32,20 @@ Tokenize = Callable[[str, bool], list[int]]
 
 @dataclass
 class DocContext:
-    prefix_tokens: list[int]
+    lead_tokens: list[int]  # extra context + the prefix lines above the anchor line
+    near_tokens: list[int]  # the anchor line up to the cursor (at least the current line's head)
     suffix_tokens: list[int]
     line_prefix: str  # current line up to the cursor
     line_suffix: str  # rest of the current line after the cursor (no line break)
     suffix_text: str  # everything after the cursor inside the window
     prefix_text: str  # everything before the cursor inside the window
+    anchor: int = 0  # line index where near_tokens begin (the cursor's line or above)
+    healed: str = ""  # trailing whitespace of the line head left out of near_tokens (see heal)
+
+    @property
+    def prefix_tokens(self) -> list[int]:
+        """Every prefix token, in document order: lead + near."""
+        return self.lead_tokens + self.near_tokens
 
     @property
     def indent(self) -> str:
@@ -36,10 +54,14 @@ class DocContext:
 
 
 def budgets(context_size: int, max_tokens: int) -> tuple[int, int]:
-    """(prefix budget, suffix budget) in tokens for one prompt."""
+    """(prefix budget, suffix budget) in tokens for one prompt.
+
+    The prefix gets three quarters of the room; the suffix a quarter, at most SUFFIX_MAX_TOKENS:
+    what follows the cursor matters most near it, and in a PSM layout a move up (or a first visit)
+    evaluates the whole suffix again, so its size bounds what such a keystroke costs."""
     room = max(context_size - max_tokens - SPECIAL_RESERVE, 16)
     suffix = room // 4
-    return room - suffix, suffix
+    return room - suffix, min(suffix, SUFFIX_MAX_TOKENS)
 
 
 _LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
@@ -140,23 +162,53 @@ def build_context(
     context_size: int,
     max_tokens: int,
     extra: str = "",
+    anchor: int | None = None,
+    heal: bool = False,
 ) -> DocContext:
     """Prefix/suffix token windows around character `offset` of `text`.
 
     `extra` (other files, see neighbors.py) goes before the prefix and takes its tokens from the
     budget first, up to half of the context.
+
+    `anchor`: the line where the near text began in this document's previous request
+    (`DocContext.anchor`); it is kept while it lies above the cursor, at most NEAR_LINES lines up,
+    and the near text fits its budget. None (or not kept): the cursor's line, so the near text is
+    the current line's head alone.
+
+    `heal`: leave a trailing space of the line head (the last one of an indentation, the one after
+    `=`) out of the tokens, in `healed`: BPE vocabularies join a space to the word after it
+    (`"    f"` is `"   " + " f"`), so a prompt that ends in a space ends with a token the model
+    rarely saw there, and it writes oddly (measured with Qwen2.5-Coder on HumanEval infilling).
+    The rest of the indentation stays, so the model still knows the block it is in; it writes the
+    space itself, and `unheal()` takes it off its answer.
     """
     lines, row, line_prefix, rest = split_at(text, offset)
     line_suffix = rest.rstrip("\r\n")
     extra_tokens = tokenize(extra, True)[: context_size // 2] if extra else []
     prefix_budget, suffix_budget = budgets(context_size - len(extra_tokens), max_tokens)
 
-    # The current line up to the cursor gets at most an eighth of the prefix budget; the lines
-    # above get the rest whatever the current line holds, so their window does not move.
+    # The near text (anchor line up to the cursor) gets at most an eighth of the prefix budget;
+    # the lines above get the rest whatever the near text holds, so their window does not move.
     line_budget = max(prefix_budget // 8, 1)
     head_budget = prefix_budget - line_budget
-    head_text, head_tokens = _fit_head(lines[:row], head_budget, tokenize)
-    if line_prefix:
+    near_line_tokens: list[int] = []
+    if anchor is not None and 0 <= anchor < row and row - anchor <= NEAR_LINES:
+        near_line_tokens = tokenize("".join(lines[anchor:row]), False)
+        # keep a quarter of the near budget for the current line's head
+        if len(near_line_tokens) > line_budget * 3 // 4:
+            anchor, near_line_tokens = row, []
+    else:
+        anchor = row
+    head_text, head_tokens = _fit_head(lines[:anchor], head_budget, tokenize)
+    if near_line_tokens and not head_tokens and not extra_tokens:
+        near_line_tokens = tokenize("".join(lines[anchor:row]), True)
+    line_budget = max(line_budget - len(near_line_tokens), 1)
+    head_line = line_prefix
+    healed = ""
+    if heal and line_prefix.endswith(" "):
+        head_line, healed = line_prefix[:-1], " "
+    if head_line:
+        line_prefix_full, line_prefix = line_prefix, head_line
         # A very long line (minified code): tokenize only its tail, from a start that moves in
         # coarse steps so that typing keeps the tokens a prefix of the cached ones.
         # The tail is 1.5-2 characters per budget token: it fits the budget (no sliding cut) for
@@ -167,17 +219,29 @@ def build_context(
         if len(line_prefix) > 2 * window + step:
             start = (len(line_prefix) - window) // step * step
             part = line_prefix[start:]
-        line_tokens = tokenize(part, not head_tokens and part is line_prefix)
+        line_tokens = tokenize(part, not head_tokens and not near_line_tokens and part is line_prefix)
         if len(line_tokens) > line_budget:
             line_tokens = line_tokens[len(line_tokens) - line_budget:]
+        line_prefix = line_prefix_full
     else:
         line_tokens = []
     suffix_text, suffix_tokens = _fit_tail(rest, lines[row + 1:], suffix_budget, tokenize)
     return DocContext(
-        prefix_tokens=extra_tokens + head_tokens + line_tokens,
+        lead_tokens=extra_tokens + head_tokens,
+        near_tokens=near_line_tokens + line_tokens,
         suffix_tokens=suffix_tokens,
         line_prefix=line_prefix,
         line_suffix=line_suffix,
         suffix_text=suffix_text,
-        prefix_text=head_text + line_prefix,
+        prefix_text=head_text + "".join(lines[anchor:row]) + line_prefix,
+        anchor=anchor,
+        healed=healed,
     )
+
+
+def unheal(text: str, healed: str) -> str:
+    """The model's text for a prompt built with `heal`, less the space it wrote for the cursor's
+    line head (`DocContext.healed`); text that does not start with it is kept as it is."""
+    if healed and text.startswith(healed):
+        return text[len(healed):]
+    return text

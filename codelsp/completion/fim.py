@@ -12,13 +12,21 @@ from typing import Sequence
 from codelsp.models.families import FimSpec
 
 
-def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int]) -> list[int]:
+def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int], near: Sequence[int] = ()) -> list[int]:
     """Arrange prefix and suffix token ids in the family's FIM layout.
 
-    Suffix-first layouts (SPM, Codestral) put the text that changes while the user types at the
-    end of the prompt, so the cached prompt state covers everything before it.
+    `prefix` + `near` is the text before the cursor; `near` is its end (the current line's head
+    and the lines typed just before it, see context.py). Order "psm-tail" puts `near` after the
+    middle token, as llama.cpp's /infill does with its `prompt` field:
+    `<pre> prefix <suf> suffix <mid> near` -- the model continues the near text, and typing,
+    Enter and short moves down change only the end of the prompt. Suffix-first layouts (SPM,
+    Codestral) also put the text that changes while the user types at the end of the prompt, so
+    the cached prompt state covers everything before it.
     """
     head = [spec.bos] if spec.bos is not None else []
+    if spec.has_fim and spec.order == "psm-tail" and spec.family != "codestral":
+        return head + [spec.pre] + list(prefix) + [spec.suf] + list(suffix) + [spec.mid] + list(near)
+    prefix = list(prefix) + list(near)
     if not spec.has_fim:
         return head + list(prefix)
     if spec.family == "codestral":

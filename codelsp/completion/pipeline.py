@@ -12,10 +12,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, MutableMapping
 
 from codelsp.completion import postprocess
-from codelsp.completion.context import build_context
+from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
 from codelsp.engine.llama import GenStats, LoadedModel, SamplerParams
 from codelsp.settings import Settings
@@ -37,8 +37,13 @@ class Completion:
     others: list[str] = field(default_factory=list)  # more candidates (setting `candidates`)
 
 
-def _prepare(model, text: str, offset: int, settings: Settings, cancel, extra: str):
-    """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from."""
+def _prepare(model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,
+             anchors: MutableMapping[str, int] | None = None):
+    """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from.
+
+    `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
+    here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
+    """
     deadline = time.monotonic() + settings.timeout_ms / 1000
     # the model sees LF line breaks whatever the document uses; the editor gets the document's
     eol = postprocess.line_ending(text)
@@ -46,19 +51,28 @@ def _prepare(model, text: str, offset: int, settings: Settings, cancel, extra: s
     extra, _ = postprocess.to_lf(extra, 0)
     # the context the model really runs with (a model trained for less caps contextSize)
     context_size = min(settings.context_size, getattr(model, "context_size", settings.context_size))
-    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra)
-    if getattr(model, "remote", False):
+    remote = getattr(model, "remote", False)
+    if remote:  # llama-server's /infill puts its `prompt` field after the middle token itself
+        tail = getattr(model, "backend", "") == "llama-server"
+    else:
+        tail = model.fim.has_fim and model.fim.order == "psm-tail"
+    anchor = anchors.get(key) if (anchors is not None and tail) else None
+    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra, anchor, heal=tail)
+    if anchors is not None and tail:
+        anchors[key] = ctx.anchor
+    if remote:
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
-        prompt = model.prompt(ctx.prefix_tokens, ctx.suffix_tokens)
+        prompt = model.prompt(ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     else:
-        prompt = layout(model.fim, ctx.prefix_tokens, ctx.suffix_tokens)
+        prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     return ctx, prompt, postprocess.is_multiline(ctx), deadline, eol
 
 
 def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str) -> str:
-    """Post-processing, then the document's line ending."""
-    out = postprocess.clean(raw, ctx, multiline, finished=stop_reason not in ("length", "time"))
+    """Post-processing (of the raw text with the healed token's text put back), then the
+    document's line ending."""
+    out = postprocess.clean(unheal(raw, ctx.healed), ctx, multiline, finished=stop_reason not in ("length", "time"))
     return out.replace("\n", eol) if eol != "\n" else out
 
 
@@ -70,13 +84,28 @@ def complete(
     settings: Settings,
     cancel: threading.Event | None = None,
     extra: str = "",
+    anchors: MutableMapping[str, int] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Completion:
     """The text to insert at character `offset` of `text` (a document identified by `key`).
 
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
+    `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
+    here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
+    `progress(text)`: called with the text generated so far after each token (engine thread).
     """
     t0 = time.perf_counter()
-    ctx, prompt, multiline, deadline, eol = _prepare(model, text, offset, settings, cancel, extra)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    stop_check = postprocess.early_stop(ctx, multiline)
+    if progress is not None or ctx.healed:
+        inner = stop_check
+
+        def stop_check(so_far: str) -> bool:
+            so_far = unheal(so_far, ctx.healed)
+            if progress is not None:
+                progress(so_far)
+            return inner(so_far)
+
     gen = model.generate(
         key,
         prompt,
@@ -84,7 +113,7 @@ def complete(
         sampler=SamplerParams.from_settings(settings),
         cancel=cancel,
         deadline=deadline,
-        check=postprocess.early_stop(ctx, multiline),
+        check=stop_check,
         reuse=settings.prompt_cache,
     )
     out = _finish(gen.text, gen.stop_reason, ctx, multiline, eol)
@@ -120,6 +149,7 @@ def alternatives(
     n: int,
     cancel: threading.Event | None = None,
     extra: str = "",
+    anchors: MutableMapping[str, int] | None = None,
 ) -> Alternatives:
     """Up to `n` more suggestions at `offset`, other than `first` (what `complete()` gave there).
 
@@ -137,8 +167,12 @@ def alternatives(
     found: list[str] = []
     if n <= 0 or not first.text or getattr(model, "remote", False) or not hasattr(model, "next_tokens"):
         return Alternatives(found, stats, 0)
-    ctx, prompt, multiline, deadline, eol = _prepare(model, text, offset, settings, cancel, extra)
-    check = postprocess.early_stop(ctx, multiline)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    early = postprocess.early_stop(ctx, multiline)
+
+    def check(so_far: str) -> bool:
+        return early(unheal(so_far, ctx.healed))
+
     greedy = SamplerParams(0.0, settings.top_k, settings.top_p, settings.repeat_penalty, settings.seed)
     firsts, stats = model.next_tokens(key, prompt, n + 3)
     seen = {_same(first.text)}
@@ -165,3 +199,31 @@ def alternatives(
     log.debug("alternatives %s: %d of %d tried; evaluated %d, generated %d tokens",
               key, len(found), tried, stats.evaluated, stats.generated)
     return Alternatives(found, stats, tried)
+
+
+def warm(
+    model: "LoadedModel | RemoteModel",
+    key: str,
+    text: str,
+    offset: int,
+    settings: Settings,
+    cancel: threading.Event | None = None,
+    pause: Callable[[], bool] | None = None,
+    extra: str = "",
+    anchors: MutableMapping[str, int] | None = None,
+) -> GenStats | None:
+    """Evaluate the prompt a completion at `offset` would use, and generate nothing.
+
+    Leaves the document's KV slot holding that prompt, so the first real request nearby reuses
+    it. `pause()` (the engine's "something more urgent is waiting") stops it between batches,
+    keeping what was evaluated. None for a remote backend (nothing to warm) or without the
+    prompt cache.
+    """
+    if getattr(model, "remote", False) or not settings.prompt_cache:
+        return None
+    _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    gen = model.generate(key, prompt, max_tokens=0, sampler=SamplerParams.from_settings(settings),
+                         cancel=cancel, pause=pause)
+    log.debug("warmed %s: reused %d, evaluated %d tokens (%s)", key, gen.stats.reused, gen.stats.evaluated,
+              gen.stop_reason)
+    return gen.stats

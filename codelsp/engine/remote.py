@@ -484,18 +484,23 @@ class RemoteModel:
             left = CONNECT_TIMEOUT_S if deadline is None else deadline - time.monotonic()
             self.connect(cancel, timeout_s=max(min(left, CONNECT_TIMEOUT_S), 0.5))
 
-    def prompt(self, prefix: Sequence[str], suffix: Sequence[str]) -> dict[str, Any]:
+    def prompt(self, prefix: Sequence[str], suffix: Sequence[str], near: Sequence[str] = ()) -> dict[str, Any]:
         """The request fields that carry the context (text, joined from tokenize() pieces).
+
+        `near` is the end of the prefix (the current line's head and the lines typed just before
+        it, context.py): llama-server's /infill gets it as `prompt`, which the server puts after
+        the FIM middle token so that its cached prompt keeps the suffix while the user types;
+        other servers get it at the end of the prefix.
 
         When the server reported its context size (`/v1/models`, `/props`), prefix and suffix
         are cut to fit it with the answer (maxTokens): the prefix keeps its end (the lines
         nearest the cursor), the suffix its start, the suffix at most a quarter of the room.
         """
         prefix, suffix = self._fit(list(prefix), list(suffix))
-        pre, suf = "".join(prefix), "".join(suffix)
+        pre, suf, tail = "".join(prefix), "".join(suffix), "".join(near)
         if self.backend == "llama-server":
-            return {"input_prefix": pre, "input_suffix": suf, "input_extra": [], "prompt": ""}
-        return {"prompt": layout_text(self.fim.family, self.fim.order, pre, suf)}
+            return {"input_prefix": pre, "input_suffix": suf, "input_extra": [], "prompt": tail}
+        return {"prompt": layout_text(self.fim.family, self.fim.order, pre + tail, suf)}
 
     def _fit(self, prefix: list[str], suffix: list[str]) -> tuple[list[str], list[str]]:
         if not self.server_context:

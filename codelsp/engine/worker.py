@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 PRIORITY_LOAD = 0
 PRIORITY_COMPLETION = 1
 PRIORITY_ACTION = 2
+PRIORITY_WARM = 3  # background prompt evaluation of opened documents; paused by anything else
 
 
 class Superseded(Cancelled):
@@ -83,6 +84,10 @@ class Engine:
                 self._jobs.remove(job)
                 if not job.future.done():
                     job.future.set_exception(Cancelled("cancelled"))
+
+    def has_waiting(self) -> bool:
+        """True when any job is queued (a generation nobody waits for should give way)."""
+        return bool(self._jobs)
 
     def more_urgent(self, job: Job) -> bool:
         """True when a job of higher priority is waiting (a running action should pause)."""

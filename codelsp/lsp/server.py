@@ -15,14 +15,15 @@ import time
 from typing import Any
 from urllib.parse import unquote
 
+from cachetools import LRUCache
 from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from codelsp import __version__
-from codelsp.completion.pipeline import Completion, alternatives, complete
+from codelsp.completion.pipeline import Completion, alternatives, complete, warm
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
-from codelsp.engine.worker import Engine, Job
+from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
 from codelsp.engine.llama import Cancelled, GenStats
 from codelsp.models.errors import ModelError
 from codelsp.actions.steps import comment_prefix, language_of
@@ -84,12 +85,15 @@ class CodeLspServer(LanguageServer):
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
+        self.anchors: LRUCache[str, int] = LRUCache(maxsize=256)  # per document (context.py); engine thread only
+        self.in_flight: dict[str, tuple[str, int, Job]] = {}  # uri -> (text, offset, job) of its latest completion
+        self.offered: dict[str, tuple[str, int, str]] = {}  # uri -> (text, offset, suggestion) last shown
         self.last_stats: dict[str, dict[str, Any]] = {}
         self.last_alternatives: dict[str, dict[str, Any]] = {}
         self._pending_alternatives: dict[str, tuple[str, int, Job]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
                        "reused": 0, "restored": 0, "evaluated": 0, "generated": 0,
-                       "alternatives": 0, "alternativeTokens": 0}
+                       "alternatives": 0, "alternativeTokens": 0, "inFlight": 0, "speculative": 0, "warmed": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -103,6 +107,8 @@ class CodeLspServer(LanguageServer):
             log.warning("%s", p)
         self.settings = settings
         self.suggestions.clear()  # they were made with other settings
+        self.in_flight.clear()
+        self.offered.clear()
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
         model_key = (
             settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
@@ -208,23 +214,26 @@ class CodeLspServer(LanguageServer):
             hits = self.suggestions.lookup_all(uri, text, offset)
             if hits:
                 if more and len(hits) <= more:
-                    extra_for = self._extra_for(doc, uri, settings)
-                    hits = await self._more_here(uri, text, offset, hits, more, now, extra_for) or hits
+                    hits = await self._more_here(uri, doc, text, offset, hits, more, now) or hits
                 self._record(uri, "typeThrough", GenStats(), 0.0)
-                return Completion(hits[0], hits[0], "typeThrough", GenStats(), 0.0, hits[1:]), word
+                self._offer(uri, text, offset, hits[0])
+                return Completion(hits[0], hits[0], "typeThrough", GenStats(), 0.0, others=hits[1:]), word
+            ridden = await self._ride_in_flight(uri, text, offset)
+            if ridden is not None:
+                self._offer(uri, text, offset, ridden.text)
+                return ridden, word
 
-        extra_for = self._extra_for(doc, uri, settings)
-
-        def work(job: Job) -> Completion | None:
-            if engine.model is None:
-                return None
-            return complete(engine.model, uri, text, offset, settings, job.cancel, extra_for(engine.model))
-
-        job = engine.submit(work, key=uri)
+        job = self._submit_completion(uri, doc, text, offset, settings)
+        job.riders = 0
         try:
             result = await asyncio.wrap_future(job.future)
-        except asyncio.CancelledError:  # $/cancelRequest: stop generating at the next token
-            engine.cancel(job)
+        except asyncio.CancelledError:  # $/cancelRequest
+            # Editors cancel the previous request when the user types; the next request may type
+            # into this generation (_ride_in_flight), so it runs on, orphaned, until another job
+            # waits (at its next token) or a newer request for the document supersedes it.
+            job.orphaned = True
+            if not job.riders and engine.has_waiting():
+                engine.cancel(job)
             self._record_cancel(uri)
             raise
         except Cancelled:  # superseded by a newer request for this document
@@ -241,32 +250,33 @@ class CodeLspServer(LanguageServer):
         if settings.prompt_cache:
             self.suggestions.store(uri, text, offset, result.text)
         if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
-            alt = self._alternatives(uri, text, offset, result, more, extra_for)
+            alt = self._alternatives(uri, doc, text, offset, result, more)
             if now:
                 result.others = await self._await_alternatives(alt)
+        self._offer(uri, text, offset, result.text)
         return result, word
 
-    def _extra_for(self, doc: Any, uri: str, settings: Settings):
-        """A function model -> the other files' text for this document's prompt (neighbors.py)."""
-        if settings.extra_context_tokens <= 0:
-            return lambda model: ""
+    def _extra_snapshot(self, doc: Any, touch: bool) -> tuple[Any, str] | None:
+        """The other open files' snapshot for the prompt (neighbors.py), or None when off."""
+        if self.settings.extra_context_tokens <= 0:
+            return None
         key = unquote(doc.uri)  # the workspace's own spelling of the URI
-        self.neighbors.touch(key)
+        if touch:
+            self.neighbors.touch(key)
         others = {u: d.source for u, d in self.workspace.text_documents.items() if unquote(u) != key}
-        snap = self.neighbors.snapshot(key, others)
-        comment = comment_prefix(language_of(doc.language_id, uri))
-        return lambda model: extra_text(snap, settings.extra_context_tokens, model.tokenize, comment)
+        return self.neighbors.snapshot(key, others), comment_prefix(language_of(doc.language_id, doc.uri))
 
-    def _alternatives(self, uri: str, text: str, offset: int, first: Completion, more: int, extra_for) -> Job:
+    def _alternatives(self, uri: str, doc: Any, text: str, offset: int, first: Completion, more: int) -> Job:
         """Queue the generation of `more` other candidates at `offset` (after `first`); their
         texts are added to the suggestion cache. A newer request for the document cancels it."""
         engine, settings = self.engine, self.settings
+        snap = self._extra_snapshot(doc, touch=False)
 
         def work(job: Job) -> list[str]:
             if engine.model is None:
                 return []
-            found = alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel,
-                                 extra_for(engine.model))
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            found = alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel, extra, self.anchors)
             stats = found.stats
             self.totals["alternatives"] += 1
             self.totals["alternativeTokens"] += stats.evaluated + stats.generated
@@ -290,6 +300,38 @@ class CodeLspServer(LanguageServer):
         job.future.add_done_callback(done)
         return job
 
+    def _submit_completion(self, uri: str, doc: Any, text: str, offset: int, settings: Settings) -> Job:
+        """Queue the pipeline for (text, offset) on the engine; newer jobs of `uri` supersede it."""
+        engine = self.engine
+        snap = self._extra_snapshot(doc, touch=True)
+
+        def work(job: Job) -> Completion | None:
+            if engine.model is None:
+                return None
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
+                            lambda so_far: progress(job, so_far))
+
+        def progress(job: Job, so_far: str) -> None:
+            job.partial = so_far
+            if getattr(job, "orphaned", False) and not job.riders and engine.has_waiting():
+                job.cancel.set()  # cancelled by its client, nobody rides it, and others wait
+
+        job = engine.submit(work, key=uri)
+        job.riders = 0
+        self.in_flight[uri] = (text, offset, job)
+
+        def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
+            if settings is self.settings and settings.prompt_cache:
+                self.suggestions.store(uri, text, offset, result.text)
+
+        def done(future) -> None:  # on the engine thread; also for a generation its client cancelled
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(store, future.result())
+
+        job.future.add_done_callback(done)
+        return job
+
     async def _await_alternatives(self, job: Job) -> list[str]:
         """The other candidates of `job` ([] when it was superseded or failed: the first one
         still stands). Cancelling the request does not cancel the job."""
@@ -301,8 +343,8 @@ class CodeLspServer(LanguageServer):
             log.warning("other candidates failed: %s", exc)
             return []
 
-    async def _more_here(self, uri: str, text: str, offset: int, hits: list[str], more: int, now: bool,
-                         extra_for) -> list[str] | None:
+    async def _more_here(self, uri: str, doc: Any, text: str, offset: int, hits: list[str], more: int,
+                         now: bool) -> list[str] | None:
         """The candidates at a place answered before, with the others once they are computed:
         waits for the background job started there; an explicit request starts one if none ran."""
         pending = self._pending_alternatives.get(uri)
@@ -313,10 +355,105 @@ class CodeLspServer(LanguageServer):
         if now:
             first = Completion(hits[0], hits[0], "typeThrough", GenStats(), 0.0)
             self.suggestions.store(uri, text, offset, hits[0])
-            others = await self._await_alternatives(self._alternatives(uri, text, offset, first, more, extra_for))
+            others = await self._await_alternatives(self._alternatives(uri, doc, text, offset, first, more))
             await asyncio.sleep(0)
             return [hits[0], *others]
         return None
+
+    async def _ride_in_flight(self, uri: str, text: str, offset: int) -> Completion | None:
+        """Answer from the generation still running for this document when the user has only
+        typed (into) what it is producing: wait for it instead of superseding it, and answer the
+        rest of its suggestion after the typed characters. None when there is none to ride, it
+        ends in another text, or it is cancelled."""
+        found = self.in_flight.get(uri)
+        if found is None:
+            return None
+        old_text, old_offset, job = found
+        if job.future.done():  # finished: the suggestion cache has its answer (if still valid)
+            return None
+        typed = text[old_offset:offset] if offset >= old_offset else None
+        if (typed is None or not text.startswith(old_text[:old_offset]) or text[offset:] != old_text[old_offset:]
+                or len(text) - len(old_text) != len(typed)):
+            return None
+        partial = getattr(job, "partial", "")
+        if not (partial.startswith(typed) or typed.startswith(partial)):
+            return None  # it is already producing something else
+        job.riders = getattr(job, "riders", 0) + 1
+        try:
+            result = await asyncio.shield(asyncio.wrap_future(job.future))
+        except (Cancelled, ModelError):
+            return None
+        finally:
+            job.riders -= 1
+        if result is None or not result.text.startswith(typed) or not result.text[len(typed):].strip():
+            return None
+        rest = result.text[len(typed):]
+        self._record(uri, "inFlight", GenStats(), 0.0)
+        if self.settings.prompt_cache:
+            self.suggestions.store(uri, old_text, old_offset, result.text)
+        return Completion(rest, result.raw, "inFlight", result.stats, result.total_ms)
+
+    def _offer(self, uri: str, text: str, offset: int, suggestion: str) -> None:
+        """Remember the suggestion shown, to recognise the change that accepts it."""
+        if suggestion:
+            self.offered[uri] = (text, offset, suggestion)
+
+    def after_change(self, uri: str) -> None:
+        """A document changed: when the change inserted the suggestion last offered for it (the
+        user accepted it), compute the next one at the new cursor before the editor asks."""
+        offered = self.offered.pop(uri, None)
+        doc = self.workspace.open_document(uri)
+        if offered is None or doc is None or not self.settings.prompt_cache or self.engine.model is None:
+            return
+        text, offset, suggestion = offered
+        new = doc.source
+        if len(new) != len(text) + len(suggestion) or not new.startswith(suggestion, offset) \
+                or not new.startswith(text[:offset]) or not new.endswith(text[offset:]):
+            return
+        at = offset + len(suggestion)
+        settings = self.settings
+        job = self._submit_completion(uri, doc, new, at, settings)
+        job.riders = 0
+
+        def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
+            self.suggestions.store(uri, new, at, result.text)
+            self.totals["speculative"] += 1
+
+        def done(future) -> None:  # on the engine thread
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(store, future.result())
+
+        job.future.add_done_callback(done)
+
+    def warm(self, uri: str) -> None:
+        """Evaluate a document's prompt at low priority (engine PRIORITY_WARM: any request
+        pre-empts it at the next batch), so the first keystroke there finds its state ready.
+        The cursor is not known on open: the end of the document, whose prompt holds the whole
+        prefix window, is warmed."""
+        doc = self.workspace.open_document(uri)
+        settings = self.settings
+        if doc is None or not settings.prompt_cache or not settings.warm_documents:
+            return
+        engine = self.engine
+        snap = self._extra_snapshot(doc, touch=False)
+        text = doc.source
+
+        def work(job: Job) -> GenStats | None:
+            # a request for this document ran first: its state is worth more than the warm one
+            if engine.model is None or engine.model.cached_tokens(uri) > 0:
+                return None
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            return warm(engine.model, uri, text, len(text), settings, job.cancel,
+                        lambda: engine.more_urgent(job), extra, self.anchors)
+
+        def count(stats: GenStats) -> None:  # on the event loop
+            self.totals["warmed"] += stats.evaluated
+
+        def done(future) -> None:  # on the engine thread
+            if future.exception() is None and future.result() is not None and self.loop is not None:
+                self.loop.call_soon_threadsafe(count, future.result())
+
+        engine.submit(work, priority=PRIORITY_WARM).future.add_done_callback(done)
 
     def _record_cancel(self, uri: str) -> None:
         self.totals["cancelled"] += 1
@@ -327,7 +464,8 @@ class CodeLspServer(LanguageServer):
         for k in ("reused", "restored", "evaluated", "generated"):
             self.totals[k] += getattr(stats, k)
         self.last_stats[uri] = {
-            "source": source, "reused": stats.reused, "restored": stats.restored, "evaluated": stats.evaluated,
+            "source": source, "reused": stats.reused, "restored": stats.restored, "shifted": stats.shifted,
+            "evaluated": stats.evaluated,
             "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3),
             "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
         }
@@ -446,6 +584,14 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         ls.layers.client_config = settings or {}
         ls.apply_settings()
 
+    @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+    def on_open(ls: CodeLspServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.warm(params.text_document.uri)
+
+    @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+    def on_change(ls: CodeLspServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.after_change(params.text_document.uri)
+
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: CodeLspServer, params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
@@ -453,8 +599,11 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         ls.suggestions.forget(uri)
         ls.neighbors.forget(unquote(uri))
         ls._pending_alternatives.pop(uri, None)
+        ls.in_flight.pop(uri, None)
+        ls.offered.pop(uri, None)
 
         def forget(job: Job) -> None:
+            ls.anchors.pop(uri, None)
             if ls.engine.model is not None:
                 ls.engine.model.forget(uri)
 

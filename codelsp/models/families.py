@@ -29,14 +29,17 @@ FAMILIES: dict[str, Family] = {
         # reusable prompt prefix while the user types.
         Family("codellama", ("<PRE>", "▁<PRE>"), ("<SUF>", "▁<SUF>"), ("<MID>", "▁<MID>"),
                ("<EOT>", "▁<EOT>"), ("spm", "psm")),
+        # PSM families: "psm-tail" (PSM with the text just before the cursor after the middle
+        # token, as llama.cpp's /infill sends it) keeps the suffix inside the reusable prompt
+        # prefix while the user types; "psm" is the plain order.
         Family("starcoder", ("<fim_prefix>", "<fim-prefix>"), ("<fim_suffix>", "<fim-suffix>"),
-               ("<fim_middle>", "<fim-middle>"), ("<|endoftext|>", "<file_sep>")),
+               ("<fim_middle>", "<fim-middle>"), ("<|endoftext|>", "<file_sep>"), ("psm-tail", "psm")),
         Family("deepseek", ("<｜fim▁begin｜>",), ("<｜fim▁hole｜>",), ("<｜fim▁end｜>",),
-               ("<｜end▁of▁sentence｜>", "<|EOT|>")),
+               ("<｜end▁of▁sentence｜>", "<|EOT|>"), ("psm-tail", "psm")),
         Family("qwen", ("<|fim_prefix|>",), ("<|fim_suffix|>",), ("<|fim_middle|>",),
-               ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>")),
+               ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>"), ("psm-tail", "psm")),
         Family("codegemma", ("<|fim_prefix|>",), ("<|fim_suffix|>",), ("<|fim_middle|>",),
-               ("<|file_separator|>",)),
+               ("<|file_separator|>",), ("psm-tail", "psm")),
         Family("codestral", ("[PREFIX]",), ("[SUFFIX]",), (), (), ("spm",)),
         Family("none", (), (), (), ()),
     )

@@ -35,7 +35,7 @@ SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
 
 def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
     b = sub.add_parser("bench", help="measure keystroke-to-suggestion latency with and without the prompt cache")
-    b.add_argument("file", nargs="?", help=f"source file to type in (default: {SAMPLE.name}, about 1,500 tokens)")
+    b.add_argument("file", nargs="*", help=f"source file to type in (default: {SAMPLE.name}, about 1,500 tokens)")
     b.add_argument("--keystrokes", type=int, default=40, help="characters to type per replay (default 40)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.add_argument("--compare-server", action="store_true",
@@ -45,6 +45,13 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
     b.add_argument("--switching", action="store_true",
                    help="replay five documents under a KV budget of one full context, with and without the "
                         "system-memory tier (see README, KV pool and system-memory tier)")
+    b.add_argument("--editing", action="store_true",
+                   help="replay an editing session instead (typing, Enter, moves, deletes, paste, switches over "
+                        "three files; see codelsp/tools/editing.py); FILE may be given up to five times")
+    b.add_argument("--llama-server", action="store_true",
+                   help="with --editing: replay the same session against llama.cpp's llama-server driven as llama.vim "
+                        "drives it (/infill, --cache-reuse 256); builds and caches the binary on first use (~10 min)")
+    b.add_argument("--progress", action="store_true", help="with --editing: a line per event on stderr")
     b.add_argument("--fim-demo", action="store_true",
                    help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
@@ -231,7 +238,14 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
 
 
 def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    path = Path(args.file) if args.file else SAMPLE
+    files = list(args.file or [])
+    if len(files) > (5 if args.editing else 1):
+        print("codelsp bench: too many files (one, or up to five with --editing)", file=sys.stderr)
+        return 2
+    if args.llama_server and not args.editing:
+        print("codelsp bench: --llama-server goes with --editing", file=sys.stderr)
+        return 2
+    path = Path(files[0]) if files else SAMPLE
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
@@ -265,6 +279,8 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         flags += [flag, str(value)]
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)
+    if args.editing:
+        return run_editing(args, files, opts, flags, env)
     results = {}
     modes = (("cached", []), ("no-prompt-cache", ["--no-prompt-cache"]))
     for mode, extra in modes[:1] if args.cached_only else modes:
@@ -396,6 +412,69 @@ def run_switching(args: argparse.Namespace, flags: list[str], text: str, env: di
 
 class CompareError(Exception):
     pass
+
+
+def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any], flags: list[str],
+                env: dict[str, str]) -> int:
+    """`codelsp bench --editing [--llama-server]`: the editing session (editing.py)."""
+    from codelsp.tools import editing
+
+    paths = [Path(f) for f in files] if files else list(editing.DEFAULT_FILES)
+    try:
+        texts = [p.read_text(encoding="utf-8") for p in paths]
+    except OSError as exc:
+        print(f"codelsp bench: cannot read {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    while len(texts) < 3:  # three files at least: copies of the one given
+        texts.append(texts[0])
+    events = editing.session(texts)
+    if not args.json:
+        print(f"replaying an editing session of {len(events)} events over {len(texts)} files (codelsp) ...", file=sys.stderr)
+    arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress))
+    arms = [arm]
+    if args.llama_server:
+        from codelsp.models.modelfile import demo_model_path
+        from codelsp.tools.llamaserver import BuildError, build
+
+        model = opts.get("model") or (str(demo_model_path()) if demo_model_path() else None)
+        if not model:
+            print("codelsp bench: --llama-server needs a model file: pass --model", file=sys.stderr)
+            return 2
+        try:
+            binary = build(quiet=args.json)
+        except BuildError as exc:
+            print(f"codelsp bench: --llama-server: {exc}", file=sys.stderr)
+            return 1
+        if not args.json:
+            print(f"replaying the same session against {binary} ...", file=sys.stderr)
+        try:
+            arms.append(editing.replay_llama_server(binary, model, texts, events, opts, progress=args.progress))
+        except (RuntimeError, OSError) as exc:
+            print(f"codelsp bench: --llama-server: {exc}", file=sys.stderr)
+            return 1
+    summaries = [a.summary(floor) for a in arms]
+    report = {"files": [str(p) for p in paths], "settings": opts, "events": len(events),
+              "floor_ms": round(floor, 1) if floor else None, "arms": summaries}
+    if len(summaries) == 2 and summaries[0]["p50_ms"] and summaries[0]["p95_ms"]:
+        report["llama_server_vs_codelsp_p50"] = round(summaries[1]["p50_ms"] / summaries[0]["p50_ms"], 2)
+        report["llama_server_vs_codelsp_p95"] = round(summaries[1]["p95_ms"] / summaries[0]["p95_ms"], 2)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"editing session: {len(events)} events over {len(texts)} files; floor {report['floor_ms']} ms "
+          "(one prompt token + the generated ones, codelsp's median)")
+    for s in summaries:
+        xs = f" ({s.get('p50_x_floor')}x / {s.get('p95_x_floor')}x floor)" if "p50_x_floor" in s else ""
+        src = ", ".join(f"{k} {v}" for k, v in sorted(s["sources"].items()))
+        print(f"{s['arm']:<13} p50 {s['p50_ms']:>8.1f} ms  p95 {s['p95_ms']:>8.1f} ms{xs}  answered by {src}")
+        for kind, k in s["by_kind"].items():
+            tok = f"{k['prompt_tokens_mean']:>7.1f}" if k["prompt_tokens_mean"] is not None else "      -"
+            print(f"    {kind:<7} {k['events']:>4} events  p50 {k['p50_ms']:>8.1f} ms  p95 {k['p95_ms']:>8.1f} ms  "
+                  f"prompt tokens {tok} (mean of {k['model_events']} the model answered, max {k['prompt_tokens_max']})")
+    if "llama_server_vs_codelsp_p50" in report:
+        print(f"codelsp is {report['llama_server_vs_codelsp_p50']}x faster than llama-server at p50, "
+              f"{report['llama_server_vs_codelsp_p95']}x at p95")
+    return 0
 
 
 def stop_process(proc: subprocess.Popen) -> None:

@@ -30,6 +30,7 @@ export const SERVER_KEYS = [
   'promptCacheBytes',
   'hostCacheBytes',
   'kvCacheType',
+  'warmDocuments',
   'temperature',
   'topK',
   'topP',

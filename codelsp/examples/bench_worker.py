@@ -1,0 +1,236 @@
+"""The engine worker: the one thread that owns the models.
+
+Everything that touches llama.cpp runs here, one job at a time. A job submitted with a key
+supersedes the pending and running jobs with the same key (a newer keystroke in the same document):
+they are cancelled, and a running one stops at its next token. Completions run before code
+actions; model loads run before both.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from codelsp.engine.llama import Cancelled, LoadedModel, load_model
+from codelsp.models.memplan import plan_load
+from codelsp.models.errors import ModelError
+from codelsp.models.modelfile import check_model, resolve_models
+from codelsp.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PRIORITY_LOAD = 0
+PRIORITY_COMPLETION = 1
+PRIORITY_ACTION = 2
+
+
+class Superseded(Cancelled):
+    """A newer request for the same document replaced this one."""
+
+
+@dataclass(order=True)
+class Job:
+    priority: int
+    seq: int
+    fn: Callable[["Job"], Any] = field(compare=False)
+    key: str | None = field(default=None, compare=False)
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future, compare=False)
+    superseded: bool = field(default=False, compare=False)
+
+
+class Engine:
+    def __init__(self) -> None:
+        self.model: LoadedModel | None = None
+        self.instruct: LoadedModel | None = None
+        self.model_error: str | None = None
+        self._jobs: list[Job] = []
+        self._running: Job | None = None
+        self._cv = threading.Condition()
+        self._seq = itertools.count()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="codelsp-engine", daemon=True)
+        self._thread.start()
+
+    # --- job queue --------------------------------------------------------------------
+    def submit(self, fn: Callable[[Job], Any], *, key: str | None = None, priority: int = PRIORITY_COMPLETION) -> Job:
+        job = Job(priority, next(self._seq), fn, key)
+        with self._cv:
+            if self._stopped:
+                job.future.set_exception(RuntimeError("engine stopped"))
+                return job
+            if key is not None:
+                for old in [j for j in self._jobs if j.key == key]:
+                    self._jobs.remove(old)
+                    old.superseded = True
+                    old.cancel.set()
+                    old.future.set_exception(Superseded("superseded by a newer request"))
+                if self._running is not None and self._running.key == key:
+                    self._running.superseded = True
+                    self._running.cancel.set()
+            self._jobs.append(job)
+            self._cv.notify()
+        return job
+
+    def cancel(self, job: Job) -> None:
+        with self._cv:
+            job.cancel.set()
+            if job in self._jobs:
+                self._jobs.remove(job)
+                if not job.future.done():
+                    job.future.set_exception(Cancelled("cancelled"))
+
+    def more_urgent(self, job: Job) -> bool:
+        """True when a job of higher priority is waiting (a running action should pause)."""
+        return any(j.priority < job.priority for j in list(self._jobs))
+
+    def _next(self) -> Job | None:
+        with self._cv:
+            while not self._jobs and not self._stopped:
+                self._cv.wait()
+            if self._stopped:
+                return None
+            job = min(self._jobs)
+            self._jobs.remove(job)
+            self._running = job
+            return job
+
+    def _run(self) -> None:
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            try:
+                if job.cancel.is_set():
+                    raise Superseded("superseded") if job.superseded else Cancelled("cancelled")
+                result = job.fn(job)
+            except Cancelled as exc:
+                if job.superseded and not isinstance(exc, Superseded):
+                    exc = Superseded(str(exc))
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            except ModelError as exc:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            except BaseException as exc:  # noqa: BLE001 - reported to the waiting request
+                log.exception("engine job failed")
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            else:
+                if not job.future.done():
+                    job.future.set_result(result)
+            finally:
+                with self._cv:
+                    self._running = None
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            for job in self._jobs:
+                job.cancel.set()
+                if not job.future.done():
+                    job.future.set_exception(Cancelled("server shutting down"))
+            self._jobs.clear()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._cv.notify_all()
+
+    def run_sync(self, fn: Callable[[Job], Any], **kw: Any) -> Any:
+        return self.submit(fn, **kw).future.result()
+
+    # --- models ------------------------------------------------------------------------
+    def load(self, settings: Settings, on_status: Callable[[str, str], None] | None = None) -> Job:
+        """Load (or reload) the models the settings name. On failure the previous models stay."""
+
+        def work(job: Job) -> LoadedModel:
+            status = on_status or (lambda state, msg, *pct: None)
+            if settings.backend != "local":
+                return self._use_remote(settings, status, job.cancel)
+            try:  # files (Hugging Face downloads report progress) and the memory plan, before loading
+                paths = resolve_models(settings, (lambda m, pct: on_status("progress", m, pct)) if on_status else None)
+                infos = [(check_model(p), p is paths.instruct) for p in (paths.base, paths.instruct) if p is not None]
+                held = sum(getattr(m, "planned_gpu_bytes", 0) for m in (self.model, self.instruct) if m is not None)
+                plan = plan_load(infos, settings, held_gpu=held)
+            except ModelError as exc:
+                self.model_error = str(exc)
+                status("error", str(exc))
+                raise
+            if plan.release_first:  # the previous models would keep layers of the new ones off the GPU
+                log.info("freeing the previous model(s) first to make room on the GPU")
+                for m in (self.model, self.instruct):
+                    if m is not None:
+                        m.close()
+                self.model = self.instruct = None
+            path = paths.base
+            if paths.is_demo:
+                log.info("no model configured: using the embedded demo model %s", path)
+            status("loading", f"loading {path.name}")
+            try:
+                base = load_model(str(path), settings, gpu_layers=plan.models[0].gpu_layers)
+                base.planned_gpu_bytes = plan.models[0].gpu_bytes
+            except ModelError as exc:
+                self.model_error = str(exc)
+                status("error", str(exc))
+                raise
+            instruct = None
+            if paths.instruct is not None:
+                try:
+                    instruct = load_model(str(paths.instruct), settings, instruct=True, gpu_layers=plan.models[1].gpu_layers)
+                    instruct.planned_gpu_bytes = plan.models[1].gpu_bytes
+                except ModelError as exc:
+                    base.close()
+                    self.model_error = str(exc)
+                    status("error", str(exc))
+                    raise
+            old = (self.model, self.instruct)
+            self.model, self.instruct = base, instruct
+            self.model_error = None
+            for m in old:
+                if m is not None:
+                    m.close()
+            if instruct is None:
+                log.debug("no instruct model configured: code actions use the base model")
+            status("ready", f"{path.name} ready ({base.fim.describe()})")
+            return base
+
+        return self.submit(work, key="__load__", priority=PRIORITY_LOAD)
+
+    def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
+        """Switch to a remote backend (remote.py). A server that is down now is tried again on
+        each completion, so it is kept even when this first contact fails."""
+        from codelsp.engine.remote import BackendError, RemoteModel
+
+        status("loading", f"connecting to {settings.url}")
+        try:
+            remote = RemoteModel(settings)
+        except ModelError as exc:
+            self.model_error = str(exc)
+            status("error", str(exc))
+            raise
+        try:
+            remote.connect(cancel)
+            status("ready", remote.describe())
+        except BackendError as exc:
+            log.warning("%s; trying again on the next completion", exc)
+            status("error", str(exc))
+        old = (self.model, self.instruct)
+        self.model, self.instruct = remote, None  # code actions use remote.chat()
+        self.model_error = None
+        for m in old:
+            if m is not None:
+                m.close()
+        return remote
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            return  # still inside llama.cpp: freeing its memory now would crash; the process exits anyway
+        for m in (self.model, self.instruct):
+            if m is not None:
+                m.close()
+        self.model = self.instruct = None
