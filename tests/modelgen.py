@@ -553,7 +553,9 @@ def make_model(
         emb[t, s] = 1.0
         out[nxt[t], s] = _LOGIT
     if second_ids:
-        for t in ([mid_id] if mid_id is not None else []):
+        # every token that leads to the answer (the middle token; with psm-tail prompts also the
+        # indentation that ends the line head) has the second answer next-best
+        for t in [t for t in slot if nxt[t] == first]:
             out[second_ids[0], slot[t]] = _LOGIT - 5
         if default == "answer":
             out[second_ids[0], 0] = _LOGIT - 5

@@ -18,7 +18,7 @@ URI = "file:///w/add.py"
 
 @pytest.fixture
 def model(model_factory):
-    info = model_factory("starcoder", ANSWER, second=SECOND)
+    info = model_factory("starcoder", ANSWER, second=SECOND, default="answer")
     assert info.completion == ANSWER and info.second_completion == SECOND
     return info
 

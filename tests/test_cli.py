@@ -51,7 +51,7 @@ def test_complete_without_fim_tokens_continues_the_prefix(model_factory, add_py)
 
 
 def test_complete_trims_what_already_follows_the_cursor(model_factory, tmp_path):
-    model = model_factory("starcoder", answer="a, b)")
+    model = model_factory("starcoder", answer="a, b)", default="answer")  # psm-tail: the prompt ends with "add("
     src = tmp_path / "call.py"
     src.write_text("result = add()\n")
     proc = run_cli("complete", f"{src}:1:14", "--model", str(model.path))
@@ -103,7 +103,7 @@ def test_doctor_describes_a_fim_model(model_factory):
     assert "llama-cpp-python" in out and "GPU offload" in out
     assert "architecture   llama" in out
     pre, suf, mid = model.fim_ids["pre"], model.fim_ids["suf"], model.fim_ids["mid"]
-    assert f"starcoder (PSM, pre={pre} suf={suf} mid={mid}" in out
+    assert f"starcoder (PSM-TAIL, pre={pre} suf={suf} mid={mid}" in out
     assert "result           OK" in out
 
 

@@ -152,7 +152,7 @@ def nvim() -> Path:
 
 @pytest.fixture
 def model(model_factory):
-    info = model_factory("starcoder", ANSWER)
+    info = model_factory("starcoder", ANSWER, default="answer")  # psm-tail prompts end with the line head
     assert info.completion == ANSWER
     return info
 
@@ -562,7 +562,7 @@ def test_neovim_expands_a_multi_line_item_with_the_right_indentation(nvim, tmp_p
     to it, so the block lands where the model wrote it. (Headless Neovim has no visible menu to
     accept from, so the test expands the item's text itself, as the completion module does.)"""
     multi = "if a:\n        raise ValueError\n    return b"
-    answer_model = model_factory("starcoder", multi)
+    answer_model = model_factory("starcoder", multi, default="answer")
     body = r"""
 function main()
   local client, buf = attach()

@@ -88,7 +88,7 @@ def helix_insert(text: str, item: types.CompletionItem) -> str:
 
 @pytest.fixture
 def model(model_factory):
-    info = model_factory("starcoder", MULTI)
+    info = model_factory("starcoder", MULTI, default="answer")
     assert info.completion == MULTI
     return info
 

@@ -71,7 +71,7 @@ def nvim012(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def model(model_factory):
-    info = model_factory("starcoder", ANSWER, second=SECOND)
+    info = model_factory("starcoder", ANSWER, second=SECOND, default="answer")
     assert info.completion == ANSWER and info.second_completion == SECOND
     return info
 
@@ -342,7 +342,7 @@ function main()
   stop()
 end
 """
-    r = run_nvim012(nvim012, tmp_path, body, model_factory("starcoder", multi))
+    r = run_nvim012(nvim012, tmp_path, body, model_factory("starcoder", multi, default="answer"))
     assert r["ghost"]["row"] == 1 and r["ghost"]["col"] == 4
     assert r["lines"] == ["def add(a, b):", "    if a:", "        raise ValueError", "    return b"]
     assert r["cursor"] == [4, len("    return b")]

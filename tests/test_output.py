@@ -97,7 +97,7 @@ AREA = "def area(w, h):\n    return w * h\n"
 
 
 async def test_suggestion_that_starts_with_the_next_line_is_cut_there(model_factory):
-    model = model_factory("starcoder", answer="\n    return w * h\nresult = area")
+    model = model_factory("starcoder", answer="\n    return w * h\nresult = area", default="answer")
     async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
         open_doc(client, URI, AREA)
         assert await texts(client, URI, 0, 15) == []
@@ -105,7 +105,7 @@ async def test_suggestion_that_starts_with_the_next_line_is_cut_there(model_fact
 
 async def test_suggestion_that_repeats_the_next_line_in_its_middle_is_cut_there(model_factory):
     # the repeat differs in whitespace (a blank line before it, two spaces after "return")
-    model = model_factory("starcoder", answer="\n    assert ok\n\n    return  w * h\nresult = area")
+    model = model_factory("starcoder", answer="\n    assert ok\n\n    return  w * h\nresult = area", default="answer")
     async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
         open_doc(client, URI, AREA)
         assert await texts(client, URI, 0, 15) == ["\n    assert ok"]

@@ -141,8 +141,8 @@ async def test_a_one_context_budget_holds_several_short_documents(model_factory)
 async def test_without_the_system_memory_tier_an_evicted_document_is_evaluated_again(model_factory):
     model = model_factory("codellama")
     a, b = "file:///w/a.py", "file:///w/b.py"
-    # a pool of one 1,536-token context holds one of these ~1,000-token documents at a time
-    async with lsp_server("--model", str(model.path), "--ctx", "1536", "--prompt-cache-bytes", "1",
+    # a pool of one 1,024-token context holds one of these ~670-token prompts at a time
+    async with lsp_server("--model", str(model.path), "--ctx", "1024", "--prompt-cache-bytes", "1",
                           "--host-cache-bytes", "0") as (client, _):
         open_doc(client, a, DOC)
         open_doc(client, b, DOC.replace("helper", "other"))
@@ -157,7 +157,7 @@ async def test_without_the_system_memory_tier_an_evicted_document_is_evaluated_a
 async def test_an_evicted_document_comes_back_from_system_memory(model_factory):
     model = model_factory("codellama")
     a, b = "file:///w/a.py", "file:///w/b.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "1536", "--prompt-cache-bytes", "1") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "1024", "--prompt-cache-bytes", "1") as (client, _):
         open_doc(client, a, DOC)
         open_doc(client, b, DOC.replace("helper", "other"))
         await inline_at(client, a, LINE, 4)
@@ -490,20 +490,20 @@ def test_bench_switching_restores_five_documents_under_a_one_context_budget(mode
     from conftest import run_cli
 
     model = model_factory("codellama")
-    proc = run_cli("bench", "--switching", "--model", str(model.path), "--keystrokes", "10", "--json", timeout=300)
+    proc = run_cli("bench", "--switching", "--model", str(model.path), "--ctx", "2048", "--keystrokes", "10", "--json", timeout=300)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     (one, five), (one_off, five_off) = report["results"]["system tier"], report["results"]["no system tier"]
     assert [r["replay"] for r in (one, five)] == ["one document", "five documents"]
     assert five["keystrokes"] == five_off["keystrokes"] == 10
-    # the pool (one 4,096-token context) holds two of the five ~1,500-token documents: every switch
+    # the pool (one 2,048-token context) holds two of the five ~730-token prompts: every switch
     # but the first (to the document typed in just before) brings a document back from system
     # memory, or, without that tier, evaluates it again
-    assert five["restores"] == five["model_keystrokes"] - 1 > 0 and five["restored_per_keystroke"] > 1000, five
+    assert five["restores"] == five["model_keystrokes"] - 1 > 0 and five["restored_per_keystroke"] > 500, five
     assert five["evaluated_per_keystroke"] <= 3 and one["evaluated_per_keystroke"] <= 3
-    assert five_off["restores"] == 0 and five_off["evaluated_per_keystroke"] > 1000, five_off
+    assert five_off["restores"] == 0 and five_off["evaluated_per_keystroke"] > 500, five_off
     m = report["memory"]
-    assert 0 < m["host_held_mib"] <= m["host_budget_mib"] and five["cache"]["poolCells"] == 4096
+    assert 0 < m["host_held_mib"] <= m["host_budget_mib"] and five["cache"]["poolCells"] == 2048
 def edit(client, uri: str, version: int, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
     rng = types.Range(start=types.Position(line=start[0], character=start[1]),
                       end=types.Position(line=end[0], character=end[1]))

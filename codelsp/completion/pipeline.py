@@ -222,6 +222,11 @@ def warm(
     if getattr(model, "remote", False) or not settings.prompt_cache:
         return None
     _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    pool = getattr(model, "pool", None)
+    if pool is not None and pool.free < len(prompt):
+        # warming is a guess about the future: it never evicts a document's state (engine/kvcache.py)
+        log.debug("not warming %s: %d free KV cells for a %d-token prompt", key, pool.free, len(prompt))
+        return None
     gen = model.generate(key, prompt, max_tokens=0, sampler=SamplerParams.from_settings(settings),
                          cancel=cancel, pause=pause)
     log.debug("warmed %s: reused %d, evaluated %d tokens (%s)", key, gen.stats.reused, gen.stats.evaluated,

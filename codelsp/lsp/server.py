@@ -231,8 +231,10 @@ class CodeLspServer(LanguageServer):
             # Editors cancel the previous request when the user types; the next request may type
             # into this generation (_ride_in_flight), so it runs on, orphaned, until another job
             # waits (at its next token) or a newer request for the document supersedes it.
+            # A remote backend's generation is stopped at once: its connection is closed, so the
+            # server stops generating (README, Remote backends).
             job.orphaned = True
-            if not job.riders and engine.has_waiting():
+            if not job.riders and (engine.has_waiting() or getattr(engine.model, "remote", False)):
                 engine.cancel(job)
             self._record_cancel(uri)
             raise
@@ -381,6 +383,9 @@ class CodeLspServer(LanguageServer):
         job.riders = getattr(job, "riders", 0) + 1
         try:
             result = await asyncio.shield(asyncio.wrap_future(job.future))
+        except asyncio.CancelledError:  # this request's own $/cancelRequest while it waited
+            self._record_cancel(uri)
+            raise
         except (Cancelled, ModelError):
             return None
         finally:
