@@ -433,12 +433,14 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
     arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress))
     arms = [arm]
     if args.llama_server:
-        from codelsp.models.modelfile import demo_model_path
+        from codelsp.models.errors import ModelError
+        from codelsp.models.modelfile import resolve_model
         from codelsp.tools.llamaserver import BuildError, build
 
-        model = opts.get("model") or (str(demo_model_path()) if demo_model_path() else None)
-        if not model:
-            print("codelsp bench: --llama-server needs a model file: pass --model", file=sys.stderr)
+        try:
+            model = str(resolve_model(opts.get("model"))[0])
+        except ModelError as exc:
+            print(f"codelsp bench: --llama-server needs a model file: {exc}", file=sys.stderr)
             return 2
         try:
             binary = build(quiet=args.json)
