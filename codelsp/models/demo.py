@@ -38,7 +38,7 @@ class DemoModel:
     extra: str = "demo"
 
     def describe(self) -> str:
-        return f"{self.name} ({self.size / 2**20:,.0f} MiB, {self.licence}; embedded default, `codelsp[{self.extra}]`)"
+        return f"{self.name} ({self.size / 2**20:,.0f} MiB, {self.licence}; from `codelsp[{self.extra}]`)"
 
 
 DEMO = DemoModel(
