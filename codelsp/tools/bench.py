@@ -21,7 +21,6 @@ import itertools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lsprotocol import types
+
+from codelsp.tools.procs import stop_process  # noqa: F401 - also used by the tests
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
 
@@ -477,16 +478,6 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         print(f"codelsp is {report['llama_server_vs_codelsp_p50']}x faster than llama-server at p50, "
               f"{report['llama_server_vs_codelsp_p95']}x at p95")
     return 0
-
-
-def stop_process(proc: subprocess.Popen) -> None:
-    """Terminate a server we started; kill it if it has not gone after 10 s."""
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def replay_states(text: str, keystrokes: int) -> tuple[tuple[str, int], list[tuple[str, int]], list[tuple[str, int]]]:

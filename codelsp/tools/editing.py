@@ -234,13 +234,7 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
     import socket
     import tempfile
 
-    def stop_process(proc: subprocess.Popen) -> None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    from codelsp.tools.procs import stop_process
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
