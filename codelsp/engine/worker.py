@@ -69,7 +69,8 @@ class Engine:
                     self._jobs.remove(old)
                     old.superseded = True
                     old.cancel.set()
-                    old.future.set_exception(Superseded("superseded by a newer request"))
+                    if not old.future.done():  # a request cancelled while queued cancels its future
+                        old.future.set_exception(Superseded("superseded by a newer request"))
                 if self._running is not None and self._running.key == key:
                     self._running.superseded = True
                     self._running.cancel.set()
@@ -95,14 +96,20 @@ class Engine:
 
     def _next(self) -> Job | None:
         with self._cv:
-            while not self._jobs and not self._stopped:
-                self._cv.wait()
-            if self._stopped:
-                return None
-            job = min(self._jobs)
-            self._jobs.remove(job)
-            self._running = job
-            return job
+            while True:
+                while not self._jobs and not self._stopped:
+                    self._cv.wait()
+                if self._stopped:
+                    return None
+                job = min(self._jobs)
+                self._jobs.remove(job)
+                # Running from here: cancelling the future no longer succeeds. asyncio.wrap_future
+                # cancels the job's future when the awaiting request is cancelled ($/cancelRequest);
+                # a running generation must run on (another request may ride it), so only the
+                # server decides to stop it, through job.cancel. False: cancelled while queued.
+                if job.future.set_running_or_notify_cancel():
+                    self._running = job
+                    return job
 
     def _run(self) -> None:
         while True:
