@@ -346,3 +346,37 @@ end
     assert r["ghost"]["row"] == 1 and r["ghost"]["col"] == 4
     assert r["lines"] == ["def add(a, b):", "    if a:", "        raise ValueError", "    return b"]
     assert r["cursor"] == [4, len("    return b")]
+
+
+def test_switching_buffers_tells_the_server_which_document_is_in_front(nvim012, tmp_path, model):
+    """lsp/codelsp.lua sends codelsp/didFocus on attach and on BufEnter: the server warms the
+    document you come back to (background prompt evaluation at the cursor)."""
+    body = r"""
+function main()
+  attach()
+  local first = vim.uri_from_bufnr(buf)
+  local other = vim.fs.joinpath(vim.fs.dirname(P.doc), 'other.py')
+  vim.fn.writefile({ 'x = 1', 'y = 2' }, other)
+  vim.cmd.edit(vim.fn.fnameescape(other))
+  local obuf = vim.api.nvim_get_current_buf()
+  wait_for('codelsp on other.py', function() return vim.lsp.buf_is_attached(obuf, client.id) end)
+  vim.api.nvim_win_set_cursor(0, { 2, 0 })
+  vim.cmd.buffer(buf)                            -- back to add.py
+  vim.api.nvim_win_set_cursor(0, { 2, 4 })
+  local function totals()  -- codelsp/stats, asked without blocking this coroutine
+    local got
+    client:request('codelsp/stats', { uri = first }, function(_, result) got = result or {} end, buf)
+    return wait_for('codelsp/stats', function() return got end).totals
+  end
+  for _ = 1, 200 do
+    results.totals = totals()
+    if results.totals.focused >= 3 and results.totals.warmed > 0 then break end
+  end
+  stop()
+end
+"""
+    r = run_nvim012(nvim012, tmp_path, body, model)
+    # add.py on attach, other.py, add.py again: each switch told once
+    assert r["totals"]["focused"] == 3, r["totals"]
+    assert r["totals"]["model"] == 0 and r["totals"]["warmed"] > 0, r["totals"]
+    assert "codelsp WARNING" not in r["lsp_log"] and "codelsp ERROR" not in r["lsp_log"]

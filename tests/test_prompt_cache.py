@@ -603,14 +603,46 @@ async def test_after_an_accepted_suggestion_the_next_state_is_ready(model_factor
         assert last["evaluated"] <= 1, last  # only the last token, for its logits
 
 
-@pytest.mark.parametrize("editor_cancels", [False])  # True (VS Code's way): see the note below
+async def test_coming_back_to_a_document_warms_it_at_the_cursor(model_factory):
+    """`codelsp/didFocus` (the editor switched to a document; editors/ send it): its state comes
+    back from system memory (evicting the document left) and the prompt at the cursor is
+    evaluated in the background, so the first keystroke there costs only its last token."""
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    # a pool of one 1,024-token context holds one of these ~670-token prompts at a time
+    async with lsp_server("--model", str(model.path), "--ctx", "1024", "--prompt-cache-bytes", "1",
+                          warm=True) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        await inline_at(client, a, LINE, 4)
+        await inline_at(client, b, LINE, 4)  # a leaves the KV pool for system memory
+        st = as_dict(await stats(client, a))
+        held = st["hostTokens"]
+        assert st["cachedTokens"] == 0 and held > 500, st
+        type_at(client, a, 2, LINE, 4, "x")
+        client.protocol.notify("codelsp/didFocus", {"position": {"line": 0}})  # no document: ignored
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a},
+                                                    "position": {"line": LINE, "character": 5}})
+        totals = await wait_for_total(client, a, "warmRestored")
+        assert totals["warmed"] >= 1, totals
+        assert (await inline_at(client, a, LINE, 5)).items[0].insert_text == "return a + b"
+        last = as_dict((await stats(client, a)).last)
+        assert last["restored"] == 0 and last["reused"] > 500 and last["evaluated"] <= 1, last
+        assert totals["warmRestored"] == held, totals
+        # focus on the document already in front does nothing
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a}})
+        await inline_at(client, a, LINE, 5)
+        after = as_dict((await stats(client, a)).totals)
+        assert (after["warmed"], after["warmRestored"]) == (totals["warmed"], totals["warmRestored"]), after
+
+
+@pytest.mark.parametrize("editor_cancels", [False, True])
 async def test_typing_into_a_generation_in_flight_rides_it(demo_model, editor_cancels):
     """The user types the characters the running generation is producing: the new request
-    waits for it and answers the rest, instead of superseding it and starting over.
-
-    NOTE: with editor_cancels=True (the editor cancels the older request as it sends the newer
-    one) the server keeps the generation running, orphaned, but this test still saw the newer
-    request run the model (model == 2): not understood yet, so not claimed."""
+    waits for it and answers the rest, instead of superseding it and starting over -- also when
+    the editor cancels the older request as it sends the newer one (VS Code does). That case
+    failed while the engine left a running job's future cancellable: asyncio.wrap_future
+    cancelled it with the request, and the newer request found nothing to ride."""
     uri = "file:///w/count.py"
     async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 150}) as (client, _):
         open_doc(client, "file:///w/short.py", "x = 1\n")

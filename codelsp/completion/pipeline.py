@@ -211,19 +211,24 @@ def warm(
     pause: Callable[[], bool] | None = None,
     extra: str = "",
     anchors: MutableMapping[str, int] | None = None,
+    evict: bool = False,
 ) -> GenStats | None:
     """Evaluate the prompt a completion at `offset` would use, and generate nothing.
 
     Leaves the document's KV slot holding that prompt, so the first real request nearby reuses
     it. `pause()` (the engine's "something more urgent is waiting") stops it between batches,
-    keeping what was evaluated. None for a remote backend (nothing to warm) or without the
-    prompt cache.
+    keeping what was evaluated. Without `evict` it does nothing when the KV pool has fewer free
+    cells than the prompt (a guess never evicts another document's state); with it (the user came
+    to this document) it makes room as a request does: least recently used documents go to the
+    system-memory tier, and this document's own saved state comes back when that pays
+    (engine/kvcache.py). None for a remote backend (nothing to warm), without the prompt cache, or
+    when it did not run.
     """
     if getattr(model, "remote", False) or not settings.prompt_cache:
         return None
     _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
     pool = getattr(model, "pool", None)
-    if pool is not None and pool.free < len(prompt):
+    if pool is not None and not evict and pool.free < len(prompt):
         # warming is a guess about the future: it never evicts a document's state (engine/kvcache.py)
         log.debug("not warming %s: %d free KV cells for a %d-token prompt", key, pool.free, len(prompt))
         return None

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 LABEL_MAX = 60
+FOCUS = "codelsp/didFocus"  # notification: the editor shows this document now (editors/ send it)
 
 
 class LspLogHandler(logging.Handler):
@@ -88,12 +89,16 @@ class CodeLspServer(LanguageServer):
         self.anchors: LRUCache[str, int] = LRUCache(maxsize=256)  # per document (context.py); engine thread only
         self.in_flight: dict[str, tuple[str, int, Job]] = {}  # uri -> (text, offset, job) of its latest completion
         self.offered: dict[str, tuple[str, int, str]] = {}  # uri -> (text, offset, suggestion) last shown
+        self.submitted: dict[str, int] = {}  # uri -> completions submitted (a warm job started before one is stale)
+        self.last_offset: dict[str, int] = {}  # uri -> offset of its latest completion (where the cursor was)
+        self.focused: str | None = None  # the document the user was last seen in (didFocus, a request)
         self.last_stats: dict[str, dict[str, Any]] = {}
         self.last_alternatives: dict[str, dict[str, Any]] = {}
         self._pending_alternatives: dict[str, tuple[str, int, Job]] = {}
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
                        "reused": 0, "restored": 0, "evaluated": 0, "generated": 0,
-                       "alternatives": 0, "alternativeTokens": 0, "inFlight": 0, "speculative": 0, "warmed": 0}
+                       "alternatives": 0, "alternativeTokens": 0, "inFlight": 0, "speculative": 0, "warmed": 0,
+                       "warmRestored": 0, "focused": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -322,13 +327,17 @@ class CodeLspServer(LanguageServer):
         job = engine.submit(work, key=uri)
         job.riders = 0
         self.in_flight[uri] = (text, offset, job)
+        self.submitted[uri] = self.submitted.get(uri, 0) + 1
+        self.last_offset[uri] = offset
+        self.focused = uri
 
         def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
             if settings is self.settings and settings.prompt_cache:
                 self.suggestions.store(uri, text, offset, result.text)
 
         def done(future) -> None:  # on the engine thread; also for a generation its client cancelled
-            if future.exception() is None and future.result() is not None and self.loop is not None:
+            if not future.cancelled() and future.exception() is None and future.result() is not None \
+                    and self.loop is not None:
                 self.loop.call_soon_threadsafe(store, future.result())
 
         job.future.add_done_callback(done)
@@ -425,16 +434,24 @@ class CodeLspServer(LanguageServer):
             self.totals["speculative"] += 1
 
         def done(future) -> None:  # on the engine thread
-            if future.exception() is None and future.result() is not None and self.loop is not None:
+            if not future.cancelled() and future.exception() is None and future.result() is not None \
+                    and self.loop is not None:
                 self.loop.call_soon_threadsafe(store, future.result())
 
         job.future.add_done_callback(done)
 
-    def warm(self, uri: str) -> None:
+    def warm(self, uri: str, offset: int | None = None, *, focus: bool = False) -> None:
         """Evaluate a document's prompt at low priority (engine PRIORITY_WARM: any request
         pre-empts it at the next batch), so the first keystroke there finds its state ready.
-        The cursor is not known on open: the end of the document, whose prompt holds the whole
-        prefix window, is warmed."""
+
+        On open (`focus` False) the cursor is not known: the prompt at `offset` (default: the end
+        of the document, whose prompt holds the whole prefix window) is warmed only when the
+        document has no state yet and the KV pool has free cells (a guess never evicts). When the
+        user comes to the document (`focus`, from `codelsp/didFocus`), it is warmed at `offset`
+        (default: where its last completion was asked) even over its own state, restoring it from
+        system memory and evicting the least recently used documents as a request would. A warm
+        job of the same document still queued or running is superseded; one that finds a
+        completion was asked in the document since it was queued does nothing."""
         doc = self.workspace.open_document(uri)
         settings = self.settings
         if doc is None or not settings.prompt_cache or not settings.warm_documents:
@@ -442,23 +459,48 @@ class CodeLspServer(LanguageServer):
         engine = self.engine
         snap = self._extra_snapshot(doc, touch=False)
         text = doc.source
+        if offset is None:
+            offset = min(self.last_offset.get(uri, len(text)), len(text)) if focus else len(text)
+        asked = self.submitted.get(uri, 0)
 
         def work(job: Job) -> GenStats | None:
-            # a request for this document ran first: its state is worth more than the warm one
-            if engine.model is None or engine.model.cached_tokens(uri) > 0:
+            model = engine.model
+            if model is None or self.submitted.get(uri, 0) != asked:
+                return None  # a request for this document came first: its state is worth more
+            if not focus and model.cached_tokens(uri) > 0:
                 return None
-            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
-            return warm(engine.model, uri, text, len(text), settings, job.cancel,
-                        lambda: engine.more_urgent(job), extra, self.anchors)
+            extra = extra_text(snap[0], settings.extra_context_tokens, model.tokenize, snap[1]) if snap else ""
+            return warm(model, uri, text, offset, settings, job.cancel,
+                        lambda: engine.more_urgent(job), extra, self.anchors, evict=focus)
 
         def count(stats: GenStats) -> None:  # on the event loop
             self.totals["warmed"] += stats.evaluated
+            self.totals["warmRestored"] += stats.restored
 
         def done(future) -> None:  # on the engine thread
-            if future.exception() is None and future.result() is not None and self.loop is not None:
+            if not future.cancelled() and future.exception() is None and future.result() is not None \
+                    and self.loop is not None:
                 self.loop.call_soon_threadsafe(count, future.result())
 
-        engine.submit(work, priority=PRIORITY_WARM).future.add_done_callback(done)
+        engine.submit(work, key=f"warm {uri}", priority=PRIORITY_WARM).future.add_done_callback(done)
+
+    def focus(self, uri: str, position: types.Position | None = None) -> None:
+        """The user is in `uri` now (`codelsp/didFocus`: the editor switched to it, at
+        `position` when it says). Coming back to a document other than the last one warms it
+        there (`warm(focus=True)`); the same document again does nothing."""
+        doc = self.workspace.open_document(uri)
+        if doc is None or uri == self.focused:
+            return
+        self.focused = uri
+        self.totals["focused"] += 1
+        offset = None
+        if position is not None:
+            encoding = doc.position_codec.encoding or types.PositionEncodingKind.Utf16
+            offset, _where, problem = resolve_position(lsp_lines(doc.source), position, encoding)
+            if problem:
+                log.debug("%s %s: %s", FOCUS, uri, problem)
+        log.debug("%s %s: warming it at %s", FOCUS, uri, "the last cursor" if offset is None else f"offset {offset}")
+        self.warm(uri, offset, focus=True)
 
     def _record_cancel(self, uri: str) -> None:
         self.totals["cancelled"] += 1
@@ -534,6 +576,24 @@ def _snippet_escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
 
+def _field(obj: Any, name: str) -> Any:
+    """`obj[name]` or `obj.name` (pygls hands custom methods' params over as either)."""
+    return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+
+
+def _focus_params(params: Any) -> tuple[str | None, types.Position | None]:
+    """(uri, position) of a `codelsp/didFocus`; (None, None) when it names no document. A
+    position that is not two non-negative integers is left out (the last known cursor is used)."""
+    uri = _field(_field(params, "textDocument"), "uri")
+    if not isinstance(uri, str):
+        return None, None
+    pos = _field(params, "position")
+    line, character = _field(pos, "line"), _field(pos, "character")
+    if isinstance(line, int) and isinstance(character, int) and line >= 0 and character >= 0:
+        return uri, types.Position(line=line, character=character)
+    return uri, None
+
+
 def _position_minus(doc_codec, position: types.Position, text: str) -> types.Position:
     return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))
 
@@ -592,6 +652,16 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def on_open(ls: CodeLspServer, params: types.DidOpenTextDocumentParams) -> None:
         ls.warm(params.text_document.uri)
+
+    @server.feature(FOCUS)
+    def on_focus(ls: CodeLspServer, params: Any) -> None:
+        """codelsp's own notification: the editor shows this document now (no LSP message says
+        so). Params: {"textDocument": {"uri"}, "position"?: Position}."""
+        uri, position = _focus_params(params)
+        if uri is None:
+            log.warning("%s without textDocument.uri: ignored", FOCUS)
+            return
+        ls.focus(uri, position)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_change(ls: CodeLspServer, params: types.DidChangeTextDocumentParams) -> None:

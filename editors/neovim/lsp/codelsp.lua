@@ -46,4 +46,21 @@ return {
   --   settings = { codelsp = { maxTokens = 32, temperature = 0.2 } },
   -- (An empty `codelsp = {}` would be sent as a JSON array: leave it out, or use vim.empty_dict().)
   settings = {},
+  -- Tell the server which buffer you are in (codelsp's own `codelsp/didFocus` notification; LSP
+  -- has no message for it): it evaluates that document's prompt at the cursor in the background,
+  -- so the first keystroke after a buffer switch finds it ready. An on_attach of your own given
+  -- through vim.lsp.config replaces this one: copy these lines into it.
+  on_attach = function(client, bufnr)
+    local function focus()
+      if vim.api.nvim_get_current_buf() == bufnr and not client:is_stopped() then
+        client:notify('codelsp/didFocus', vim.lsp.util.make_position_params(0, client.offset_encoding))
+      end
+    end
+    vim.api.nvim_create_autocmd('BufEnter', {
+      group = vim.api.nvim_create_augroup('codelsp.focus.' .. client.id .. '.' .. bufnr, { clear = true }),
+      buffer = bufnr,
+      callback = focus,
+    })
+    focus()   -- the buffer it attached to is usually the one in front
+  end,
 }

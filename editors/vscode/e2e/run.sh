@@ -102,9 +102,19 @@ echo "e2e: driving code-server on port $PORT with chromium"
 rc=0
 node "$HERE/e2e.mjs" "http://127.0.0.1:$PORT/?folder=$WORK/ws" "$WORK/ws/add.py" \
     "${E2E_SCREENSHOT:-$HERE/screenshot.png}" "$WORK" || rc=$?
+log=$(find "$WORK/data/logs" -type f -name 'codelsp.log' 2>/dev/null | head -1 || true)
+if [ "$rc" = 0 ]; then
+    # switching to add.py told the server (codelsp/didFocus), which warmed it in the background
+    if [ -z "$log" ] || ! grep -q 'codelsp/didFocus file://.*add\.py: warming' "$log" \
+            || ! grep -q 'warmed file://.*add\.py' "$log"; then
+        echo "e2e: the codelsp log does not show add.py focused and warmed (codelsp/didFocus)"
+        rc=1
+    else
+        echo "e2e: the server was told of the switch to add.py and warmed it"
+    fi
+fi
 if [ "$rc" != 0 ]; then
     echo "--- code-server log (tail)"; tail -40 "$WORK/code-server.log"
-    log=$(find "$WORK/data/logs" -type f -name 'codelsp.log' 2>/dev/null | head -1 || true)
     if [ -n "$log" ]; then echo "--- codelsp output channel ($log)"; tail -60 "$log"; fi
 fi
 echo "e2e: $([ "$rc" = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - start )) s"

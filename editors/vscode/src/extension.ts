@@ -21,6 +21,7 @@ import {
   registerCommands,
   writeFunctionParams,
 } from './commands';
+import { focusParams, FOCUS_NOTIFICATION } from './focus';
 import { completionMiddleware } from './middleware';
 import { findExecutable, notFoundMessage, serverCommand, startFailedMessage, type ServerCommand } from './serverCommand';
 import { answerConfiguration, serverSettings, SERVER_KEYS, type ServerKey } from './settings';
@@ -59,7 +60,21 @@ class CodelspExtension implements vscode.Disposable {
         menu: () => this.menu(),
       }),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
+      vscode.window.onDidChangeActiveTextEditor((editor) => this.sendFocus(editor)),
     );
+  }
+
+  /** codelsp/didFocus for the editor now in front: the server warms that document at the cursor. */
+  private sendFocus(editor: vscode.TextEditor | undefined): void {
+    const client = this.client;
+    if (!client || !client.isRunning()) {
+      return;
+    }
+    const params = focusParams(editor, this.paused, (uri) => client.code2ProtocolConverter.asUri(uri));
+    if (params) {
+      client.sendNotification(FOCUS_NOTIFICATION, params).catch((error: unknown) =>
+        this.output.warn(`${FOCUS_NOTIFICATION}: ${error instanceof Error ? error.message : String(error)}`));
+    }
   }
 
   // --- settings -------------------------------------------------------------------------
@@ -182,6 +197,7 @@ class CodelspExtension implements vscode.Disposable {
     if (this.state.kind === 'starting') {
       this.setState({ kind: 'loading', message: 'loading the model' });
     }
+    this.sendFocus(vscode.window.activeTextEditor); // the editor already in front when the server starts
   }
 
   async stop(): Promise<void> {
