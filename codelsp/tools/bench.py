@@ -29,6 +29,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
+from codelsp.tools.lspclient import codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
 from codelsp.tools.procs import stop_process  # noqa: F401 - also used by the tests
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
@@ -119,14 +120,6 @@ def rss_mib(pid: int | None) -> float | None:
     return None
 
 
-def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
-    return types.InlineCompletionParams(
-        text_document=types.TextDocumentIdentifier(uri=uri),
-        position=types.Position(line=line, character=character),
-        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-    )
-
-
 def pick_line(text: str, avoid: set[int] = frozenset()) -> int:
     """A line near the middle with enough code on it to type."""
     lines = text.split("\n")
@@ -145,26 +138,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
                       n_docs: int = 3) -> list[Replay]:
     """Type in one document, then round-robin over `n_docs` documents (copies of `text`, each
     typed at its own line); the round-robin types `keystrokes` characters in all when n_docs > 3."""
-    from pygls.lsp.client import LanguageClient
-
-    client = LanguageClient("codelsp-bench", "1")
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(params: types.LogMessageParams) -> None:  # the server's own stderr has them too
-        pass
-
-    @client.feature("codelsp/status")
-    def _status(params: Any) -> None:  # for status bars; the bench has none
-        pass
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def _show(params: types.ShowMessageParams) -> None:
-        print(f"codelsp bench: server says: {params.message}", file=sys.stderr)
-
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env={**os.environ, **(env or {})})
-    try:
-        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
-        client.initialized(types.InitializedParams())
+    async with codelsp_client(server_args, env=env) as client:
         uris = [f"file:///codelsp-bench/doc{i}.py" for i in range(n_docs)]
         rows: list[int] = []
         for _ in uris:
@@ -231,11 +205,7 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
             for uri in uris:
                 await keystroke(uri, three)
         three.rss_end_mib = rss_mib(pid)
-        await client.shutdown_async(None)
-        client.exit(None)
-        return [one, three]
-    finally:
-        await client.stop()
+    return [one, three]
 
 
 def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:

@@ -162,34 +162,12 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
     """Replay `events` against `codelsp serve`; returns the arm and the floor (ms). `progress`:
     a line per event on stderr."""
     from lsprotocol import types
-    from pygls.lsp.client import LanguageClient
 
-    def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
-        return types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))
-
-    client = LanguageClient("codelsp-bench", "1")
-
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(params: types.LogMessageParams) -> None:
-        pass
-
-    @client.feature("codelsp/status")
-    def _status(params: Any) -> None:
-        pass
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def _show(params: types.ShowMessageParams) -> None:
-        print(f"codelsp bench: server says: {params.message}", file=sys.stderr)
+    from codelsp.tools.lspclient import codelsp_client, inline_params
 
     arm = Arm("codelsp")
     floors: list[float] = []
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env={**os.environ, **(env or {})})
-    try:
-        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
-        client.initialized(types.InitializedParams())
+    async with codelsp_client(server_args, env=env) as client:
         uris = [f"file:///codelsp-bench/edit{i}.py" for i in range(len(texts))]
         versions = [1] * len(texts)
         for uri, text in zip(uris, texts):
@@ -220,10 +198,6 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
             if progress:
                 print(f"  {len(arm.rows):>4}/{len(events)} {e.kind:<7} {ms:>9.1f} ms  {last['source']:<12} "
                       f"evaluated {last.get('evaluated')}", file=sys.stderr, flush=True)
-        await client.shutdown_async(None)
-        client.exit(None)
-    finally:
-        await client.stop()
     return arm, (statistics.median(floors) if floors else None)
 
 

@@ -253,30 +253,16 @@ class Progress:
 async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[str, str],
                            on_answer: Callable[[Task, str], None]) -> None:
     from lsprotocol import types
-    from pygls.lsp.client import LanguageClient
 
-    from codelsp.tools.bench import inline_params
+    from codelsp.tools.lspclient import codelsp_client, inline_params
 
-    client = LanguageClient("codelsp-eval", "1")
     problems: list[str] = []
 
-    @client.feature(types.WINDOW_LOG_MESSAGE)
-    def _log(params: types.LogMessageParams) -> None:
-        pass
-
-    @client.feature("codelsp/status")
-    def _status(params: Any) -> None:
-        pass
-
-    @client.feature(types.WINDOW_SHOW_MESSAGE)
-    def _show(params: types.ShowMessageParams) -> None:
+    def show(params: types.ShowMessageParams) -> None:
         if params.type == types.MessageType.Error:
             problems.append(params.message)
 
-    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env=env)
-    try:
-        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
-        client.initialized(types.InitializedParams())
+    async with codelsp_client(server_args, name="codelsp-eval", env=env, on_show=show) as client:
         for n, task in enumerate(tasks):
             uri = f"file:///codelsp-eval/{n}.py"
             client.text_document_did_open(types.DidOpenTextDocumentParams(
@@ -291,10 +277,6 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
             client.text_document_did_close(types.DidCloseTextDocumentParams(
                 text_document=types.TextDocumentIdentifier(uri=uri)))
             on_answer(task, answer)
-        await client.shutdown_async(None)
-        client.exit(None)
-    finally:
-        await client.stop()
 
 
 def _server_args(options: dict[str, Any]) -> list[str]:

@@ -1,0 +1,70 @@
+"""The LSP client the tools drive `codelsp serve` with (bench replays, editing replay, eval).
+
+One place for what each of them needs around its requests: the server started over stdio as
+`python -m codelsp serve <args>`, initialized with no client capabilities (plain-text inline
+completion), its log and status notifications ignored (its stderr has the log), and a clean
+shutdown; the process is stopped whatever happens.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Callable
+
+from lsprotocol import types
+
+
+def inline_params(uri: str, line: int, character: int) -> types.InlineCompletionParams:
+    """`textDocument/inlineCompletion` params as an editor sends them while you type (automatic
+    trigger) at zero-based `line` and UTF-16 `character`."""
+    return types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri),
+        position=types.Position(line=line, character=character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+    )
+
+
+@asynccontextmanager
+async def codelsp_client(
+    server_args: list[str],
+    *,
+    name: str = "codelsp-bench",
+    env: dict[str, str] | None = None,
+    on_show: Callable[[types.ShowMessageParams], None] | None = None,
+) -> AsyncIterator[Any]:
+    """An initialized pygls `LanguageClient` talking to a `codelsp serve` subprocess.
+
+    `env` is added to this process's environment. `window/showMessage` goes to `on_show`, else to
+    stderr as "<name>: server says: ...". Leaving the block normally shuts the server down
+    (shutdown + exit); an exception only stops it.
+    """
+    from pygls.lsp.client import LanguageClient
+
+    client = LanguageClient(name, "1")
+
+    @client.feature(types.WINDOW_LOG_MESSAGE)
+    def _log(params: types.LogMessageParams) -> None:  # the server's own stderr has them too
+        pass
+
+    @client.feature("codelsp/status")
+    def _status(params: Any) -> None:  # for status bars; the tools have none
+        pass
+
+    @client.feature(types.WINDOW_SHOW_MESSAGE)
+    def _show(params: types.ShowMessageParams) -> None:
+        if on_show is not None:
+            on_show(params)
+        else:
+            print(f"{name}: server says: {params.message}", file=sys.stderr)
+
+    await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env={**os.environ, **(env or {})})
+    try:
+        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
+        client.initialized(types.InitializedParams())
+        yield client
+        await client.shutdown_async(None)
+        client.exit(None)
+    finally:
+        await client.stop()
