@@ -692,3 +692,53 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     assert cost("delete") <= 3 and cost("enter") <= 8, kinds
     assert cost("move") < 300 and cost("switch") < 300, kinds  # the suffix window at most, not the file
     assert report["floor_ms"] > 0
+
+
+SHAPES = '''import math
+
+
+def area(shape, size):
+    """Area of a square or a circle."""
+    if shape == "square":
+        return size * size
+    if shape == "circle":
+        return math.pi * size * size
+    raise ValueError(shape)
+'''
+
+
+def test_bench_typing_rate_types_into_a_multi_line_suggestion(model_factory, tmp_path):
+    """`codelsp bench --typing-rate`: the body of area() is taken out, the model's suggestion
+    there is learnt, and its first line typed at 20 characters a second with the editor
+    cancelling each request at the next keystroke; one model run serves every keystroke."""
+    import json
+
+    from conftest import run_cli
+
+    multi = "if a:\n        raise ValueError\n    return b"
+    model = model_factory("qwen", multi, default="answer")
+    src = tmp_path / "shapes.py"
+    src.write_text(SHAPES)
+    proc = run_cli("bench", str(src), "--typing-rate", "20", "--model", str(model.path), "--json", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["line"] == 6 and report["suggestion"] == multi and report["typed"] == "if a:"
+    rows = report["rows"]
+    assert len(rows) == report["keystrokes"] + 1 == 6
+    assert rows[-1]["shown"] and rows[-1]["multiline"], rows  # after the last keystroke: the rest
+    server = report["server"]
+    assert server["requests"] == 6 and server["model"] + server["orphaned"] == 1, server
+    assert server["model"] + server["inFlight"] + server["typeThrough"] + server["cancelled"] == 6, server
+
+
+def test_bench_typing_rate_where_the_model_suggests_nothing_says_so(model_factory, tmp_path):
+    """A clear error and exit 1 (the bench used to wait forever for its server to exit)."""
+    from conftest import run_cli
+
+    model = model_factory("qwen", "", default="answer")
+    src = tmp_path / "shapes.py"
+    src.write_text(SHAPES)
+    proc = run_cli("bench", str(src), "--typing-rate", "20", "--model", str(model.path), timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "codelsp bench: --typing-rate: the model suggests nothing at 6:5: pick another place", proc.stderr

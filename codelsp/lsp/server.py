@@ -98,7 +98,8 @@ class CodeLspServer(LanguageServer):
         self.totals = {"requests": 0, "model": 0, "typeThrough": 0, "cancelled": 0,
                        "reused": 0, "restored": 0, "evaluated": 0, "generated": 0,
                        "alternatives": 0, "alternativeTokens": 0, "inFlight": 0, "speculative": 0, "warmed": 0,
-                       "warmRestored": 0, "focused": 0}
+                       "warmRestored": 0, "focused": 0,
+                       "orphaned": 0}
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -334,6 +335,10 @@ class CodeLspServer(LanguageServer):
         def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
             if settings is self.settings and settings.prompt_cache:
                 self.suggestions.store(uri, text, offset, result.text)
+            if getattr(job, "orphaned", False):  # its request was cancelled: count the work here
+                self.totals["orphaned"] += 1
+                for k in ("reused", "restored", "evaluated", "generated"):
+                    self.totals[k] += getattr(result.stats, k)
 
         def done(future) -> None:  # on the engine thread; also for a generation its client cancelled
             if not future.cancelled() and future.exception() is None and future.result() is not None \

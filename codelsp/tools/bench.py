@@ -54,6 +54,10 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                    help="with --editing: replay the same session against llama.cpp's llama-server driven as llama.vim "
                         "drives it (/infill, --cache-reuse 256); builds and caches the binary on first use (~10 min)")
     b.add_argument("--progress", action="store_true", help="with --editing: a line per event on stderr")
+    b.add_argument("--typing-rate", type=float, metavar="CPS",
+                   help="type into a multi-line suggestion (maxTokens 64 unless given) while it is generated, at CPS "
+                        "characters a second, the editor cancelling each request at the next keystroke as VS Code "
+                        "does; reports how many keystrokes showed it (see codelsp/tools/ride.py)")
     b.add_argument("--fim-demo", action="store_true",
                    help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
@@ -208,6 +212,38 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
     return [one, three]
 
 
+def run_typing_rate(args: argparse.Namespace, flags: list[str], text: str, env: dict[str, str], path: Path,
+                    opts: dict[str, Any]) -> int:
+    """`codelsp bench --typing-rate CPS`: codelsp/tools/ride.py, printed or as JSON."""
+    from codelsp.tools.ride import body_hole, replay_typing_rate
+
+    hole, line, col = body_hole(text)
+    if not args.json:
+        print(f"typing at {args.typing_rate:g} characters a second into the body of a function at "
+              f"{path.name}:{line + 1} (maxTokens {opts['maxTokens']}) ...", file=sys.stderr)
+    try:
+        report = asyncio.run(replay_typing_rate(flags, hole, line, col, args.typing_rate, args.keystrokes, env))
+    except RuntimeError as exc:
+        print(f"codelsp bench: --typing-rate: {exc}", file=sys.stderr)
+        return 1
+    report = {"file": str(path), "line": line + 1, "settings": opts, **report}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    server = report["server"]
+    first = report["first_multiline_ms"]
+    print(f"suggestion ({len(report['suggestion'])} characters, {report['suggestion'].count(chr(10)) + 1} lines), "
+          f"typed its first {report['keystrokes']} characters: {report['typed']!r}")
+    print(f"keystrokes that showed a suggestion in time: {report['shown']} of {len(report['rows'])} "
+          f"({report['multiline_shown']} with more than one line); first multi-line one after "
+          + (f"{first:,.0f} ms" if first is not None else "never"))
+    print(f"server: {server['requests']} requests; model runs: {server['model']} answered, {server['orphaned']} "
+          f"finished after their request was cancelled; answered from the generation in flight {server['inFlight']}, "
+          f"from a finished suggestion {server['typeThrough']}, cancelled {server['cancelled']}; "
+          f"{server['evaluated']} prompt tokens evaluated, {server['generated']} generated")
+    return 0
+
+
 def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     files = list(args.file or [])
     if len(files) > (5 if args.editing else 1):
@@ -215,6 +251,13 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 2
     if args.llama_server and not args.editing:
         print("codelsp bench: --llama-server goes with --editing", file=sys.stderr)
+        return 2
+    if args.typing_rate is not None and (args.editing or args.switching or args.compare_server):
+        print("codelsp bench: --typing-rate is a replay of its own: leave out --editing, --switching and "
+              "--compare-server", file=sys.stderr)
+        return 2
+    if args.typing_rate is not None and not 0.5 <= args.typing_rate <= 50:
+        print("codelsp bench: --typing-rate is characters a second, between 0.5 and 50", file=sys.stderr)
         return 2
     path = Path(files[0]) if files else SAMPLE
     try:
@@ -224,7 +267,9 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 2
     flags: list[str] = []
     opts = dict(options)
-    opts.setdefault("maxTokens", 8)
+    opts.setdefault("maxTokens", 64 if args.typing_rate is not None else 8)
+    if args.typing_rate is not None:  # the whole suggestion is the point: no 5 s wall-clock cut
+        opts.setdefault("timeoutMs", 120000)
     opts.pop("promptCache", None)
     env: dict[str, str] = {}
     if "apiKey" in opts:  # not on a command line other users can read
@@ -250,6 +295,8 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         flags += [flag, str(value)]
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)
+    if args.typing_rate is not None:
+        return run_typing_rate(args, flags, text, env, path, opts)
     if args.editing:
         return run_editing(args, files, opts, flags, env)
     results = {}

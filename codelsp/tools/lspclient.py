@@ -2,12 +2,16 @@
 
 One place for what each of them needs around its requests: the server started over stdio as
 `python -m codelsp serve <args>`, initialized with no client capabilities (plain-text inline
-completion), its log and status notifications ignored (its stderr has the log), and a clean
-shutdown; the process is stopped whatever happens.
+completion), its log and status notifications ignored, its stderr read all along (pygls gives
+the process a pipe there and never reads it: once the pipe's 64 KiB were full, the server would
+block at its next log line) and its last lines shown if the server dies; a clean
+shutdown, or on an error the process terminated (pygls's stop() alone would wait for it forever).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
 import sys
 from contextlib import asynccontextmanager
@@ -60,11 +64,35 @@ async def codelsp_client(
             print(f"{name}: server says: {params.message}", file=sys.stderr)
 
     await client.start_io(sys.executable, "-m", "codelsp", "serve", *server_args, env={**os.environ, **(env or {})})
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+    stderr = getattr(getattr(client, "_server", None), "stderr", None)
+
+    async def drain() -> None:
+        while stderr is not None:
+            line = await stderr.readline()
+            if not line:
+                return
+            tail.append(line.decode("utf-8", "replace").rstrip("\n"))
+
+    reader = asyncio.create_task(drain())
     try:
         await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
         client.initialized(types.InitializedParams())
         yield client
         await client.shutdown_async(None)
         client.exit(None)
+    except BaseException:
+        server = getattr(client, "_server", None)
+        if tail and server is not None and server.returncode is not None:  # it died: say why
+            print(f"{name}: the server exited; its last log lines:", *tail, sep="\n  ", file=sys.stderr)
+        if server is not None and server.returncode is None:
+            # no shutdown was sent: client.stop() would wait for an exit that never comes
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), 10)
+            except asyncio.TimeoutError:
+                server.kill()
+        raise
     finally:
         await client.stop()
+        reader.cancel()
