@@ -634,6 +634,78 @@ async def test_coming_back_to_a_document_warms_it_at_the_cursor(model_factory):
         await inline_at(client, a, LINE, 5)
         after = as_dict((await stats(client, a)).totals)
         assert (after["warmed"], after["warmRestored"]) == (totals["warmed"], totals["warmRestored"]), after
+        # a position outside LSP's range is left out (the last cursor is used), never an error
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": b},
+                                                    "position": {"line": 2**40, "character": 0}})
+        await wait_for_total(client, b, "focused", totals["focused"] + 1)
+        await inline_at(client, b, LINE, 4)
+        assert not [m.message for m in client.messages if m.type == types.MessageType.Error]
+
+
+async def test_closing_a_document_drops_its_warm_job(model_factory):
+    """A document focused and closed at once (VS Code's preview tabs): the focus warm must not
+    run after the close and bring its state back (evicting documents that are still open)."""
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a}})
+        client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=a)))
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": b}})
+        # warm jobs run in order: once b's has run, a's would have run before it
+        await wait_for_total(client, b, "warmed", 500)
+        st = as_dict(await stats(client, a))
+        assert st["cachedTokens"] == 0 and st["hostTokens"] == 0, st
+
+
+async def test_a_request_riding_a_queued_job_outlives_the_request_that_started_it(demo_model):
+    """The job of a document is still queued (the engine is busy with another document) when
+    the user types into it: the newer request rides it, and cancelling the older request (an
+    editor that sends the new request first) must not cancel the job the newer one waits for."""
+    busy, uri = "file:///w/busy.py", "file:///w/count.py"
+    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 150}) as (client, _):
+        open_doc(client, busy, COUNTING)
+        open_doc(client, uri, COUNTING)
+        await inline_at(client, busy, 0, 5)  # the model is loaded
+        running = client.protocol.send_request("textDocument/inlineCompletion", inline_params(busy, 0, len(COUNTING)))
+        await asyncio.sleep(0.3)  # busy.py is generating
+        older = client.protocol.send_request("textDocument/inlineCompletion", inline_params(uri, 0, len(COUNTING)),
+                                             msg_id="older")
+        await asyncio.sleep(0.1)
+        type_at(client, uri, 2, 0, len(COUNTING), " 40")
+        newer = asyncio.ensure_future(inline_at(client, uri, 0, len(COUNTING) + 3))
+        await asyncio.sleep(0.1)
+        client.protocol.notify("$/cancelRequest", types.CancelParams(id="older"))
+        answer = await asyncio.wait_for(newer, 600)
+        assert answer.items[0].insert_text.startswith(", 41"), answer
+        await asyncio.wait_for(asyncio.wrap_future(running), 600)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(asyncio.wrap_future(older), 60)  # answered "cancelled"
+        totals = as_dict((await stats(client, uri)).totals)
+        assert totals["inFlight"] + totals["typeThrough"] == 1 and totals["orphaned"] == 1, totals
+
+
+async def test_background_warming_does_not_stop_a_generation_being_typed_into(demo_model):
+    """A generation whose request the editor cancelled runs on for the next keystroke; a
+    document opened meanwhile (its warm job queued) must not make it give way."""
+    uri, other = "file:///w/count.py", "file:///w/other.py"
+    async with lsp_server("--model", str(demo_model), init_options={**LONG, "maxTokens": 150},
+                          warm=True) as (client, _):
+        open_doc(client, "file:///w/short.py", "x = 1\n")
+        open_doc(client, uri, COUNTING)
+        await inline_at(client, "file:///w/short.py", 0, 5)  # the model is loaded
+        await wait_for_total(client, uri, "warmed", 100)  # count.py's own warm job is done
+        client.protocol.send_request("textDocument/inlineCompletion", inline_params(uri, 0, len(COUNTING)),
+                                     msg_id="older")
+        await asyncio.sleep(0.5)  # it is generating
+        client.protocol.notify("$/cancelRequest", types.CancelParams(id="older"))
+        open_doc(client, other, DOC)  # queues a warm job
+        type_at(client, uri, 2, 0, len(COUNTING), " 40")
+        newer = await asyncio.wait_for(inline_at(client, uri, 0, len(COUNTING) + 3), 600)
+        assert newer.items[0].insert_text.startswith(", 41"), newer
+        totals = as_dict((await stats(client, uri)).totals)
+        assert totals["model"] == 1 and totals["orphaned"] == 1, totals  # short.py; count.py ran once
 
 
 @pytest.mark.parametrize("editor_cancels", [False, True])

@@ -77,7 +77,7 @@ async def run_chat(
 
     # which model serves: asked on the engine, so a load still in progress (the server's first
     # seconds) finishes first and a remote backend is not mistaken for a missing local model
-    current = engine.submit(lambda job: engine.instruct or engine.model, priority=PRIORITY_ACTION)
+    current = engine.submit(lambda job: engine.instruct or engine.model, priority=PRIORITY_ACTION, light=True)
     try:
         model = await asyncio.wrap_future(current.future)
     except asyncio.CancelledError:

@@ -42,6 +42,7 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future, compare=False)
     superseded: bool = field(default=False, compare=False)
+    light: bool = field(default=False, compare=False)  # a quick query: see Engine.has_waiting
 
 
 class Engine:
@@ -58,8 +59,12 @@ class Engine:
         self._thread.start()
 
     # --- job queue --------------------------------------------------------------------
-    def submit(self, fn: Callable[[Job], Any], *, key: str | None = None, priority: int = PRIORITY_COMPLETION) -> Job:
-        job = Job(priority, next(self._seq), fn, key)
+    def submit(self, fn: Callable[[Job], Any], *, key: str | None = None, priority: int = PRIORITY_COMPLETION,
+               light: bool = False) -> Job:
+        """Queue `fn(job)` for the engine thread. A `key` supersedes the jobs of the same key still
+        queued (their futures raise Superseded) and asks the running one to stop. `light`: a quick
+        query (stats, which model serves) that a generation nobody waits for need not give way to."""
+        job = Job(priority, next(self._seq), fn, key, light=light)
         with self._cv:
             if self._stopped:
                 job.future.set_exception(RuntimeError("engine stopped"))
@@ -87,8 +92,20 @@ class Engine:
                     job.future.set_exception(Cancelled("cancelled"))
 
     def has_waiting(self) -> bool:
-        """True when any job is queued (a generation nobody waits for should give way)."""
-        return bool(self._jobs)
+        """True when work a generation nobody waits for should give way to is queued: a job that
+        is neither background warming (PRIORITY_WARM), a light query, nor already cancelled."""
+        return any(j.priority < PRIORITY_WARM and not j.light and not j.future.done() for j in list(self._jobs))
+
+    def drop(self, key: str) -> None:
+        """Cancel every job of `key`: queued ones leave the queue, the running one is asked to stop."""
+        with self._cv:
+            for job in [j for j in self._jobs if j.key == key]:
+                self._jobs.remove(job)
+                job.cancel.set()
+                if not job.future.done():
+                    job.future.set_exception(Cancelled("dropped"))
+            if self._running is not None and self._running.key == key:
+                self._running.cancel.set()
 
     def more_urgent(self, job: Job) -> bool:
         """True when a job of higher priority is waiting (a running action should pause)."""

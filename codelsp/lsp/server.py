@@ -232,7 +232,9 @@ class CodeLspServer(LanguageServer):
         job = self._submit_completion(uri, doc, text, offset, settings)
         job.riders = 0
         try:
-            result = await asyncio.wrap_future(job.future)
+            # shielded: cancelling this request must not cancel the job's future (a job still
+            # queued has a cancellable one), which later requests may be riding
+            result = await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:  # $/cancelRequest
             # Editors cancel the previous request when the user types; the next request may type
             # into this generation (_ride_in_flight), so it runs on, orphaned, until another job
@@ -453,7 +455,7 @@ class CodeLspServer(LanguageServer):
         of the document, whose prompt holds the whole prefix window) is warmed only when the
         document has no state yet and the KV pool has free cells (a guess never evicts). When the
         user comes to the document (`focus`, from `codelsp/didFocus`), it is warmed at `offset`
-        (default: where its last completion was asked) even over its own state, restoring it from
+        (default: where its last completion was asked, else its end) even over its own state, restoring it from
         system memory and evicting the least recently used documents as a request would. A warm
         job of the same document still queued or running is superseded; one that finds a
         completion was asked in the document since it was queued does nothing."""
@@ -494,7 +496,11 @@ class CodeLspServer(LanguageServer):
         `position` when it says). Coming back to a document other than the last one warms it
         there (`warm(focus=True)`); the same document again does nothing."""
         doc = self.workspace.open_document(uri)
-        if doc is None or uri == self.focused:
+        settings = self.settings
+        if doc is None or uri == self.focused or not settings.prompt_cache or not settings.warm_documents:
+            return
+        uri = doc.uri  # the spelling of didOpen, which requests use (a focus may spell it otherwise)
+        if uri == self.focused:
             return
         self.focused = uri
         self.totals["focused"] += 1
@@ -588,13 +594,16 @@ def _field(obj: Any, name: str) -> Any:
 
 def _focus_params(params: Any) -> tuple[str | None, types.Position | None]:
     """(uri, position) of a `codelsp/didFocus`; (None, None) when it names no document. A
-    position that is not two non-negative integers is left out (the last known cursor is used)."""
+    position that is not two LSP unsigned integers is left out (the last known cursor is used)."""
     uri = _field(_field(params, "textDocument"), "uri")
     if not isinstance(uri, str):
         return None, None
     pos = _field(params, "position")
     line, character = _field(pos, "line"), _field(pos, "character")
-    if isinstance(line, int) and isinstance(character, int) and line >= 0 and character >= 0:
+    def valid(n: Any) -> bool:  # LSP's uinteger, not a bool
+        return isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2**31
+
+    if valid(line) and valid(character):
         return uri, types.Position(line=line, character=character)
     return uri, None
 
@@ -682,6 +691,10 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
         ls.in_flight.pop(uri, None)
         ls.offered.pop(uri, None)
 
+        if ls.focused == uri:
+            ls.focused = None
+        ls.engine.drop(f"warm {uri}")  # a warm job queued or running would bring its state back
+
         def forget(job: Job) -> None:
             ls.anchors.pop(uri, None)
             if ls.engine.model is not None:
@@ -762,7 +775,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
                     return (m.cached_tokens(uri) if m is not None else 0), 0, 0
                 return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri)
 
-            kv, host, state = await asyncio.wrap_future(ls.engine.submit(cached).future)
+            kv, host, state = await asyncio.wrap_future(ls.engine.submit(cached, light=True).future)
             out["cachedTokens"] = kv  # tokens of this document's prompt state in the KV pool
             out["hostTokens"] = host  # ... saved in system memory
             out["stateBytes"] = state  # llama.cpp's size of its state in the KV pool (0: not there)
@@ -771,7 +784,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
             m = ls.engine.model
             return m.cache_stats() if m is not None and hasattr(m, "cache_stats") else None
 
-        out["cache"] = await asyncio.wrap_future(ls.engine.submit(cache).future)
+        out["cache"] = await asyncio.wrap_future(ls.engine.submit(cache, light=True).future)
         return out
 
     @server.feature("codelsp/documentText")

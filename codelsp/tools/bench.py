@@ -217,7 +217,11 @@ def run_typing_rate(args: argparse.Namespace, flags: list[str], text: str, env: 
     """`codelsp bench --typing-rate CPS`: codelsp/tools/ride.py, printed or as JSON."""
     from codelsp.tools.ride import body_hole, replay_typing_rate
 
-    hole, line, col = body_hole(text)
+    try:
+        hole, line, col = body_hole(text)
+    except ValueError as exc:
+        print(f"codelsp bench: {path}: {exc}", file=sys.stderr)
+        return 2
     if not args.json:
         print(f"typing at {args.typing_rate:g} characters a second into the body of a function at "
               f"{path.name}:{line + 1} (maxTokens {opts['maxTokens']}) ...", file=sys.stderr)
@@ -236,7 +240,8 @@ def run_typing_rate(args: argparse.Namespace, flags: list[str], text: str, env: 
           f"typed its first {report['keystrokes']} characters: {report['typed']!r}")
     print(f"keystrokes that showed a suggestion in time: {report['shown']} of {len(report['rows'])} "
           f"({report['multiline_shown']} with more than one line); first multi-line one after "
-          + (f"{first:,.0f} ms" if first is not None else "never"))
+          + (f"{first:,.0f} ms" if first is not None
+             else "never" + (" (the suggestion has one line)" if "\n" not in report["suggestion"].strip() else "")))
     print(f"server: {server['requests']} requests; model runs: {server['model']} answered, {server['orphaned']} "
           f"finished after their request was cancelled; answered from the generation in flight {server['inFlight']}, "
           f"from a finished suggestion {server['typeThrough']}, cancelled {server['cancelled']}; "
@@ -255,6 +260,9 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.typing_rate is not None and (args.editing or args.switching or args.compare_server):
         print("codelsp bench: --typing-rate is a replay of its own: leave out --editing, --switching and "
               "--compare-server", file=sys.stderr)
+        return 2
+    if args.keystrokes < 1:
+        print("codelsp bench: --keystrokes must be at least 1", file=sys.stderr)
         return 2
     if args.typing_rate is not None and not 0.5 <= args.typing_rate <= 50:
         print("codelsp bench: --typing-rate is characters a second, between 0.5 and 50", file=sys.stderr)

@@ -30,7 +30,7 @@ def body_hole(text: str) -> tuple[str, int, int]:
     """`text` with the body of one function taken out (the one nearest the middle of the file
     whose body has at least three lines of code after its docstring), and the cursor (zero-based
     line, column) on the empty, indented line left there: a place where a model writes several
-    lines. Raises SystemExit with a one-line message when the file has no such function."""
+    lines. Raises ValueError (a one-line message) when the file has no such function."""
     lines = text.split("\n")
     candidates = []
     for i, line in enumerate(lines):
@@ -52,7 +52,7 @@ def body_hole(text: str) -> tuple[str, int, int]:
         if end - body >= 3:
             candidates.append((abs(i - len(lines) // 2), i, body, end))
     if not candidates:
-        raise SystemExit("codelsp bench: --typing-rate needs a file with a function of three or more lines")
+        raise ValueError("--typing-rate needs a file with a function of three or more lines")
     _, _, body, end = min(candidates)
     indent = lines[body][: len(lines[body]) - len(lines[body].lstrip())]
     return "\n".join(lines[:body] + [indent] + lines[end:]), body, len(indent)
@@ -80,11 +80,18 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
     Returns the report (JSON-ready): the suggestion learnt, per keystroke whether a suggestion
     was shown in time (and whether it had more than one line), the first multi-line one's time
     since the first keystroke (ms), and the server's totals during the replay. Raises
-    RuntimeError when the model suggests nothing there.
+    RuntimeError when the model suggests nothing there (with the server's error message when it
+    showed one: no model, a backend that is down).
     """
     interval = 1.0 / rate
     ids = (f"typing-rate-{n}" for n in itertools.count())
-    async with codelsp_client(server_args, env=env) as client:
+    errors: list[str] = []
+
+    def show(params: types.ShowMessageParams) -> None:  # the model did not load, the backend is down, ...
+        if params.type == types.MessageType.Error:
+            errors.append(params.message)
+
+    async with codelsp_client(server_args, env=env, on_show=show) as client:
         learn = "file:///codelsp-bench/typing-rate-learn.py"
         uri = "file:///codelsp-bench/typing-rate.py"
         for u in (learn, uri):
@@ -93,6 +100,8 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
         found = _items(await client.text_document_inline_completion_async(inline_params(learn, line, col)))
         suggestion = found[0] if found else ""
         if not suggestion.strip():
+            if errors:
+                raise RuntimeError(errors[0])
             raise RuntimeError(f"the model suggests nothing at {line + 1}:{col + 1}: pick another place")
         client.text_document_did_close(types.DidCloseTextDocumentParams(
             text_document=types.TextDocumentIdentifier(uri=learn)))
