@@ -7,10 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -18,7 +14,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import complete_at, inline_at, lsp_server, open_doc
-from codelsp.tools.bench import stop_process
+from codelsp.tools.procs import free_port, serving
 from codelsp.tools.llamaserver import build, cached_binary
 
 # CI (.ci/run) sets CODELSP_BUILD_LLAMA_SERVER=1: build it here once (about 10 minutes on 2 cores)
@@ -30,36 +26,15 @@ URI = "file:///work/add.py"
 ADD = "def add(a, b):\n    \n"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def llama_server(model: Path, log_dir: Path, *extra: str) -> Iterator[str]:
+def llama_server(model: Path, *extra: str) -> Iterator[str]:
     """llama-server on 127.0.0.1, healthy; yields its root URL."""
     port = free_port()
-    log = log_dir / f"llama-server-{port}.log"
+    url = f"http://127.0.0.1:{port}"
     cmd = [str(BINARY), "-m", str(model), "--host", "127.0.0.1", "--port", str(port), "-c", "2048",
            "-t", "2", "-np", "1", "--no-warmup", *extra]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            if proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                if urllib.request.urlopen(url + "/health", timeout=1).status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("llama-server did not start")
+    with serving(cmd, "llama-server", url + "/health", timeout_s=60):
         yield url
-    finally:
-        stop_process(proc)
 
 
 def backend(url: str, *extra: str) -> tuple[str, ...]:
@@ -76,11 +51,11 @@ def as_dict(obj) -> dict:
 
 
 @pytest.mark.parametrize("family", ["starcoder", "qwen", "codellama"])
-async def test_infill_gives_the_exact_answer(model_factory, tmp_path, family):
+async def test_infill_gives_the_exact_answer(model_factory, family):
     # answers only right after the middle token, or anywhere for Code Llama ("auto" default):
     # an empty line head, so /infill's prompt ends with the middle token
     model = model_factory(family)
-    with llama_server(model.path, tmp_path) as url:
+    with llama_server(model.path) as url:
         async with lsp_server(*backend(url)) as (client, _):
             open_doc(client, URI, ADD)
             item = (await complete_at(client, URI, 1, 4)).items[0]
@@ -88,7 +63,7 @@ async def test_infill_gives_the_exact_answer(model_factory, tmp_path, family):
             assert (await inline_at(client, URI, 1, 4)).items[0].insert_text == "return a + b"
 
 
-async def test_the_line_head_goes_in_the_prompt_field_and_typing_is_cheap(model_factory, tmp_path):
+async def test_the_line_head_goes_in_the_prompt_field_and_typing_is_cheap(model_factory):
     """codelsp sends the text just before the cursor as /infill's `prompt`. The llama-server of
     llama-cpp-python 0.3.36's llama.cpp still evaluates the suffix again on each keystroke
     (measured: about 320 of 655 tokens here; the prompt field does not come after the suffix in
@@ -98,7 +73,7 @@ async def test_the_line_head_goes_in_the_prompt_field_and_typing_is_cheap(model_
     body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(20))
     doc = body + "def add(a, b):\n    \n" + body
     line = body.count("\n") + 1
-    with llama_server(model.path, tmp_path) as url:
+    with llama_server(model.path) as url:
         async with lsp_server(*backend(url)) as (client, _):
             open_doc(client, URI, doc)
             assert (await inline_at(client, URI, line, 4)).items[0].insert_text == "return a + b"

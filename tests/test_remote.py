@@ -21,7 +21,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
-from codelsp.tools.bench import stop_process
+from codelsp.tools.procs import stop_process
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed")
 

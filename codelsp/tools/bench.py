@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import json
 import os
@@ -30,7 +31,7 @@ from typing import Any, Callable
 from lsprotocol import types
 
 from codelsp.tools.lspclient import codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
-from codelsp.tools.procs import stop_process  # noqa: F401 - also used by the tests
+from codelsp.tools.procs import free_port, serving
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
 
@@ -545,10 +546,6 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
     /v1/completions, non-streaming, on every keystroke; llama-cpp-python's own prefix reuse is
     all the caching there is."""
     import http.client
-    import socket
-    import subprocess
-    import tempfile
-
     from codelsp.models.families import family_from_name, layout_text, stop_texts
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
@@ -563,15 +560,11 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
     except ModelError as exc:
         raise CompareError(str(exc)) from None
     family = opts.get("fimTemplate") or family_from_name(Path(model).name) or "none"
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     threads = str(opts.get("nThreads") or os.cpu_count() or 1)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", model, "--host", "127.0.0.1", "--port", str(port),
            "--n_ctx", str(opts.get("contextSize", 5000)), "--n_threads", threads, "--n_threads_batch", threads,
            "--n_batch", "512", "--n_gpu_layers", str(opts.get("nGpuLayers", -1))]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
 
     def post(body: dict) -> dict:
@@ -582,21 +575,8 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
             raise CompareError(f"llama_cpp.server answered {resp.status}: {data[:300]!r}")
         return json.loads(data)
 
-    try:
-        for _ in range(1200):
-            if proc.poll() is not None:
-                log.seek(0)
-                raise CompareError(f"llama_cpp.server exited: {log.read()[-1500:].decode(errors='replace')}")
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-                probe.request("GET", "/v1/models")
-                probe.getresponse().read()
-                probe.close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise CompareError("llama_cpp.server did not start within 120 s")
+    with serving(cmd, "llama_cpp.server", f"http://127.0.0.1:{port}/v1/models", error=CompareError), \
+            contextlib.closing(conn):
         start, one_doc, three_docs = replay_states(text, keystrokes)
         layouts = [("psm", "PSM text (the usual plugin template)")]
         if family == "codellama":
@@ -639,7 +619,3 @@ def compare_server(opts: dict[str, Any], text: str, keystrokes: int, *, quiet: b
                 "generated_per_keystroke": round(statistics.mean(gen_tok), 2),
             })
         return {"model": model, "family": family, "llama_cpp_version": llama_cpp.__version__, "rows": rows}
-    finally:
-        conn.close()
-        stop_process(proc)
-        log.close()

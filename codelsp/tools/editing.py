@@ -21,9 +21,7 @@ per-keystroke timings, median).
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -205,38 +203,15 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
                         progress: bool = False) -> Arm:
     """Replay `events` against llama.cpp's `llama-server`, driven as llama.vim drives it."""
     import http.client
-    import socket
-    import tempfile
 
-    from codelsp.tools.procs import stop_process
+    from codelsp.tools.llamaserver import llama_vim_command
+    from codelsp.tools.procs import free_port, serving
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    threads = str(opts.get("nThreads") or os.cpu_count() or 1)
-    cmd = [str(binary), "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", str(opts.get("contextSize", 5000)),
-           "-t", threads, "-tb", threads, "-b", "512", "-ub", "512", "--cache-reuse", "256", "-np", "1",
-           "-ngl", "0", "--no-warmup"]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    port = free_port()
+    cmd = llama_vim_command(binary, model, port, opts) + ["-b", "512", "-ub", "512", "-ngl", "0"]
     docs = [Doc(t.split("\n")) for t in texts]
     arm = Arm("llama-server")
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"llama-server exited: {log.read()[-1500:].decode(errors='replace')}")
-            try:
-                probe = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                probe.request("GET", "/health")
-                if probe.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama-server did not start within 120 s")
-            time.sleep(0.2)
+    with serving(cmd, "llama-server", f"http://127.0.0.1:{port}/health"):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
 
         def infill(doc: Doc, row: int, col: int) -> tuple[str, int]:
@@ -281,7 +256,4 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
                 print(f"  {len(arm.rows):>4}/{len(events)} {e.kind:<7} {arm.rows[-1]['ms']:>9.1f} ms  {source:<12} "
                       f"evaluated {evaluated}", file=sys.stderr, flush=True)
         conn.close()
-    finally:
-        stop_process(proc)
-        log.close()
     return arm

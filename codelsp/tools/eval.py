@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -417,32 +416,12 @@ def llama_vim_text(content: str) -> str:
 
 
 def server_answers(binary: str, model: str, tasks: list[Task], options: dict[str, Any]) -> Iterable[tuple[Task, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    threads = options.get("nThreads") or os.cpu_count() or 1
-    ctx = int(options.get("contextSize") or 5000)
-    cmd = [binary, "-m", model, "--host", "127.0.0.1", "--port", str(port), "-c", str(ctx), "-t", str(threads),
-           "-tb", str(threads), "-np", "1", "--cache-reuse", "256", "--no-warmup"]
-    log = tempfile.TemporaryFile()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    from codelsp.tools.llamaserver import llama_vim_command
+    from codelsp.tools.procs import free_port, serving
+
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                log.seek(0)
-                tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
-                raise EvalError(f"llama-server exited with code {proc.returncode}: {tail[0]}")
-            try:
-                with urllib.request.urlopen(base + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise EvalError("llama-server did not become healthy within 120 s")
-            time.sleep(0.3)
+    with serving(llama_vim_command(binary, model, port, options), "llama-server", base + "/health", error=EvalError):
         n_predict = 128  # llama.vim's default
         for task in tasks:
             body = json.dumps(llama_vim_request(task, n_predict)).encode()
@@ -453,17 +432,6 @@ def server_answers(binary: str, model: str, tasks: list[Task], options: dict[str
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 raise EvalError(f"llama-server /infill failed: {exc}") from None
             yield task, llama_vim_text(content)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=10)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        log.close()
 
 
 # --- the command ------------------------------------------------------------------------------

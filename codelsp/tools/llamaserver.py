@@ -28,6 +28,7 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 class BuildError(RuntimeError):
@@ -64,6 +65,16 @@ def cached_binary(version: str | None = None) -> Path | None:
     except BuildError:
         return None
     return p if os.access(p, os.X_OK) else None
+
+
+def llama_vim_command(binary: Path | str, model: str, port: int, opts: dict[str, Any]) -> list[str]:
+    """`llama-server`'s command line as llama.vim's README starts it for infill: one slot,
+    `--cache-reuse 256`, on 127.0.0.1:`port`; context and threads from codelsp's settings
+    (`contextSize`, default 5000; `nThreads`, default every core)."""
+    threads = str(opts.get("nThreads") or os.cpu_count() or 1)
+    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+            "-c", str(opts.get("contextSize") or 5000), "-t", threads, "-tb", threads,
+            "-np", "1", "--cache-reuse", "256", "--no-warmup"]
 
 
 def _cmake_flags() -> list[str]:

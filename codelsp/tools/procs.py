@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from typing import Iterator
 
 
 def stop_process(proc: subprocess.Popen) -> None:
@@ -13,3 +20,42 @@ def stop_process(proc: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for the server started next."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], name: str, health_url: str, *, error: type[Exception] = RuntimeError,
+            timeout_s: float = 120) -> Iterator[None]:
+    """Run the server `cmd` (its output to a temporary file) for the block, once GET `health_url`
+    answers 200; stop it afterwards whatever happens (stop_process).
+
+    Raises `error` with one line when the server exits first ("<name> exited with code N: <its
+    last line of output>") or does not answer within `timeout_s` seconds.
+    """
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or ["(no output)"]
+                    raise error(f"{name} exited with code {proc.returncode}: {tail[0]}")
+                try:
+                    with urllib.request.urlopen(health_url, timeout=2) as resp:
+                        if resp.status == 200:
+                            break
+                except (urllib.error.URLError, OSError):  # not listening yet; 503 while it loads
+                    pass
+                if time.monotonic() > deadline:
+                    raise error(f"{name} did not start within {timeout_s:g} s")
+                time.sleep(0.2)
+            yield
+        finally:
+            stop_process(proc)
