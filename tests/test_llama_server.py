@@ -16,6 +16,7 @@ from lsprotocol import types
 from conftest import complete_at, inline_at, lsp_server, open_doc
 from codelsp.tools.procs import free_port, serving
 from codelsp.tools.llamaserver import build, cached_binary
+from codelsp.tools.lspclient import as_dict
 
 # CI (.ci/run) sets CODELSP_BUILD_LLAMA_SERVER=1: build it here once (about 10 minutes on 2 cores)
 BINARY = cached_binary() or (build() if os.environ.get("CODELSP_BUILD_LLAMA_SERVER") == "1" else None)
@@ -45,9 +46,6 @@ async def stats(client, uri: str) -> dict:
     res = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
     return res if isinstance(res, dict) else res._asdict()
 
-
-def as_dict(obj) -> dict:
-    return obj if isinstance(obj, dict) else obj._asdict()
 
 
 @pytest.mark.parametrize("family", ["starcoder", "qwen", "codellama"])

@@ -9,6 +9,7 @@ import pytest
 from lsprotocol import types
 
 from conftest import complete_at, inline_at, inline_params, lsp_server, open_doc
+from codelsp.tools.lspclient import as_dict
 
 BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(30))
 DOC = BODY + "def add(a, b):\n    \n" + BODY
@@ -28,10 +29,6 @@ def type_at(client, uri: str, version: int, line: int, character: int, text: str
 async def stats(client, uri: str) -> dict:
     return await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
 
-
-def as_dict(obj) -> dict:
-    """pygls hands custom results back as namedtuple-like objects."""
-    return obj if isinstance(obj, dict) else obj._asdict()
 
 
 async def test_a_keystroke_evaluates_only_its_new_tokens(model_factory):

@@ -22,6 +22,7 @@ from lsprotocol import types
 
 from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
 from codelsp.tools.procs import stop_process
+from codelsp.tools.lspclient import as_dict
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed")
 
@@ -110,9 +111,6 @@ async def stats(client, uri: str | None = None) -> dict:
     res = await client.protocol.send_request_async("codelsp/stats", {"uri": uri} if uri else {})
     return res if isinstance(res, dict) else res._asdict()
 
-
-def as_dict(obj) -> dict:
-    return obj if isinstance(obj, dict) else obj._asdict()
 
 
 async def test_completion_and_inline_completion_give_the_exact_answer_through_the_server(starcoder_server):

@@ -70,15 +70,7 @@ class Engine:
                 job.future.set_exception(RuntimeError("engine stopped"))
                 return job
             if key is not None:
-                for old in [j for j in self._jobs if j.key == key]:
-                    self._jobs.remove(old)
-                    old.superseded = True
-                    old.cancel.set()
-                    if not old.future.done():  # a request cancelled while queued cancels its future
-                        old.future.set_exception(Superseded("superseded by a newer request"))
-                if self._running is not None and self._running.key == key:
-                    self._running.superseded = True
-                    self._running.cancel.set()
+                self._stop_key(key, superseded=True)
             self._jobs.append(job)
             self._cv.notify()
         return job
@@ -99,13 +91,21 @@ class Engine:
     def drop(self, key: str) -> None:
         """Cancel every job of `key`: queued ones leave the queue, the running one is asked to stop."""
         with self._cv:
-            for job in [j for j in self._jobs if j.key == key]:
-                self._jobs.remove(job)
-                job.cancel.set()
-                if not job.future.done():
-                    job.future.set_exception(Cancelled("dropped"))
-            if self._running is not None and self._running.key == key:
-                self._running.cancel.set()
+            self._stop_key(key, superseded=False)
+
+    def _stop_key(self, key: str, superseded: bool) -> None:
+        """With the lock held: queued jobs of `key` leave the queue (their futures raise Superseded
+        or Cancelled), the running one is asked to stop at its next check."""
+        for job in [j for j in self._jobs if j.key == key]:
+            self._jobs.remove(job)
+            job.superseded = superseded
+            job.cancel.set()
+            if not job.future.done():  # a request cancelled while queued cancels its future
+                job.future.set_exception(Superseded("superseded by a newer request") if superseded
+                                         else Cancelled("dropped"))
+        if self._running is not None and self._running.key == key:
+            self._running.superseded = self._running.superseded or superseded
+            self._running.cancel.set()
 
     def more_urgent(self, job: Job) -> bool:
         """True when a job of higher priority is waiting (a running action should pause)."""

@@ -230,7 +230,6 @@ class CodeLspServer(LanguageServer):
                 return ridden, word
 
         job = self._submit_completion(uri, doc, text, offset, settings)
-        job.riders = 0
         try:
             # shielded: cancelling this request must not cancel the job's future (a job still
             # queued has a cancellable one), which later requests may be riding
@@ -256,9 +255,7 @@ class CodeLspServer(LanguageServer):
             self._report_no_model()
             return None
         self._reported_error = None  # working again: a later failure is shown again
-        self._record(uri, "model", result.stats, result.total_ms)
-        if settings.prompt_cache:
-            self.suggestions.store(uri, text, offset, result.text)
+        self._record(uri, "model", result.stats, result.total_ms)  # its suggestion is stored (_submit_completion)
         if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
             alt = self._alternatives(uri, doc, text, offset, result, more)
             if now:
@@ -339,8 +336,7 @@ class CodeLspServer(LanguageServer):
                 self.suggestions.store(uri, text, offset, result.text)
             if getattr(job, "orphaned", False):  # its request was cancelled: count the work here
                 self.totals["orphaned"] += 1
-                for k in ("reused", "restored", "evaluated", "generated"):
-                    self.totals[k] += getattr(result.stats, k)
+                self._add_tokens(result.stats)
 
         def done(future) -> None:  # on the engine thread; also for a generation its client cancelled
             if not future.cancelled() and future.exception() is None and future.result() is not None \
@@ -433,17 +429,15 @@ class CodeLspServer(LanguageServer):
             return
         at = offset + len(suggestion)
         settings = self.settings
-        job = self._submit_completion(uri, doc, new, at, settings)
-        job.riders = 0
+        job = self._submit_completion(uri, doc, new, at, settings)  # which stores its suggestion
 
-        def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
-            self.suggestions.store(uri, new, at, result.text)
+        def count() -> None:  # on the event loop
             self.totals["speculative"] += 1
 
         def done(future) -> None:  # on the engine thread
             if not future.cancelled() and future.exception() is None and future.result() is not None \
                     and self.loop is not None:
-                self.loop.call_soon_threadsafe(store, future.result())
+                self.loop.call_soon_threadsafe(count)
 
         job.future.add_done_callback(done)
 
@@ -517,10 +511,13 @@ class CodeLspServer(LanguageServer):
         self.totals["cancelled"] += 1
         self.last_stats[uri] = {"source": "cancelled"}
 
-    def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
-        self.totals[source] += 1
+    def _add_tokens(self, stats: GenStats) -> None:
         for k in ("reused", "restored", "evaluated", "generated"):
             self.totals[k] += getattr(stats, k)
+
+    def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
+        self.totals[source] += 1
+        self._add_tokens(stats)
         self.last_stats[uri] = {
             "source": source, "reused": stats.reused, "restored": stats.restored, "shifted": stats.shifted,
             "evaluated": stats.evaluated,

@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
-from codelsp.tools.lspclient import codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
+from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
 from codelsp.tools.procs import free_port, serving
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
@@ -173,13 +173,13 @@ async def run_replays(server_args: list[str], text: str, keystrokes: int, env: d
             await client.text_document_inline_completion_async(inline_params(uri, d["row"], d["col"] + d["typed"]))
             replay.latencies_ms.append((time.perf_counter() - t0) * 1000)
             st = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
-            last = st.last._asdict() if hasattr(st.last, "_asdict") else dict(st.last)
+            last = as_dict(st.last)
             replay.sources[last["source"]] = replay.sources.get(last["source"], 0) + 1
             rss = rss_mib(pid)
             if rss is not None:
                 replay.rss_max_mib = max(replay.rss_max_mib or 0.0, rss)
             if st.cache is not None:
-                replay.cache = st.cache._asdict() if hasattr(st.cache, "_asdict") else dict(st.cache)
+                replay.cache = as_dict(st.cache)
             if last["source"] == "model":
                 replay.model_latencies_ms.append(replay.latencies_ms[-1])
                 replay.evaluated.append(last["evaluated"])

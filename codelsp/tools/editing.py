@@ -161,7 +161,7 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
     a line per event on stderr."""
     from lsprotocol import types
 
-    from codelsp.tools.lspclient import codelsp_client, inline_params
+    from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params
 
     arm = Arm("codelsp")
     floors: list[float] = []
@@ -188,7 +188,7 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
             await client.text_document_inline_completion_async(inline_params(uri, *e.cursor))
             ms = (time.perf_counter() - t0) * 1000
             st = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
-            last = st.last._asdict() if hasattr(st.last, "_asdict") else dict(st.last)
+            last = as_dict(st.last)
             row = {"kind": e.kind, "ms": ms, "source": last["source"], "evaluated": last.get("evaluated")}
             if last["source"] == "model":
                 floors.append(last["promptMs"] / max(last["evaluated"], 1) + last["genMs"])

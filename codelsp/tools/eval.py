@@ -253,7 +253,7 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
                            on_answer: Callable[[Task, str], None]) -> None:
     from lsprotocol import types
 
-    from codelsp.tools.lspclient import codelsp_client, inline_params
+    from codelsp.tools.lspclient import codelsp_client, inline_params, inline_texts
 
     problems: list[str] = []
 
@@ -270,9 +270,7 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
             result = await client.text_document_inline_completion_async(inline_params(uri, line, col))
             if problems:
                 raise EvalError(problems[0])
-            items = result.items if result is not None and not isinstance(result, list) else (result or [])
-            answer = items[0].insert_text if items else ""
-            answer = answer if isinstance(answer, str) else answer.value
+            answer = (inline_texts(result) or [""])[0]
             client.text_document_did_close(types.DidCloseTextDocumentParams(
                 text_document=types.TextDocumentIdentifier(uri=uri)))
             on_answer(task, answer)

@@ -30,6 +30,19 @@ def inline_params(uri: str, line: int, character: int) -> types.InlineCompletion
     )
 
 
+def inline_texts(result: Any) -> list[str]:
+    """The texts of a `textDocument/inlineCompletion` answer (a list or an InlineCompletionList;
+    snippet items give their snippet text), best first; [] for no answer."""
+    items = result.items if result is not None and not isinstance(result, list) else (result or [])
+    return [item.insert_text if isinstance(item.insert_text, str) else item.insert_text.value for item in items]
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A JSON object of a custom answer (`codelsp/stats`): pygls hands it over as a namedtuple-like
+    object."""
+    return obj._asdict() if hasattr(obj, "_asdict") else dict(obj)
+
+
 @asynccontextmanager
 async def codelsp_client(
     server_args: list[str],

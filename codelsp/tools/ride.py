@@ -23,7 +23,7 @@ from typing import Any
 
 from lsprotocol import types
 
-from codelsp.tools.lspclient import codelsp_client, inline_params
+from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params, inline_texts
 
 
 def body_hole(text: str) -> tuple[str, int, int]:
@@ -58,20 +58,6 @@ def body_hole(text: str) -> tuple[str, int, int]:
     return "\n".join(lines[:body] + [indent] + lines[end:]), body, len(indent)
 
 
-def _items(result: Any) -> list[str]:
-    items = result.items if result is not None and not isinstance(result, list) else (result or [])
-    out = []
-    for item in items:
-        text = item.insert_text
-        out.append(text if isinstance(text, str) else text.value)
-    return out
-
-
-def _totals(st: Any) -> dict[str, Any]:
-    t = st.totals
-    return t._asdict() if hasattr(t, "_asdict") else dict(t)
-
-
 async def replay_typing_rate(server_args: list[str], text: str, line: int, col: int, rate: float,
                              max_keys: int, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Type, at `rate` characters a second, up to `max_keys` characters of the suggestion at
@@ -97,7 +83,7 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
         for u in (learn, uri):
             client.text_document_did_open(types.DidOpenTextDocumentParams(
                 text_document=types.TextDocumentItem(uri=u, language_id="python", version=1, text=text)))
-        found = _items(await client.text_document_inline_completion_async(inline_params(learn, line, col)))
+        found = inline_texts(await client.text_document_inline_completion_async(inline_params(learn, line, col)))
         suggestion = found[0] if found else ""
         if not suggestion.strip():
             if errors:
@@ -107,7 +93,7 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
             text_document=types.TextDocumentIdentifier(uri=learn)))
         # type at most the suggestion's first line: the rest is what a multi-line suggestion shows
         typed = suggestion.split("\n", 1)[0][:max_keys]
-        before = _totals(await client.protocol.send_request_async("codelsp/stats", {"uri": uri}))
+        before = as_dict((await client.protocol.send_request_async("codelsp/stats", {"uri": uri})).totals)
 
         rows: list[dict[str, Any]] = []
         start = time.perf_counter()
@@ -130,7 +116,7 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
                 future.add_done_callback(lambda f: f.cancelled() or f.exception())  # answered "cancelled"
             else:
                 await asyncio.sleep(max(0.0, interval - (time.perf_counter() - sent)))  # the user's pace
-            shown = _items(result)
+            shown = inline_texts(result)
             rows.append({"keystroke": k, "shown": bool(shown and shown[0]),
                          "multiline": bool(shown and "\n" in shown[0].strip()),
                          "at_ms": round((time.perf_counter() - start) * 1000, 1),
@@ -142,7 +128,7 @@ async def replay_typing_rate(server_args: list[str], text: str, line: int, col: 
                 text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=k + 2),
                 content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text=ch)]))
             pending = send(col + k + 1)
-        after = _totals(await client.protocol.send_request_async("codelsp/stats", {"uri": uri}))
+        after = as_dict((await client.protocol.send_request_async("codelsp/stats", {"uri": uri})).totals)
 
     counts = {k: after.get(k, 0) - before.get(k, 0)
               for k in ("requests", "model", "orphaned", "inFlight", "typeThrough", "cancelled", "evaluated",
