@@ -11,6 +11,7 @@ import ast
 import jinja2
 import pytest
 
+from codelsp import languages
 from codelsp.actions import steps as A
 from codelsp.actions.chat import TemplateError, build_prompt, llama2_prompt, render_template
 
@@ -81,7 +82,7 @@ def test_generic_languages_use_braces_and_their_comment_syntax():
     target = A.targets(ts, "typescript", 1)[0]
     edit = A.edit_for(target, ts, "typescript", "```ts\nfunction add(a: number, b: number): number {\n  return a + b;\n}\n```")
     assert A.apply_edit(ts, edit) == "function add(a: number, b: number): number {\n  return a + b;\n}\n"
-    assert A.comment_prefix("lua") == "--" and A.comment_prefix("rust") == "//"
+    assert languages.comment_prefix("lua") == "--" and languages.comment_prefix("rust") == "//"
 
 
 @pytest.mark.parametrize("answer", [

@@ -1,4 +1,4 @@
 """Code actions: what applies at the cursor, the chat prompt, running it on the engine, the edit.
 
-May import engine, models and settings; never lsp, completion or tools.
+May import languages, engine, models and settings; never lsp, completion or tools.
 """

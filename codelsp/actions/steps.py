@@ -16,53 +16,18 @@ import re
 import textwrap
 from dataclasses import dataclass, field
 
+from codelsp.languages import BLOCK_COMMENTS, NO_COMMENTS, comment_prefix
+
 WRITE_FUNCTION = "codelsp.writeFunction"
 EXPLAIN = "codelsp.explain"
 DOCUMENT = "codelsp.document"
 FIX = "codelsp.fix"
 COMMANDS = (WRITE_FUNCTION, EXPLAIN, DOCUMENT, FIX)
 
-_LANG_BY_EXT = {
-    "py": "python", "pyi": "python", "js": "javascript", "mjs": "javascript", "ts": "typescript",
-    "tsx": "typescriptreact", "jsx": "javascriptreact", "c": "c", "h": "c", "cc": "cpp", "cpp": "cpp",
-    "hpp": "cpp", "rs": "rust", "go": "go", "java": "java", "kt": "kotlin", "swift": "swift",
-    "rb": "ruby", "sh": "shellscript", "bash": "shellscript", "lua": "lua", "sql": "sql",
-    "hs": "haskell", "cs": "csharp", "php": "php", "scala": "scala", "zig": "zig",
-    "el": "lisp", "clj": "clojure", "lisp": "lisp", "r": "r", "jl": "julia", "pl": "perl",
-    "yaml": "yaml", "yml": "yaml", "toml": "toml", "ex": "elixir", "exs": "elixir",
-    "css": "css", "html": "html", "htm": "html", "xml": "xml", "md": "markdown", "json": "json",
-    "ps1": "powershell", "ml": "ocaml", "vue": "vue",
-}
-_HASH = {"python", "ruby", "shellscript", "perl", "r", "julia", "yaml", "toml", "elixir", "makefile",
-         "dockerfile", "powershell", "cmake", "nix", "coffeescript", "graphql", "tcl", "awk", "fish", "zsh"}
-_DASHES = {"lua", "sql", "haskell", "ada", "elm"}
-_SEMI = {"lisp", "clojure", "scheme", "ini", "asm", "racket"}
-# languages without line comments: Explain writes a block comment (or nothing, for JSON)
-_BLOCK = {"css": ("/*", "*/"), "html": ("<!--", "-->"), "xml": ("<!--", "-->"), "markdown": ("<!--", "-->"),
-          "svg": ("<!--", "-->"), "vue": ("<!--", "-->"), "ocaml": ("(*", "*)")}
-_NO_COMMENTS = {"json", "plaintext", "text"}
-
 _PY_DEF = re.compile(r"^(\s*)(async\s+def|def)\s+(\w+)")
 AST_MAX_CHARS = 1_000_000
 MAX_FUNCTION_LINES = 2000
 _PY_STUB_LINE = re.compile(r"^\s*(pass|\.\.\.|raise\s+NotImplementedError\b.*)\s*(#.*)?$")
-
-
-def language_of(language_id: str | None, uri: str) -> str:
-    if language_id:
-        return language_id.lower()
-    ext = uri.rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
-    return _LANG_BY_EXT.get(ext, "text")
-
-
-def comment_prefix(language: str) -> str:
-    if language in _HASH:
-        return "#"
-    if language in _DASHES:
-        return "--"
-    if language in _SEMI:
-        return ";"
-    return "//"
 
 
 def _indent(line: str) -> str:
@@ -598,11 +563,11 @@ def edit_for(target: Target, text: str, language: str, answer: str, width: int =
         prose = answer.strip()
         if not prose:
             return None
-        if language in _NO_COMMENTS:
+        if language in NO_COMMENTS:
             return None  # nowhere to put it: the markdown result is all there is
         indent = _indent(lines[target.start]) if target.start < len(lines) else ""
-        if language in _BLOCK:
-            opening, closing = _BLOCK[language]
+        if language in BLOCK_COMMENTS:
+            opening, closing = BLOCK_COMMENTS[language]
             body = _wrap(prose.replace(closing, ""), width - len(indent) - 2)
             new = [f"{indent}{opening}", *[f"{indent}  {ln}".rstrip() for ln in body], f"{indent}{closing}"]
             return LineEdit(target.start, target.start, tuple(new))

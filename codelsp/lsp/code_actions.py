@@ -17,6 +17,7 @@ from typing import Any
 
 from lsprotocol import types
 
+from codelsp import languages
 from codelsp.actions import steps as actions
 from codelsp.actions.instruct import run_chat
 from codelsp.engine.llama import Cancelled
@@ -91,7 +92,7 @@ class ActionRunner:
         if end > start and rng.end.character == 0:
             end -= 1  # a selection of whole lines ends at column 0 of the next one
         selected = (rng.start.line, rng.start.character) != (rng.end.line, rng.end.character)
-        language = actions.language_of(doc.language_id, uri)
+        language = languages.language_of(doc.language_id, uri)
         diags = tuple(
             (d.range.start.line, d.range.end.line, d.message) for d in (params.context.diagnostics or [])
         )
@@ -121,7 +122,7 @@ class ActionRunner:
         doc = self.server.workspace.open_document(uri)
         if doc is None:
             raise ValueError(f"document is not open: {uri}")
-        language = actions.language_of(doc.language_id, uri)
+        language = languages.language_of(doc.language_id, uri)
         if isinstance(arg.get("range"), dict):
             a, b = _pos(arg["range"].get("start")), _pos(arg["range"].get("end"))
             end = b.line - 1 if b.line > a.line and b.character == 0 else b.line
