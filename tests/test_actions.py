@@ -11,7 +11,8 @@ import ast
 import jinja2
 import pytest
 
-from codelsp.actions import steps as A
+from codelsp import languages
+from codelsp.actions import edits, targets
 from codelsp.actions.chat import TemplateError, build_prompt, llama2_prompt, render_template
 
 SRC = '''import math
@@ -38,22 +39,22 @@ class K:
 
 
 def commands(line: int, text: str = SRC, language: str = "python", end: int | None = None) -> list[str]:
-    return [t.command for t in A.targets(text, language, line, end)]
+    return [t.command for t in targets.targets(text, language, line, end)]
 
 
 def test_targets_follow_the_cursor():
-    assert commands(5) == [A.WRITE_FUNCTION, A.EXPLAIN, A.DOCUMENT]  # in a `pass` stub
-    assert commands(9) == [A.EXPLAIN, A.DOCUMENT]  # a real body: nothing to write
-    assert commands(14)[0] == A.WRITE_FUNCTION  # raise NotImplementedError
-    assert commands(17)[0] == A.WRITE_FUNCTION  # docstring only
-    assert commands(19)[0] == A.WRITE_FUNCTION  # a comment describing a function
-    assert commands(0) == [A.EXPLAIN]
+    assert commands(5) == [targets.WRITE_FUNCTION, targets.EXPLAIN, targets.DOCUMENT]  # in a `pass` stub
+    assert commands(9) == [targets.EXPLAIN, targets.DOCUMENT]  # a real body: nothing to write
+    assert commands(14)[0] == targets.WRITE_FUNCTION  # raise NotImplementedError
+    assert commands(17)[0] == targets.WRITE_FUNCTION  # docstring only
+    assert commands(19)[0] == targets.WRITE_FUNCTION  # a comment describing a function
+    assert commands(0) == [targets.EXPLAIN]
     assert commands(2) == []  # a blank line outside any function: nothing to explain
-    assert commands(0, end=9)[:1] == [A.EXPLAIN]
+    assert commands(0, end=9)[:1] == [targets.EXPLAIN]
 
 
 def test_stub_ranges_keep_the_docstring():
-    fns = {f.name: f for f in A.functions(SRC, "python")}
+    fns = {f.name: f for f in targets.functions(SRC, "python")}
     assert fns["add"].stub == (5, 6) and fns["add"].doc == (4, 5)
     assert fns["n"].stub == (18, 18)  # insert after the docstring
     assert fns["mul"].stub is None
@@ -61,27 +62,27 @@ def test_stub_ranges_keep_the_docstring():
 
 def test_unparsable_python_still_finds_the_stub():
     broken = "def f(x):\n    pass\n\ndef g(:\n"
-    [f] = A.functions(broken, "python")  # g's signature is not closed yet
+    [f] = targets.functions(broken, "python")  # g's signature is not closed yet
     assert f.name == "f" and f.stub == (1, 2)
     # a docstring before the stub, and a function without a body yet further down
     typing = 'def add(a, b):\n    """Add.\n\n    Two numbers.\n    """\n    pass\n\ndef mul(a, b):\n'
-    add = A.functions(typing, "python")[0]
+    add = targets.functions(typing, "python")[0]
     assert (add.doc, add.stub) == ((1, 5), (5, 6))
-    target = A.targets(typing, "python", 5)[0]
-    assert target.command == A.WRITE_FUNCTION
-    after = A.apply_edit(typing, A.edit_for(target, typing, "python", 'def add(a, b):\n    """Add."""\n    return a + b'))
+    target = targets.targets(typing, "python", 5)[0]
+    assert target.command == targets.WRITE_FUNCTION
+    after = edits.apply_edit(typing, edits.edit_for(target, typing, "python", 'def add(a, b):\n    """Add."""\n    return a + b'))
     assert after == typing.replace("    pass\n", "    return a + b\n")
     only_doc = 'def f():\n    """Doc."""\n\ndef g(:\n'
-    assert A.functions(only_doc, "python")[0].stub == (2, 2)
+    assert targets.functions(only_doc, "python")[0].stub == (2, 2)
 
 
 def test_generic_languages_use_braces_and_their_comment_syntax():
     ts = "function add(a: number, b: number): number {\n  // TODO\n}\n"
-    assert commands(1, ts, "typescript")[0] == A.WRITE_FUNCTION
-    target = A.targets(ts, "typescript", 1)[0]
-    edit = A.edit_for(target, ts, "typescript", "```ts\nfunction add(a: number, b: number): number {\n  return a + b;\n}\n```")
-    assert A.apply_edit(ts, edit) == "function add(a: number, b: number): number {\n  return a + b;\n}\n"
-    assert A.comment_prefix("lua") == "--" and A.comment_prefix("rust") == "//"
+    assert commands(1, ts, "typescript")[0] == targets.WRITE_FUNCTION
+    target = targets.targets(ts, "typescript", 1)[0]
+    edit = edits.edit_for(target, ts, "typescript", "```ts\nfunction add(a: number, b: number): number {\n  return a + b;\n}\n```")
+    assert edits.apply_edit(ts, edit) == "function add(a: number, b: number): number {\n  return a + b;\n}\n"
+    assert languages.comment_prefix("lua") == "--" and languages.comment_prefix("rust") == "//"
 
 
 @pytest.mark.parametrize("answer", [
@@ -92,50 +93,50 @@ def test_generic_languages_use_braces_and_their_comment_syntax():
     "```python\ndef add(a, b):\n    return a + b",  # cut off by the token limit: no closing fence
 ])
 def test_write_function_answers_in_many_shapes_give_the_same_edit(answer):
-    target = A.targets(SRC, "python", 5)[0]
-    edit = A.edit_for(target, SRC, "python", answer)
-    after = A.apply_edit(SRC, edit)
+    target = targets.targets(SRC, "python", 5)[0]
+    edit = edits.edit_for(target, SRC, "python", answer)
+    after = edits.apply_edit(SRC, edit)
     assert after == SRC.replace("    pass\n", "    return a + b\n")
     ast.parse(after)
 
 
 def test_extract_code_prefers_the_longest_fence_and_drops_prose():
     answer = "Use `x`:\n```py\nx = 1\n```\nor better:\n```python\ndef f():\n    return 2\n```\n"
-    assert A.extract_code(answer) == "def f():\n    return 2"
-    assert A.extract_code("Sure, here is the code you need.\nx = compute(1)\n") == "x = compute(1)"
-    assert A.extract_code("") == ""
+    assert edits.extract_code(answer) == "def f():\n    return 2"
+    assert edits.extract_code("Sure, here is the code you need.\nx = compute(1)\n") == "x = compute(1)"
+    assert edits.extract_code("") == ""
 
 
 def test_write_from_a_comment_inserts_below_it():
-    target = A.targets(SRC, "python", 19)[0]
-    edit = A.edit_for(target, SRC, "python", "```python\n# return the square of x\ndef square(x):\n    return x * x\n```")
-    assert A.apply_edit(SRC, edit).endswith("# return the square of x\ndef square(x):\n    return x * x\n")
+    target = targets.targets(SRC, "python", 19)[0]
+    edit = edits.edit_for(target, SRC, "python", "```python\n# return the square of x\ndef square(x):\n    return x * x\n```")
+    assert edits.apply_edit(SRC, edit).endswith("# return the square of x\ndef square(x):\n    return x * x\n")
 
 
 def test_explain_wraps_a_comment_at_the_code_indentation():
-    target = [t for t in A.targets(SRC, "python", 14) if t.command == A.EXPLAIN][0]
-    edit = A.edit_for(target, SRC, "python", "word " * 40, width=40)
+    target = [t for t in targets.targets(SRC, "python", 14) if t.command == targets.EXPLAIN][0]
+    edit = edits.edit_for(target, SRC, "python", "word " * 40, width=40)
     assert edit.start == edit.end == 13
     assert all(line.startswith("    # ") and len(line) <= 40 for line in edit.new_lines)
 
 
 def test_document_replaces_an_existing_docstring():
-    target = [t for t in A.targets(SRC, "python", 5) if t.command == A.DOCUMENT][0]
-    after = A.apply_edit(SRC, A.edit_for(target, SRC, "python", '"""Add two numbers.\n\nReturns their sum.\n"""'))
+    target = [t for t in targets.targets(SRC, "python", 5) if t.command == targets.DOCUMENT][0]
+    after = edits.apply_edit(SRC, edits.edit_for(target, SRC, "python", '"""Add two numbers.\n\nReturns their sum.\n"""'))
     assert '    """Add two numbers.\n\n    Returns their sum.\n    """\n    pass' in after
     assert "Return the sum of a and b" not in after
     ast.parse(after)
 
 
 def test_reanchor_moves_past_unrelated_edits_and_refuses_overlapping_ones():
-    target = A.targets(SRC, "python", 5)[0]
-    edit = A.edit_for(target, SRC, "python", "return a + b")
+    target = targets.targets(SRC, "python", 5)[0]
+    edit = edits.edit_for(target, SRC, "python", "return a + b")
     shifted = "# a new first line\n" + SRC
-    moved = A.reanchor(SRC, shifted, edit)
+    moved = edits.reanchor(SRC, shifted, edit)
     assert moved is not None and moved.start == edit.start + 1
-    assert A.apply_edit(shifted, moved) == "# a new first line\n" + A.apply_edit(SRC, edit)
-    assert A.reanchor(SRC, SRC.replace("    pass", "    return 0"), edit) is None
-    assert A.reanchor(SRC, SRC, edit) == edit
+    assert edits.apply_edit(shifted, moved) == "# a new first line\n" + edits.apply_edit(SRC, edit)
+    assert edits.reanchor(SRC, SRC.replace("    pass", "    return 0"), edit) is None
+    assert edits.reanchor(SRC, SRC, edit) == edit
 
 
 # --- chat prompts ---------------------------------------------------------------------------

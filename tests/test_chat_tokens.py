@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from codelsp.actions import steps
+from codelsp.actions import prompts, targets
 from codelsp.actions.chat import build_prompt
 from codelsp.engine.llama import load_model
 from codelsp.settings import Settings
@@ -87,8 +87,8 @@ async def test_an_action_evaluates_exactly_the_reference_tokens(model_factory, m
     _, mistral = models
     info = model_factory("codellama", chat_template=MISTRAL)
     uri = "file:///w/stub.py"
-    target = next(t for t in steps.targets(STUB, "python", 9) if t.command == steps.EXPLAIN)
-    [message] = steps.messages(target, STUB, "python", "")
+    target = next(t for t in targets.targets(STUB, "python", 9) if t.command == targets.EXPLAIN)
+    [message] = prompts.messages(target, STUB, "python", "")
     reference = [IM_START] + text(mistral, f"[INST] {Settings().system_prompt}\n\n{message['content']} [/INST]")
     async with lsp_server("--model", str(info.path), "--threads", "1") as (client, _):
         open_doc(client, uri, STUB)

@@ -17,13 +17,14 @@ PKG = ROOT / "codelsp"
 # stage -> the stages it may import (besides itself); top-level modules are stages of their own
 ALLOWED: dict[str, set[str]] = {
     "settings": set(),
+    "languages": set(),
     "models": {"settings"},
     "engine": {"models", "settings"},
-    "completion": {"engine", "models", "settings"},
-    "actions": {"engine", "models", "settings"},
-    "lsp": {"completion", "actions", "engine", "models", "settings", "__init__"},
-    "tools": {"lsp", "completion", "actions", "engine", "models", "settings", "__init__"},
-    "cli": {"lsp", "tools", "completion", "engine", "models", "settings", "__init__"},
+    "completion": {"languages", "engine", "models", "settings"},
+    "actions": {"languages", "engine", "models", "settings"},
+    "lsp": {"completion", "actions", "languages", "engine", "models", "settings", "__init__"},
+    "tools": {"lsp", "completion", "actions", "languages", "engine", "models", "settings", "__init__"},
+    "cli": {"lsp", "tools", "completion", "languages", "engine", "models", "settings", "__init__"},
     "__main__": {"cli"},
     "__init__": set(),
 }

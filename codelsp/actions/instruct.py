@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from codelsp.actions.chat import build_prompt, without_system
-from codelsp.actions.steps import strip_reasoning
+from codelsp.actions.edits import strip_reasoning
 from codelsp.engine.worker import PRIORITY_ACTION, Engine, Job
 from codelsp.engine.llama import Cancelled, SamplerParams
 from codelsp.models.errors import ModelError

@@ -1,9 +1,9 @@
 """LSP handlers for the code actions: list them instantly, run them as commands.
 
-`textDocument/codeAction` only reads the text (actions.targets) and returns actions that carry a
+`textDocument/codeAction` only reads the text (targets.targets) and returns actions that carry a
 command; nothing runs until the user picks one. The command (`workspace/executeCommand`) builds the
-chat (actions.messages), runs it on the engine (instruct.run_chat) with cancellable work-done
-progress, turns the answer into an edit (actions.edit_for) and sends `workspace/applyEdit` — for
+chat (prompts.messages), runs it on the engine (instruct.run_chat) with cancellable work-done
+progress, turns the answer into an edit (edits.edit_for) and sends `workspace/applyEdit` — for
 the document version it was computed on, re-anchored or refused if the user edited meanwhile.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 
 from lsprotocol import types
 
-from codelsp.actions import steps as actions
+from codelsp import languages
+from codelsp.actions import edits, prompts, targets
 from codelsp.actions.instruct import run_chat
 from codelsp.engine.llama import Cancelled
 from codelsp.models.errors import ModelError
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 _tokens = itertools.count(1)
 
 
-def _lsp_range(doc, edit: actions.LineEdit) -> tuple[types.Range, str]:
+def _lsp_range(doc, edit: edits.LineEdit) -> tuple[types.Range, str]:
     """The LSP range and text that replace lines [start, end) of `doc` with the edit's lines."""
     lines = _lf(doc.source).split("\n")
     eol = "\r\n" if "\r\n" in doc.source else "\r" if "\r" in doc.source else "\n"
@@ -91,12 +92,12 @@ class ActionRunner:
         if end > start and rng.end.character == 0:
             end -= 1  # a selection of whole lines ends at column 0 of the next one
         selected = (rng.start.line, rng.start.character) != (rng.end.line, rng.end.character)
-        language = actions.language_of(doc.language_id, uri)
+        language = languages.language_of(doc.language_id, uri)
         diags = tuple(
             (d.range.start.line, d.range.end.line, d.message) for d in (params.context.diagnostics or [])
         )
         only = params.context.only
-        found = actions.targets(_lf(doc.source), language, start, end if selected else None, diags)
+        found = targets.targets(_lf(doc.source), language, start, end if selected else None, diags)
         out = []
         for t in found:
             if only and not any(t.kind == k or t.kind.startswith(f"{k}.") for k in only):
@@ -105,7 +106,7 @@ class ActionRunner:
             if selected:  # the client's own range: _target reads it the same way as here
                 arg["range"] = {"start": {"line": rng.start.line, "character": rng.start.character},
                                 "end": {"line": rng.end.line, "character": rng.end.character}}
-            if t.command == actions.FIX:
+            if t.command == targets.FIX:
                 arg["diagnostics"] = [{"startLine": a, "endLine": b, "message": m} for a, b, m in diags]
             out.append(types.CodeAction(
                 title=t.title, kind=types.CodeActionKind(t.kind) if t.kind in _KINDS else t.kind,
@@ -121,7 +122,7 @@ class ActionRunner:
         doc = self.server.workspace.open_document(uri)
         if doc is None:
             raise ValueError(f"document is not open: {uri}")
-        language = actions.language_of(doc.language_id, uri)
+        language = languages.language_of(doc.language_id, uri)
         if isinstance(arg.get("range"), dict):
             a, b = _pos(arg["range"].get("start")), _pos(arg["range"].get("end"))
             end = b.line - 1 if b.line > a.line and b.character == 0 else b.line
@@ -133,7 +134,7 @@ class ActionRunner:
             for d in arg.get("diagnostics") or []
             if isinstance(d, dict) and _is_int(d.get("startLine")) and _is_int(d.get("endLine", 0))
         )
-        found = [t for t in actions.targets(_lf(doc.source), language, start_line, end_line, diags) if t.command == command]
+        found = [t for t in targets.targets(_lf(doc.source), language, start_line, end_line, diags) if t.command == command]
         if not found:
             raise ValueError(f"{_NAMES[command]} does not apply at line {start_line + 1} of {uri}")
         return doc, language, found[0]
@@ -167,7 +168,7 @@ class ActionRunner:
                 ls.loop.call_soon_threadsafe(self._report, progress, f"{n} tokens")
 
         try:
-            msgs = actions.messages(target, text, language, ls.settings.system_prompt)
+            msgs = prompts.messages(target, text, language, ls.settings.system_prompt)
             result = await run_chat(engine, msgs, ls.settings, cancel, on_tokens)
             if cancel.is_set():
                 raise Cancelled("cancelled")
@@ -195,11 +196,11 @@ class ActionRunner:
                  name, result.tokens, result.model, result.template, result.prompt_tokens or "?", result.pauses)
 
         out: dict[str, Any] = {"applied": False}
-        if command == actions.EXPLAIN:
+        if command == targets.EXPLAIN:
             out["markdown"] = result.text.strip()
             if arg.get("insertComment") is False:
                 return out
-        edit = actions.edit_for(target, text, language, result.text)
+        edit = edits.edit_for(target, text, language, result.text)
         if edit is None:
             out["message"] = "the model's answer held no usable code"
             if result.reasoning and not result.text.strip():
@@ -208,21 +209,21 @@ class ActionRunner:
             ls.window_show_message(types.ShowMessageParams(
                 type=types.MessageType.Warning, message=f"codelsp: {name}: {out['message']}"))
             return out
-        if language == "python" and command != actions.EXPLAIN:
-            _warn_if_unparsable(text, actions.apply_edit(text, edit), name)
+        if language == "python" and command != targets.EXPLAIN:
+            _warn_if_unparsable(text, edits.apply_edit(text, edit), name)
 
         async def apply() -> dict[str, Any]:
             return {**out, **await self._apply(name, uri, version, text, edit)}
 
         return apply
 
-    async def _apply(self, name: str, uri: str, version, text: str, edit: actions.LineEdit) -> dict[str, Any]:
+    async def _apply(self, name: str, uri: str, version, text: str, edit: edits.LineEdit) -> dict[str, Any]:
         ls = self.server
         doc = ls.workspace.open_document(uri)
         if doc is None:
             return {"applied": False, "message": "the document was closed"}
         if doc.version != version or _lf(doc.source) != text:
-            moved = actions.reanchor(text, _lf(doc.source), edit)
+            moved = edits.reanchor(text, _lf(doc.source), edit)
             if moved is None:
                 msg = (f"{name}: the code changed while the action ran; not applying its edit "
                        "over your changes (run it again)")
@@ -314,10 +315,10 @@ def _apply_result(resp: Any) -> tuple[bool, str]:
 
 
 _NAMES = {
-    actions.WRITE_FUNCTION: "Write function",
-    actions.EXPLAIN: "Explain",
-    actions.DOCUMENT: "Document",
-    actions.FIX: "Fix",
+    targets.WRITE_FUNCTION: "Write function",
+    targets.EXPLAIN: "Explain",
+    targets.DOCUMENT: "Document",
+    targets.FIX: "Fix",
 }
 _KINDS = {k.value for k in types.CodeActionKind}
 
@@ -352,7 +353,7 @@ def register(server) -> None:
     def on_code_action(ls, params: types.CodeActionParams) -> list[types.CodeAction]:
         return runner.list_actions(params)
 
-    for command in actions.COMMANDS:
+    for command in targets.COMMANDS:
         def make(cmd: str):
             async def handler(ls, *args: Any) -> dict[str, Any]:
                 return await runner.run(cmd, args)

@@ -26,7 +26,7 @@ from codelsp.lsp.documents import resolve as resolve_position
 from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
 from codelsp.engine.llama import Cancelled, GenStats
 from codelsp.models.errors import ModelError
-from codelsp.actions.steps import comment_prefix, language_of
+from codelsp.languages import comment_prefix, language_of
 from codelsp.completion.neighbors import Neighbors, extra_text
 from codelsp.lsp.protocol import CodeLspProtocol
 from codelsp.lsp.code_actions import register as register_actions
