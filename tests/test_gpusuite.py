@@ -34,3 +34,58 @@ def test_llama_server_command_some_layers():
     cmd = llama_vim_command("/bin/llama-server", "m.gguf", 8080, {"nGpuLayers": 20, "kvCacheType": "f16"})
     assert _flag(cmd, "-ngl") == "20"
     assert "-fa" not in cmd
+
+
+def test_tiny_shape_loads_and_generates(tmp_path, demo_model):
+    """The shape writer's GGUF is a model llama.cpp loads, through codelsp's own load path."""
+    import dataclasses
+
+    from codelsp.engine.llama import SamplerParams, load_model
+    from codelsp.settings import Settings
+    from codelsp.tools.shapes import SHAPES, read_vocab, write_model
+
+    out = tmp_path / "tiny.gguf"
+    info = write_model("tiny", demo_model, out)
+    assert info["n_vocab"] == len(read_vocab(demo_model)["tokenizer.ggml.tokens"][2])
+    assert info["layers"] == SHAPES["tiny"].layers and out.stat().st_size >= info["weights_bytes"]
+    settings = dataclasses.replace(Settings(), context_size=256, prompt_cache_bytes=0, host_cache_bytes=0, n_threads=2)
+    model = load_model(str(out), settings, gpu_layers=0)
+    try:
+        assert model.info.architecture == "qwen2" and model.info.n_layers == 2
+        gen = model.generate("t", model.tokenize("def f():"), max_tokens=6, sampler=SamplerParams(0.0, 0, 1.0, 1.0, 0),
+                             stop_texts=[])
+        assert gen.stats.generated >= 1
+    finally:
+        model.close()
+
+
+def test_vocab_dump_round_trip(tmp_path, demo_model):
+    from codelsp.tools.shapes import dump_vocab, read_vocab
+
+    dump = tmp_path / "vocab.json.gz"
+    dump_vocab(demo_model, dump)
+    a, b = read_vocab(demo_model), read_vocab(dump)
+    assert a.keys() == b.keys()
+    assert a["tokenizer.ggml.tokens"][2] == b["tokenizer.ggml.tokens"][2]
+
+
+def test_suite_load_variants_on_cpu(tmp_path, demo_model):
+    """`gpusuite --no-build --only load-variants` on the CPU build: every load path of codelsp,
+    each in its own process, loads the tiny model (on the CUDA build one of them crashed)."""
+    import json
+    import subprocess
+    import sys
+
+    from codelsp.tools.loadcheck import VARIANTS
+
+    r = subprocess.run([sys.executable, "-m", "codelsp.tools.gpusuite", "--no-build", "--only", "load-variants",
+                        "--shapes", "tiny", "--vocab", str(demo_model), "--work", str(tmp_path / "w"),
+                        "--out", str(tmp_path / "out"), "--variant-levels", "all", "--variant-timeout", "120",
+                        "--budget", "400"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    rows = summary["results"]["load_variants"]
+    assert rows == [f"{v.name} ngl=all: ok" for v in VARIANTS], rows
+    assert "load-variants" in summary["done"] and summary["models"]["tiny"]["bytes"]
+    table = (tmp_path / "out" / "load-variants.txt").read_text()
+    assert "complete" in table and "doctor" in table
