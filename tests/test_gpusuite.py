@@ -89,3 +89,11 @@ def test_suite_load_variants_on_cpu(tmp_path, demo_model):
     assert "load-variants" in summary["done"] and summary["models"]["tiny"]["bytes"]
     table = (tmp_path / "out" / "load-variants.txt").read_text()
     assert "complete" in table and "doctor" in table
+
+
+def test_doctor_names_the_gpu_backend():
+    from codelsp.models import memplan
+
+    gpu = memplan.Device("NVIDIA H200", 100 * 2**30, 140 * 2**30, backend="CUDA")
+    lines = memplan.describe_memory(memplan.Memory(True, (gpu,), "llama.cpp", 64 * 2**30, 0))
+    assert lines[0].startswith("GPU              NVIDIA H200 (CUDA backend): 100.0 GiB free")
