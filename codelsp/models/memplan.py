@@ -59,6 +59,7 @@ class Device:
     free: int
     total: int
     integrated: bool = False  # shares system memory (Apple silicon, integrated GPUs)
+    backend: str = ""  # llama.cpp's backend for it: "CUDA", "Metal", "Vulkan", "ROCm" ... ("" unknown)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ def _llama_devices() -> list[Device] | None:
         describe = lib.ggml_backend_dev_description
     except (ImportError, AttributeError, OSError):
         return None
+    try:  # the backend's name (CUDA, Metal, Vulkan ...), for doctor; older builds may lack them
+        reg_of, reg_name = lib.ggml_backend_dev_backend_reg, lib.ggml_backend_reg_name
+        reg_of.restype, reg_of.argtypes = ctypes.c_void_p, [ctypes.c_void_p]
+        reg_name.restype, reg_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    except AttributeError:
+        reg_of = reg_name = None
     count.restype = ctypes.c_size_t
     count.argtypes = []
     get.restype = ctypes.c_void_p
@@ -134,7 +141,8 @@ def _llama_devices() -> list[Device] | None:
         free, total = ctypes.c_size_t(0), ctypes.c_size_t(0)
         memory(dev, ctypes.byref(free), ctypes.byref(total))
         name = (describe(dev) or b"GPU").decode("utf-8", errors="replace")
-        devices.append(Device(name, int(free.value), int(total.value), integrated=kind == 2))
+        backend = (reg_name(reg_of(dev)) or b"").decode("utf-8", errors="replace") if reg_of else ""
+        devices.append(Device(name, int(free.value), int(total.value), integrated=kind == 2, backend=backend))
     return devices
 
 
@@ -563,7 +571,8 @@ def describe_memory(memory: Memory) -> list[str]:
         lines.append("GPU              offload supported; free GPU memory unknown (no device reported it)")
     for d in memory.gpus:
         lines.append(
-            f"GPU              {d.name}: {gib(d.free)} free of {gib(d.total)}"
+            f"GPU              {d.name}" + (f" ({d.backend} backend)" if d.backend else "")
+            + f": {gib(d.free)} free of {gib(d.total)}"
             + (" (shares system memory)" if d.integrated else "") + f" [{memory.gpu_source}]"
         )
     if memory.ram_available is not None:

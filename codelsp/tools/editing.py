@@ -208,7 +208,7 @@ def replay_llama_server(binary: Path, model: str, texts: list[str], events: list
     from codelsp.tools.procs import free_port, serving
 
     port = free_port()
-    cmd = llama_vim_command(binary, model, port, opts) + ["-b", "512", "-ub", "512", "-ngl", "0"]
+    cmd = llama_vim_command(binary, model, port, opts)  # the codelsp arm's device and settings
     docs = [Doc(t.split("\n")) for t in texts]
     arm = Arm("llama-server")
     with serving(cmd, "llama-server", f"http://127.0.0.1:{port}/health"):

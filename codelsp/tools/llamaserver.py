@@ -67,14 +67,34 @@ def cached_binary(version: str | None = None) -> Path | None:
     return p if os.access(p, os.X_OK) else None
 
 
+N_BATCH = 512  # codelsp's batch and micro-batch (engine/llama.py N_BATCH): the anchor gets the same
+ALL_LAYERS = 999  # llama-server's "every layer" (codelsp's nGpuLayers -1)
+
+
 def llama_vim_command(binary: Path | str, model: str, port: int, opts: dict[str, Any]) -> list[str]:
     """`llama-server`'s command line as llama.vim's README starts it for infill: one slot,
-    `--cache-reuse 256`, on 127.0.0.1:`port`; context and threads from codelsp's settings
-    (`contextSize`, default 5000; `nThreads`, default every core)."""
-    threads = str(opts.get("nThreads") or os.cpu_count() or 1)
-    return [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-            "-c", str(opts.get("contextSize") or 5000), "-t", threads, "-tb", threads,
-            "-np", "1", "--cache-reuse", "256", "--no-warmup"]
+    `--cache-reuse 256`, on 127.0.0.1:`port`, with the settings the codelsp arm of a comparison
+    gets from the same `opts` (camelCase, defaults from codelsp.settings.Settings), so both run
+    on the same device with the same memory layout:
+
+    - `nGpuLayers`: -1 (the default) -> `-ngl 999` (every layer; a CPU-only build ignores it),
+      N -> `-ngl N`, 0 -> `-ngl 0`;
+    - `kvCacheType`: `-ctk`/`-ctv`, and `-fa on` for a quantized cache (llama.cpp quantizes the
+      V cache only with flash attention; codelsp forces it there too, engine/llama.py);
+    - `contextSize`, `nThreads` (default every core: `-t` and `-tb`), batch and micro-batch 512.
+    """
+    from codelsp.settings import Settings
+
+    s, _problems = Settings().merged(opts, "llama-server")  # bad values: the defaults, as codelsp does
+    threads = str(s.n_threads or os.cpu_count() or 1)
+    ngl = ALL_LAYERS if s.n_gpu_layers < 0 else s.n_gpu_layers
+    cmd = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+           "-c", str(s.context_size), "-t", threads, "-tb", threads,
+           "-b", str(N_BATCH), "-ub", str(N_BATCH), "-ngl", str(ngl),
+           "-np", "1", "--cache-reuse", "256", "--no-warmup"]
+    if s.kv_cache_type != "f16":
+        cmd += ["-ctk", s.kv_cache_type, "-ctv", s.kv_cache_type, "-fa", "on"]
+    return cmd
 
 
 def _cmake_flags() -> list[str]:
