@@ -33,7 +33,7 @@ from lsprotocol import types
 from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
 from codelsp.tools.procs import free_port, serving
 
-SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "bench_sample.py"
+SAMPLE = Path(__file__).resolve().parent / "benchdata" / "sample.py.txt"
 
 
 def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
