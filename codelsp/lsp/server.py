@@ -30,7 +30,7 @@ from codelsp.actions.steps import comment_prefix, language_of
 from codelsp.completion.neighbors import Neighbors, extra_text
 from codelsp.lsp.protocol import CodeLspProtocol
 from codelsp.lsp.code_actions import register as register_actions
-from codelsp.settings import Settings, SettingsLayers
+from codelsp.settings import Settings, SettingsLayers, reload_key
 from codelsp.completion.suggestions import SuggestionCache
 
 log = logging.getLogger(__name__)
@@ -116,12 +116,7 @@ class CodeLspServer(LanguageServer):
         self.in_flight.clear()
         self.offered.clear()
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
-        model_key = (
-            settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
-            settings.prompt_cache, settings.prompt_cache_bytes, settings.host_cache_bytes, settings.kv_cache_type, settings.fim_template,
-            settings.fim_order, settings.n_threads, settings.backend, settings.url, settings.api_key,
-            settings.hf_repo, settings.hf_file, settings.instruct_hf_repo, settings.instruct_hf_file,
-        )
+        model_key = reload_key(settings)  # the settings declared reload="model" (settings.py)
         if model_key != self._loaded_for:
             self._loaded_for = model_key
             self.load_models(settings)

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from lsprotocol import types
 
+from codelsp.settings import flag_of
 from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params  # noqa: F401 - inline_params: the tests
 from codelsp.tools.procs import free_port, serving
 
@@ -299,9 +300,7 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
               "leave out --backend", file=sys.stderr)
         return 2
     for key, value in opts.items():
-        name = {"contextSize": "ctx", "nThreads": "threads"}.get(key, None)
-        flag = "--" + (name or "".join("-" + c.lower() if c.isupper() else c for c in key))
-        flags += [flag, str(value)]
+        flags += [flag_of(key), str(value)]
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)
     if args.typing_rate is not None:

@@ -276,16 +276,18 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
             on_answer(task, answer)
 
 
+# the settings `codelsp eval` passes on to its server (the flags are settings.py's)
+_SERVER_KEYS = ("model", "contextSize", "maxTokens", "temperature", "topK", "topP", "repeatPenalty", "seed",
+                "fimTemplate", "fimOrder", "timeoutMs", "nThreads", "nGpuLayers", "logLevel", "backend", "url")
+
+
 def _server_args(options: dict[str, Any]) -> list[str]:
-    flags = {"model": "--model", "contextSize": "--ctx", "maxTokens": "--max-tokens", "temperature": "--temperature",
-             "topK": "--top-k", "topP": "--top-p", "repeatPenalty": "--repeat-penalty", "seed": "--seed",
-             "fimTemplate": "--fim-template", "fimOrder": "--fim-order", "timeoutMs": "--timeout-ms",
-             "nThreads": "--threads", "nGpuLayers": "--n-gpu-layers", "logLevel": "--log-level",
-             "backend": "--backend", "url": "--url"}
+    from codelsp.settings import flag_of
+
     out: list[str] = []
-    for key, flag in flags.items():
+    for key in _SERVER_KEYS:
         if options.get(key) is not None:
-            out += [flag, str(options[key])]
+            out += [flag_of(key), str(options[key])]
     if options.get("promptCache") is False:
         out.append("--no-prompt-cache")
     return out
