@@ -42,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     s.add_argument("--tcp", type=int, metavar="PORT", help="listen on a TCP port instead of stdio")
     s.add_argument("--host", default="127.0.0.1", help="address for --tcp (default 127.0.0.1: this machine only)")
+    s.add_argument("--ablate", metavar="RULES", help=argparse.SUPPRESS)  # `codelsp eval --ablate`: rules off
     _model_flags(s)
 
     c = sub.add_parser("complete", help="print the completion the server would insert at FILE:LINE:COL")
@@ -124,20 +125,23 @@ def _private_stdout() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from codelsp.completion.postprocess import RULES
     from codelsp.lsp.server import create_server
 
     options = cli_options(args)
+    # post-processing rules turned off, for measurement only (`codelsp eval --ablate`)
+    ablate = frozenset(r for r in (args.ablate or "").split(",") if r in RULES)
     if args.tcp is not None:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
                 "listening on %s:%d: anyone who can reach this address can use the server "
                 "and read the code sent to it", args.host, args.tcp,
             )
-        server = create_server(options)
+        server = create_server(options, ablate)
         server.start_tcp(args.host, args.tcp)
         return 0
     rpc_out = _private_stdout()
-    server = create_server(options)
+    server = create_server(options, ablate)
     server.start_io(sys.stdin.buffer, rpc_out)
     server.engine.shutdown()
     return 0

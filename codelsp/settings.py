@@ -141,6 +141,9 @@ class Settings:
     api_key: str | None = setting(  # remote backend: bearer token; default: $CODELSP_API_KEY
         None, str, repr=False, optional=True, reload="model", flags=("--api-key",), group="remote",
         metavar="KEY", help=f"bearer token (better: the {API_KEY_ENV} environment variable)")
+    # post-processing rules turned off (completion/postprocess.py RULES), for measurement only:
+    # `codelsp eval --ablate RULES` starts `codelsp serve --ablate RULES`; not an editor setting
+    ablate: frozenset[str] = setting(frozenset(), wire=False, repr=False)
 
     # --- construction -------------------------------------------------------------------
     @classmethod
@@ -285,6 +288,7 @@ class SettingsLayers:
     init_options: Mapping[str, Any] = field(default_factory=dict)
     client_config: Mapping[str, Any] = field(default_factory=dict)
     cli: Mapping[str, Any] = field(default_factory=dict)
+    ablate: frozenset[str] = frozenset()  # post-processing rules off (`serve --ablate`, measurement only)
 
     def effective(self) -> tuple[Settings, list[str]]:
         s = Settings()
@@ -296,4 +300,6 @@ class SettingsLayers:
         ):
             s, p = s.merged(options, source)
             problems += p
+        if self.ablate:
+            s = dataclasses.replace(s, ablate=frozenset(self.ablate))
         return s, problems

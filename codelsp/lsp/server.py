@@ -71,9 +71,9 @@ class LspLogHandler(logging.Handler):
 
 
 class CodeLspServer(LanguageServer):
-    def __init__(self, cli_options: dict[str, Any] | None = None):
+    def __init__(self, cli_options: dict[str, Any] | None = None, ablate: frozenset[str] = frozenset()):
         super().__init__("codelsp", __version__, protocol_cls=CodeLspProtocol)
-        self.layers = SettingsLayers(cli=cli_options or {})
+        self.layers = SettingsLayers(cli=cli_options or {}, ablate=ablate)
         self.settings, problems = self.layers.effective()
         for p in problems:
             log.warning("%s", p)
@@ -604,8 +604,8 @@ def _position_minus(doc_codec, position: types.Position, text: str) -> types.Pos
     return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))
 
 
-def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
-    server = CodeLspServer(cli_options)
+def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[str] = frozenset()) -> CodeLspServer:
+    server = CodeLspServer(cli_options, ablate)
     handler = LspLogHandler(server)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("codelsp").addHandler(handler)
