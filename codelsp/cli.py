@@ -10,70 +10,24 @@ import sys
 from typing import Any, Sequence
 
 from codelsp import __version__
-from codelsp.settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, KV_CACHE_TYPES, LOG_LEVELS
-
-API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
+from codelsp.settings import flag_arguments, flag_options
 
 log = logging.getLogger("codelsp")
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model and generation (each overrides the editor's settings)")
-    g.add_argument("--model", metavar="PATH", help="base/FIM model (.gguf); default: the embedded Qwen2.5-Coder-0.5B-Instruct (codelsp[demo])")
-    g.add_argument("--instruct-model", metavar="PATH", help="instruct model for code actions; default: the base model")
-    g.add_argument("--hf-repo", metavar="OWNER/NAME", help="take the base model from this Hugging Face repository (with --hf-file)")
-    g.add_argument("--hf-file", metavar="FILE", help="the .gguf file in --hf-repo; downloaded once into the Hugging Face cache")
-    g.add_argument("--instruct-hf-repo", metavar="OWNER/NAME", help="Hugging Face repository of the instruct model")
-    g.add_argument("--instruct-hf-file", metavar="FILE", help="the .gguf file in --instruct-hf-repo")
-    g.add_argument("--n-gpu-layers", type=int, metavar="N", help="layers to offload to the GPU (-1: all, the default)")
-    g.add_argument("--ctx", dest="context_size", type=int, metavar="N", help="context size in tokens (default 5000)")
-    g.add_argument("--max-tokens", type=int, metavar="N", help="completion length cap in tokens (default 64)")
-    g.add_argument("--candidates", type=int, metavar="N",
-                   help="inline completion: up to N distinct suggestions, the greedy one first (default 1)")
-    g.add_argument("--no-prompt-cache", dest="prompt_cache", action="store_const", const=False,
-                   help="turn off all prompt/KV reuse (the benchmark baseline)")
-    g.add_argument("--no-warm", dest="warm_documents", action="store_const", const=False,
-                   help="do not evaluate opened documents in the background")
-    g.add_argument("--prompt-cache-bytes", type=int, metavar="BYTES",
-                   help="KV pool for cached documents (default: what the memory plan finds free)")
-    g.add_argument("--host-cache-bytes", type=int, metavar="BYTES",
-                   help="system memory for document states evicted from the KV (default: from the memory plan; 0: off)")
-    g.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, help="K/V cache storage (default f16; q8_0 halves it, q4_0 quarters it)")
-    g.add_argument("--temperature", type=float)
-    g.add_argument("--top-k", type=int)
-    g.add_argument("--top-p", type=float)
-    g.add_argument("--repeat-penalty", type=float)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--fim-template", "--fim-family", dest="fim_template", choices=FIM_FAMILIES,
-                   help="override the detected FIM family")
-    g.add_argument("--fim-order", choices=FIM_ORDERS, help="FIM order (default auto: the family's best)")
-    g.add_argument("--timeout-ms", type=int, metavar="MS", help="wall-clock budget for one completion")
-    g.add_argument("--threads", dest="n_threads", type=int, metavar="N", help="CPU threads (default: all cores)")
-    g.add_argument("--log-level", choices=LOG_LEVELS, help="log level (default info); logs go to stderr")
-    r = p.add_argument_group("remote backend (instead of a model in process; see README 'Remote backends')")
-    r.add_argument("--backend", choices=BACKENDS, help="local (default), openai (/v1/completions) or llama-server (/infill)")
-    r.add_argument("--url", metavar="URL", help="server URL: for openai up to and including /v1, for llama-server its root")
-    r.add_argument("--api-key", metavar="KEY", help=f"bearer token (better: the {API_KEY_ENV} environment variable)")
-
-
-_SETTING_FLAGS = (
-    "model", "instruct_model", "n_gpu_layers", "context_size", "max_tokens", "candidates", "prompt_cache", "warm_documents",
-    "prompt_cache_bytes", "host_cache_bytes", "kv_cache_type", "temperature", "top_k", "top_p", "repeat_penalty", "seed",
-    "fim_template", "fim_order", "timeout_ms", "n_threads", "log_level", "backend", "url", "api_key",
-    "hf_repo", "hf_file", "instruct_hf_repo", "instruct_hf_file",
-)
+    """The settings' flags (declared with each setting, settings.py), in their two groups."""
+    groups = {
+        "model": p.add_argument_group("model and generation (each overrides the editor's settings)"),
+        "remote": p.add_argument_group("remote backend (instead of a model in process; see README 'Remote backends')"),
+    }
+    for group, flags, kwargs in flag_arguments():
+        groups[group].add_argument(*flags, **kwargs)
 
 
 def cli_options(args: argparse.Namespace) -> dict[str, Any]:
     """The settings given on the command line, as camelCase keys (only those given)."""
-    from codelsp.settings import _camel
-
-    out = {}
-    for name in _SETTING_FLAGS:
-        value = getattr(args, name, None)
-        if value is not None:
-            out[_camel(name)] = value
-    return out
+    return flag_options(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (the default)")
     s.add_argument("--tcp", type=int, metavar="PORT", help="listen on a TCP port instead of stdio")
     s.add_argument("--host", default="127.0.0.1", help="address for --tcp (default 127.0.0.1: this machine only)")
+    s.add_argument("--ablate", metavar="RULES", help=argparse.SUPPRESS)  # `codelsp eval --ablate`: rules off
     _model_flags(s)
 
     c = sub.add_parser("complete", help="print the completion the server would insert at FILE:LINE:COL")
@@ -170,20 +125,23 @@ def _private_stdout() -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from codelsp.completion.postprocess import RULES
     from codelsp.lsp.server import create_server
 
     options = cli_options(args)
+    # post-processing rules turned off, for measurement only (`codelsp eval --ablate`)
+    ablate = frozenset(r for r in (args.ablate or "").split(",") if r in RULES)
     if args.tcp is not None:
         if args.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning(
                 "listening on %s:%d: anyone who can reach this address can use the server "
                 "and read the code sent to it", args.host, args.tcp,
             )
-        server = create_server(options)
+        server = create_server(options, ablate)
         server.start_tcp(args.host, args.tcp)
         return 0
     rpc_out = _private_stdout()
-    server = create_server(options)
+    server = create_server(options, ablate)
     server.start_io(sys.stdin.buffer, rpc_out)
     server.engine.shutdown()
     return 0

@@ -66,13 +66,14 @@ def _prepare(model, key: str, text: str, offset: int, settings: Settings, cancel
         prompt = model.prompt(ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     else:
         prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
-    return ctx, prompt, postprocess.is_multiline(ctx), deadline, eol
+    return ctx, prompt, postprocess.is_multiline(ctx, settings.ablate), deadline, eol
 
 
-def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str) -> str:
+def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str, ablate: frozenset[str]) -> str:
     """Post-processing (of the raw text with the healed token's text put back), then the
     document's line ending."""
-    out = postprocess.clean(unheal(raw, ctx.healed), ctx, multiline, finished=stop_reason not in ("length", "time"))
+    out = postprocess.clean(unheal(raw, ctx.healed), ctx, multiline, finished=stop_reason not in ("length", "time"),
+                            ablate=ablate)
     return out.replace("\n", eol) if eol != "\n" else out
 
 
@@ -96,7 +97,7 @@ def complete(
     """
     t0 = time.perf_counter()
     ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
-    stop_check = postprocess.early_stop(ctx, multiline)
+    stop_check = postprocess.early_stop(ctx, multiline, settings.ablate)
     if progress is not None or ctx.healed:
         inner = stop_check
 
@@ -116,7 +117,7 @@ def complete(
         check=stop_check,
         reuse=settings.prompt_cache,
     )
-    out = _finish(gen.text, gen.stop_reason, ctx, multiline, eol)
+    out = _finish(gen.text, gen.stop_reason, ctx, multiline, eol, settings.ablate)
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(
@@ -168,7 +169,7 @@ def alternatives(
     if n <= 0 or not first.text or getattr(model, "remote", False) or not hasattr(model, "next_tokens"):
         return Alternatives(found, stats, 0)
     ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
-    early = postprocess.early_stop(ctx, multiline)
+    early = postprocess.early_stop(ctx, multiline, settings.ablate)
 
     def check(so_far: str) -> bool:
         return early(unheal(so_far, ctx.healed))
@@ -192,7 +193,7 @@ def alternatives(
             setattr(stats, k, getattr(stats, k) + getattr(gen.stats, k))
         stats.prompt_ms += gen.stats.prompt_ms
         stats.gen_ms += gen.stats.gen_ms
-        out = _finish(head + gen.text, gen.stop_reason, ctx, multiline, eol)
+        out = _finish(head + gen.text, gen.stop_reason, ctx, multiline, eol, settings.ablate)
         if out and _same(out) not in seen:
             seen.add(_same(out))
             found.append(out)

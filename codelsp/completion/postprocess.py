@@ -15,18 +15,16 @@ Line breaks: the model sees and writes LF (`to_lf`); the pipeline puts the docum
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from typing import Callable
 
 from codelsp.completion.context import DocContext
 
-# The rules clean() applies. For measurement only, `codelsp eval --ablate RULE` starts the server
-# with CODELSP_EVAL_ABLATE=RULE,... to turn rules off and show what each is worth.
+# The rules clean() applies. For measurement only, the rule functions take `ablate`: the rules
+# turned off (setting `ablate`: `codelsp eval --ablate RULE,...` starts `codelsp serve --ablate
+# RULE,...`), to show what each is worth.
 RULES = ("oneline", "block", "suffix", "indent", "unfinished")
-ABLATE_ENV = "CODELSP_EVAL_ABLATE"
-_disabled = {r for r in os.environ.get(ABLATE_ENV, "").split(",") if r in RULES}
 
 
 # --- line endings -------------------------------------------------------------------------
@@ -55,7 +53,7 @@ def to_lf(text: str, offset: int) -> tuple[str, int]:
 
 # --- helpers ------------------------------------------------------------------------------
 
-def is_multiline(ctx: DocContext) -> bool:
+def is_multiline(ctx: DocContext, ablate: frozenset[str] = frozenset()) -> bool:
     """May the suggestion be several lines?
 
     No when code follows the cursor on its line (finish the line), and no on a line that holds
@@ -64,7 +62,7 @@ def is_multiline(ctx: DocContext) -> bool:
     """
     if ctx.line_suffix.strip():
         return False
-    if "oneline" not in _disabled and not ctx.line_prefix.strip():
+    if "oneline" not in ablate and not ctx.line_prefix.strip():
         below = ctx.suffix_text.split("\n")
         nxt = below[1] if len(below) > 1 else ""
         if nxt.strip() and _indent_width(nxt) >= _indent_width(ctx.line_prefix):
@@ -159,7 +157,7 @@ def _reindent(lines: list[str], ctx: DocContext) -> list[str]:
 
 # --- the rules ----------------------------------------------------------------------------
 
-def early_stop(ctx: DocContext, multiline: bool) -> Callable[[str], bool]:
+def early_stop(ctx: DocContext, multiline: bool, ablate: frozenset[str] = frozenset()) -> Callable[[str], bool]:
     """A check for the engine: True once the text so far is complete enough to stop generating."""
     base = _indent_width(ctx.indent)  # the block the cursor is in
     following = _following(ctx)
@@ -172,27 +170,29 @@ def early_stop(ctx: DocContext, multiline: bool) -> Callable[[str], bool]:
         # the user is writing has ended; a finished line that repeats the next line of the suffix:
         # the rest would be cut anyway
         for line in lines[1:-1]:
-            if line.strip() and _indent_width(line) < base and "block" not in _disabled:
+            if line.strip() and _indent_width(line) < base and "block" not in ablate:
                 return True
-            if following and line.strip() and _repeats(line, following[0]) and "suffix" not in _disabled:
+            if following and line.strip() and _repeats(line, following[0]) and "suffix" not in ablate:
                 return True
         return False
 
     return check
 
 
-def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True) -> str:
+def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True,
+          ablate: frozenset[str] = frozenset()) -> str:
     """The text to insert: cut to the line or block, without what already follows the cursor.
 
     `finished`: generation ended by itself (end token or a stop rule), not by maxTokens or
     timeoutMs; when False the last line of a multi-line suggestion is unfinished and dropped.
+    `ablate`: rules (RULES) turned off, for measurement.
     """
     text = raw.replace("\r\n", "\n")
     if not multiline:
         if not ctx.line_prefix.strip():
             text = text.lstrip("\n")
         text = text.split("\n", 1)[0]
-        if "indent" not in _disabled and not ctx.line_suffix.strip():
+        if "indent" not in ablate and not ctx.line_suffix.strip():
             text = _reindent([text], ctx)[0]
         text = text.rstrip()
         # do not repeat what already follows the cursor on this line (e.g. closing brackets)
@@ -204,20 +204,20 @@ def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True) -> 
         return text.rstrip()
 
     lines = text.split("\n")
-    if not finished and len(lines) > 1 and "unfinished" not in _disabled:
+    if not finished and len(lines) > 1 and "unfinished" not in ablate:
         lines = lines[:-1]
-    if "indent" not in _disabled:
+    if "indent" not in ablate:
         lines = _reindent(lines, ctx)
 
     base = _indent_width(ctx.indent)  # the block the cursor is in
     kept = [lines[0]]
     for line in lines[1:]:
-        if line.strip() and _indent_width(line) < base and "block" not in _disabled:
+        if line.strip() and _indent_width(line) < base and "block" not in ablate:
             break
         kept.append(line)
 
     following = _following(ctx)
-    if following and "suffix" not in _disabled:
+    if following and "suffix" not in ablate:
         # cut where the suggestion starts to repeat the next line after the cursor
         for i, line in enumerate(kept):
             whole = ctx.line_prefix + line if i == 0 else line

@@ -30,7 +30,7 @@ from codelsp.languages import comment_prefix, language_of
 from codelsp.completion.neighbors import Neighbors, extra_text
 from codelsp.lsp.protocol import CodeLspProtocol
 from codelsp.lsp.code_actions import register as register_actions
-from codelsp.settings import Settings, SettingsLayers
+from codelsp.settings import Settings, SettingsLayers, reload_key
 from codelsp.completion.suggestions import SuggestionCache
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,9 @@ class LspLogHandler(logging.Handler):
 
 
 class CodeLspServer(LanguageServer):
-    def __init__(self, cli_options: dict[str, Any] | None = None):
+    def __init__(self, cli_options: dict[str, Any] | None = None, ablate: frozenset[str] = frozenset()):
         super().__init__("codelsp", __version__, protocol_cls=CodeLspProtocol)
-        self.layers = SettingsLayers(cli=cli_options or {})
+        self.layers = SettingsLayers(cli=cli_options or {}, ablate=ablate)
         self.settings, problems = self.layers.effective()
         for p in problems:
             log.warning("%s", p)
@@ -116,12 +116,7 @@ class CodeLspServer(LanguageServer):
         self.in_flight.clear()
         self.offered.clear()
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
-        model_key = (
-            settings.model, settings.instruct_model, settings.n_gpu_layers, settings.context_size,
-            settings.prompt_cache, settings.prompt_cache_bytes, settings.host_cache_bytes, settings.kv_cache_type, settings.fim_template,
-            settings.fim_order, settings.n_threads, settings.backend, settings.url, settings.api_key,
-            settings.hf_repo, settings.hf_file, settings.instruct_hf_repo, settings.instruct_hf_file,
-        )
+        model_key = reload_key(settings)  # the settings declared reload="model" (settings.py)
         if model_key != self._loaded_for:
             self._loaded_for = model_key
             self.load_models(settings)
@@ -609,8 +604,8 @@ def _position_minus(doc_codec, position: types.Position, text: str) -> types.Pos
     return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))
 
 
-def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
-    server = CodeLspServer(cli_options)
+def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[str] = frozenset()) -> CodeLspServer:
+    server = CodeLspServer(cli_options, ablate)
     handler = LspLogHandler(server)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logging.getLogger("codelsp").addHandler(handler)

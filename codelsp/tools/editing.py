@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-DEFAULT_FILES = (EXAMPLES / "bench_sample.py", EXAMPLES / "bench_worker.py", EXAMPLES / "bench_families.py")
+BENCHDATA = Path(__file__).resolve().parent / "benchdata"  # frozen copies of project files, as text
+DEFAULT_FILES = (BENCHDATA / "sample.py.txt", BENCHDATA / "worker.py.txt", BENCHDATA / "families.py.txt")
 KINDS = ("switch", "move", "type", "enter", "delete", "paste")
 
 

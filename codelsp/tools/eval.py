@@ -276,16 +276,18 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
             on_answer(task, answer)
 
 
+# the settings `codelsp eval` passes on to its server (the flags are settings.py's)
+_SERVER_KEYS = ("model", "contextSize", "maxTokens", "temperature", "topK", "topP", "repeatPenalty", "seed",
+                "fimTemplate", "fimOrder", "timeoutMs", "nThreads", "nGpuLayers", "logLevel", "backend", "url")
+
+
 def _server_args(options: dict[str, Any]) -> list[str]:
-    flags = {"model": "--model", "contextSize": "--ctx", "maxTokens": "--max-tokens", "temperature": "--temperature",
-             "topK": "--top-k", "topP": "--top-p", "repeatPenalty": "--repeat-penalty", "seed": "--seed",
-             "fimTemplate": "--fim-template", "fimOrder": "--fim-order", "timeoutMs": "--timeout-ms",
-             "nThreads": "--threads", "nGpuLayers": "--n-gpu-layers", "logLevel": "--log-level",
-             "backend": "--backend", "url": "--url"}
+    from codelsp.settings import flag_of
+
     out: list[str] = []
-    for key, flag in flags.items():
+    for key in _SERVER_KEYS:
         if options.get(key) is not None:
-            out += [flag, str(options[key])]
+            out += [flag_of(key), str(options[key])]
     if options.get("promptCache") is False:
         out.append("--no-prompt-cache")
     return out
@@ -315,8 +317,8 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
     if problems:
         raise EvalError(problems[0])
     long = dataclasses.replace(settings, max_tokens=budget, prompt_cache_bytes=0,
-                               timeout_ms=max(settings.timeout_ms, 600_000))
-    saved = set(postprocess._disabled)
+                               timeout_ms=max(settings.timeout_ms, 600_000),
+                               ablate=frozenset(postprocess.RULES))  # no early stop: the raw generation
     engine = Engine()
     try:
         try:
@@ -327,12 +329,7 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
             offset = len(task.prompt) + task.cursor[1]
 
             def job(job: Any, t: Task = task, o: int = offset) -> Raw:
-                postprocess._disabled.update(postprocess.RULES)  # no early stop: the raw generation
-                try:
-                    result = pipeline.complete(model, "oracle", t.document, o, long, job.cancel)
-                finally:
-                    postprocess._disabled.clear()
-                    postprocess._disabled.update(saved)
+                result = pipeline.complete(model, "oracle", t.document, o, long, job.cancel)
                 pieces = [model.piece(tok) for tok in result.tokens]
                 prefixes = [complete_text(b"".join(pieces[:k])) for k in range(1, len(pieces) + 1)]
                 size = min(settings.context_size, model.context_size)
@@ -352,25 +349,19 @@ def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
     """
     from codelsp.completion import postprocess
 
-    saved = set(postprocess._disabled)
-    postprocess._disabled.clear()
-    postprocess._disabled.update(off)
-    try:
-        multiline = postprocess.is_multiline(raw.ctx)
-        check = postprocess.early_stop(raw.ctx, multiline)
-        text, reason = "", raw.reason
-        for k, prefix in enumerate(raw.prefixes, 1):
-            text = prefix
-            if check(prefix):
-                reason = "check"
-                break
-            if k >= max_tokens:
-                reason = "length"
-                break
-        return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"))
-    finally:
-        postprocess._disabled.clear()
-        postprocess._disabled.update(saved)
+    ablate = frozenset(off)
+    multiline = postprocess.is_multiline(raw.ctx, ablate)
+    check = postprocess.early_stop(raw.ctx, multiline, ablate)
+    text, reason = "", raw.reason
+    for k, prefix in enumerate(raw.prefixes, 1):
+        text = prefix
+        if check(prefix):
+            reason = "check"
+            break
+        if k >= max_tokens:
+            reason = "length"
+            break
+    return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate)
 
 
 # --- llama-server, asked the llama.vim way ------------------------------------------------------
@@ -446,7 +437,7 @@ def run_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
 
 def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    from codelsp.completion.postprocess import ABLATE_ENV, RULES
+    from codelsp.completion.postprocess import RULES
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
 
@@ -466,7 +457,6 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         unknown = [r for r in ablate if r not in RULES]
         if unknown:
             raise EvalError(f"--ablate: unknown rule(s) {', '.join(unknown)}; known: {', '.join(RULES)}")
-    env[ABLATE_ENV] = ",".join(ablate)
     try:
         model_path, _ = resolve_model(options.get("model"))
     except ModelError as exc:
@@ -496,7 +486,8 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         bar.step(ok)
 
     t0 = time.monotonic()
-    asyncio.run(_codelsp_answers(_server_args(options), tasks, env, on_answer))
+    server_args = _server_args(options) + (["--ablate", ",".join(ablate)] if ablate else [])
+    asyncio.run(_codelsp_answers(server_args, tasks, env, on_answer))
     report["codelsp"] = {"pass_at_1": counts["pass"] / len(tasks), "passed": counts["pass"],
                          "exact_line": counts["exact"] / len(tasks), "exact": counts["exact"],
                          "seconds": round(time.monotonic() - t0, 1)}
