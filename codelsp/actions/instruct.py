@@ -19,7 +19,7 @@ from typing import Any, Callable
 from codelsp.actions.chat import build_prompt, without_system
 from codelsp.actions.steps import strip_reasoning
 from codelsp.engine.worker import PRIORITY_ACTION, Engine, Job
-from codelsp.engine.llama import Cancelled, SamplerParams
+from codelsp.engine.generation import Cancelled, SamplerParams
 from codelsp.models.errors import ModelError
 from codelsp.settings import Settings
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Callable, MutableMapping
 from codelsp.completion import postprocess
 from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
-from codelsp.engine.llama import GenStats, LoadedModel, SamplerParams
+from codelsp.engine.generation import GenStats, SamplerParams
+from codelsp.engine.llama import LoadedModel
 from codelsp.settings import Settings
 
 if TYPE_CHECKING:

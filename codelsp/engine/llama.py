@@ -1,7 +1,7 @@
 """The model in memory: llama.cpp through llama-cpp-python's low-level bindings.
 
 One `LoadedModel` holds a llama.cpp model and context. It is NOT thread-safe: only the engine's
-worker thread touches it (see engine.py).
+worker thread touches it (see engine/worker.py).
 
 Prompt state is kept per document in llama.cpp *sequences* of one unified KV pool, each document
 taking the cells its prompt needs, with a second tier in system memory for documents evicted
@@ -11,7 +11,6 @@ document's slot already holds and evaluates only the rest.
 
 from __future__ import annotations
 
-import codecs
 import bisect
 import ctypes
 import dataclasses
@@ -20,12 +19,12 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import llama_cpp
 
+from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
@@ -62,49 +61,7 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
-def complete_text(data: bytes) -> str:
-    """UTF-8 `data` as text without an incomplete character at its end (generation stopped
-    inside one: dropped, never U+FFFD); invalid bytes elsewhere become U+FFFD."""
-    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
-
-
-class Cancelled(Exception):
-    """The request was cancelled or superseded; generation stopped between tokens."""
-
-
-@dataclass
-class GenStats:
-    reused: int = 0  # prompt tokens whose state was reused
-    restored: int = 0  # tokens whose state was copied back from system memory for this request
-    shifted: int = 0  # of the reused tokens, those moved to an earlier position (KV shift, no evaluation)
-    evaluated: int = 0  # prompt tokens evaluated now
-    generated: int = 0
-    prompt_ms: float = 0.0
-    gen_ms: float = 0.0
-
-
-@dataclass
-class Generation:
-    text: str
-    tokens: list[int]
-    stop_reason: str  # "stop" | "length" | "time" | "check" | "paused"
-    stats: GenStats
-
-
 _Slot = Slot  # a document's sequence and tokens (engine/kvcache.py)
-
-
-@dataclass
-class SamplerParams:
-    temperature: float
-    top_k: int
-    top_p: float
-    repeat_penalty: float
-    seed: int
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> "SamplerParams":
-        return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed)
 
 
 def load_model(

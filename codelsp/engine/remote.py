@@ -39,7 +39,7 @@ import urllib.parse
 from typing import Any, Callable, Iterator, Sequence
 
 from codelsp.models.families import FimSpec, family_from_name, layout_text, stop_texts, text_order
-from codelsp.engine.llama import Cancelled, GenStats, Generation, SamplerParams
+from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams
 from codelsp.models.errors import ModelError
 from codelsp.settings import Settings
 

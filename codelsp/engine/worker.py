@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from codelsp.engine.llama import Cancelled, LoadedModel, load_model
+from codelsp.engine.generation import Cancelled
+from codelsp.engine.llama import LoadedModel, load_model
 from codelsp.models.memplan import plan_load
 from codelsp.models.errors import ModelError
 from codelsp.models.modelfile import check_model, resolve_models

@@ -24,7 +24,7 @@ from codelsp.completion.pipeline import Completion, alternatives, complete, warm
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
 from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
-from codelsp.engine.llama import Cancelled, GenStats
+from codelsp.engine.generation import Cancelled, GenStats
 from codelsp.models.errors import ModelError
 from codelsp.actions.steps import comment_prefix, language_of
 from codelsp.completion.neighbors import Neighbors, extra_text
