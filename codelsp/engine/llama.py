@@ -76,6 +76,11 @@ def load_model(
 
 
 class LoadedModel:
+    """A `Model` (engine/generation.py) in process: llama.cpp's model, context and KV pool."""
+
+    remote = False
+    backend = "local"
+
     def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None):
         _init_backend()
         self.info = info
@@ -88,6 +93,8 @@ class LoadedModel:
             gpu_layers = 0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
         self.gpu_layers = gpu_layers
         self.planned_gpu_bytes = 0  # GPU memory the memory plan gave it (set by the engine)
+        self.told_shared = False  # code actions said once that they use this base model (instruct.py)
+        self.no_system_role = False  # only a chat server refuses a system message (remote.py)
         mparams.n_gpu_layers = gpu_layers
         t0 = time.perf_counter()
         model = llama_cpp.llama_model_load_from_file(info.path.encode(), mparams)
@@ -164,6 +171,22 @@ class LoadedModel:
     def context_size(self) -> int:
         """Tokens one request may use: contextSize, capped at the model's trained context."""
         return self.settings.context_size
+
+    @property
+    def name(self) -> str:
+        """The GGUF file's name."""
+        return os.path.basename(self.path)
+
+    # --- a remote backend's side of `Model`: never called on a local model (callers check `remote`)
+    def ready(self, cancel: threading.Event | None = None, deadline: float | None = None) -> None:
+        raise NotImplementedError("a local model has no server to ask")
+
+    def prompt(self, prefix: Sequence[str], suffix: Sequence[str], near: Sequence[str] = ()) -> dict:
+        raise NotImplementedError("a local model's prompt is token ids (completion/fim.py layout)")
+
+    def chat(self, messages: list[dict], max_tokens: int, cancel: threading.Event | None = None,
+             on_token: Callable[[int], None] | None = None) -> str:
+        raise NotImplementedError("a local model's chats run in steps on the engine (actions/instruct.py)")
 
     # --- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:

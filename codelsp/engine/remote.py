@@ -385,6 +385,10 @@ class RemoteModel:
         self._warned_slow = False
         self._told_fit = False
         self.no_system_role = False  # the server refused a system message once (chat())
+        self.told_shared = False  # as on a local model; code actions here use chat(), never shared
+        self.planned_gpu_bytes = 0  # no GPU memory in this process
+        self.pool: None = None  # no KV pool here: the server keeps its own prompt cache
+        self.chat_template: str | None = None  # the server applies its own
         if settings.fim_template:
             self._set_family(settings.fim_template, "setting fimTemplate")
 
@@ -405,6 +409,36 @@ class RemoteModel:
     @property
     def name(self) -> str:
         return self.chat_model or self.model_name or self.path
+
+    @property
+    def context_size(self) -> int:
+        """contextSize: the server's own context is applied when the prompt is laid out (_fit)."""
+        return self.settings.context_size
+
+    # --- a local model's side of `Model`: never called on a remote backend (callers check `remote`)
+    def next_tokens(self, key: str, prompt: Sequence[int], n: int) -> tuple[list[int], GenStats]:
+        raise NotImplementedError("a remote backend exposes no logits")
+
+    def piece(self, token: int) -> bytes:
+        raise NotImplementedError("a remote backend has no token ids")
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        raise NotImplementedError("a remote backend has no token ids")
+
+    def special_text(self, which: str) -> str:
+        raise NotImplementedError("a remote backend has no vocabulary here")
+
+    def chat_tokens(self, prompt: Any) -> list[int]:
+        raise NotImplementedError("a remote backend's chats go to the server as messages (chat())")
+
+    def host_tokens(self, key: str) -> int:
+        raise NotImplementedError("a remote backend has no system-memory tier")
+
+    def state_bytes(self, key: str) -> int:
+        raise NotImplementedError("a remote backend has no KV state here")
+
+    def cache_stats(self) -> dict[str, int | str]:
+        raise NotImplementedError("a remote backend has no KV pool here")
 
     def describe(self) -> str:
         name = self.model_name or "the server's default model"

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from codelsp.engine.generation import Cancelled
+from codelsp.engine.generation import Cancelled, Model
 from codelsp.engine.llama import LoadedModel, load_model
 from codelsp.models.memplan import plan_load
 from codelsp.models.errors import ModelError
@@ -48,7 +48,7 @@ class Job:
 
 class Engine:
     def __init__(self) -> None:
-        self.model: LoadedModel | None = None
+        self.model: Model | None = None  # a LoadedModel, or a RemoteModel (remote.py)
         self.instruct: LoadedModel | None = None
         self.model_error: str | None = None
         self._jobs: list[Job] = []
@@ -176,14 +176,14 @@ class Engine:
     def load(self, settings: Settings, on_status: Callable[[str, str], None] | None = None) -> Job:
         """Load (or reload) the models the settings name. On failure the previous models stay."""
 
-        def work(job: Job) -> LoadedModel:
+        def work(job: Job) -> Model:
             status = on_status or (lambda state, msg, *pct: None)
             if settings.backend != "local":
                 return self._use_remote(settings, status, job.cancel)
             try:  # files (Hugging Face downloads report progress) and the memory plan, before loading
                 paths = resolve_models(settings, (lambda m, pct: on_status("progress", m, pct)) if on_status else None)
                 infos = [(check_model(p), p is paths.instruct) for p in (paths.base, paths.instruct) if p is not None]
-                held = sum(getattr(m, "planned_gpu_bytes", 0) for m in (self.model, self.instruct) if m is not None)
+                held = sum(m.planned_gpu_bytes for m in (self.model, self.instruct) if m is not None)
                 plan = plan_load(infos, settings, held_gpu=held)
                 planned = plan.settings or settings  # promptCacheBytes/hostCacheBytes decided
             except ModelError as exc:

@@ -241,7 +241,7 @@ class CodeLspServer(LanguageServer):
             # A remote backend's generation is stopped at once: its connection is closed, so the
             # server stops generating (README, Remote backends).
             job.orphaned = True
-            if not job.riders and (engine.has_waiting() or getattr(engine.model, "remote", False)):
+            if not job.riders and (engine.has_waiting() or ((m := engine.model) is not None and m.remote)):
                 engine.cancel(job)
             self._record_cancel(uri)
             raise
@@ -256,7 +256,7 @@ class CodeLspServer(LanguageServer):
             return None
         self._reported_error = None  # working again: a later failure is shown again
         self._record(uri, "model", result.stats, result.total_ms)  # its suggestion is stored (_submit_completion)
-        if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
+        if more and result.text and (now or settings.prompt_cache) and not ((m := engine.model) is not None and m.remote):
             alt = self._alternatives(uri, doc, text, offset, result, more)
             if now:
                 result.others = await self._await_alternatives(alt)
@@ -555,7 +555,7 @@ class CodeLspServer(LanguageServer):
         model = self.engine.model
         if model is None:
             return ""
-        if getattr(model, "remote", False):
+        if model.remote:
             return model.name or ""
         return os.path.basename(str(model.path)).removesuffix(".gguf")
 
@@ -768,7 +768,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
 
             def cached(job: Job) -> tuple[int, int, int]:
                 m = ls.engine.model
-                if m is None or not hasattr(m, "host_tokens"):  # no model, or a remote backend
+                if m is None or m.remote:  # no model, or a remote backend
                     return (m.cached_tokens(uri) if m is not None else 0), 0, 0
                 return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri)
 
@@ -779,7 +779,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
 
         def cache(job: Job) -> dict[str, Any] | None:
             m = ls.engine.model
-            return m.cache_stats() if m is not None and hasattr(m, "cache_stats") else None
+            return m.cache_stats() if m is not None and not m.remote else None
 
         out["cache"] = await asyncio.wrap_future(ls.engine.submit(cache, light=True).future)
         return out
