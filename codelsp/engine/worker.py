@@ -44,6 +44,10 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future, compare=False)
     superseded: bool = field(default=False, compare=False)
     light: bool = field(default=False, compare=False)  # a quick query: see Engine.has_waiting
+    # Set by the server (lsp/server.py) on completion jobs:
+    riders: int = field(default=0, compare=False)  # requests waiting on this job's answer besides its own
+    orphaned: bool = field(default=False, compare=False)  # its own request was cancelled; it runs on
+    partial: str = field(default="", compare=False)  # the text generated so far (a request may ride it)
 
 
 class Engine:

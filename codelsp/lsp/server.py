@@ -321,7 +321,7 @@ class CodeLspServer(LanguageServer):
 
         def progress(job: Job, so_far: str) -> None:
             job.partial = so_far
-            if getattr(job, "orphaned", False) and not job.riders and engine.has_waiting():
+            if job.orphaned and not job.riders and engine.has_waiting():
                 job.cancel.set()  # cancelled by its client, nobody rides it, and others wait
 
         job = engine.submit(work, key=uri)
@@ -334,7 +334,7 @@ class CodeLspServer(LanguageServer):
         def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
             if settings is self.settings and settings.prompt_cache:
                 self.suggestions.store(uri, text, offset, result.text)
-            if getattr(job, "orphaned", False):  # its request was cancelled: count the work here
+            if job.orphaned:  # its request was cancelled: count the work here
                 self.totals["orphaned"] += 1
                 self._add_tokens(result.stats)
 
@@ -389,10 +389,10 @@ class CodeLspServer(LanguageServer):
         if (typed is None or not text.startswith(old_text[:old_offset]) or text[offset:] != old_text[old_offset:]
                 or len(text) - len(old_text) != len(typed)):
             return None
-        partial = getattr(job, "partial", "")
+        partial = job.partial
         if not (partial.startswith(typed) or typed.startswith(partial)):
             return None  # it is already producing something else
-        job.riders = getattr(job, "riders", 0) + 1
+        job.riders += 1
         try:
             result = await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:  # this request's own $/cancelRequest while it waited
