@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from codelsp import __version__
 from codelsp.settings import BACKENDS, FIM_FAMILIES, FIM_ORDERS, KV_CACHE_TYPES, LOG_LEVELS
 
-API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
+API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with engine/http.py API_KEY_ENV)
 
 log = logging.getLogger("codelsp")
 

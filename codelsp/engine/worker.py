@@ -237,7 +237,8 @@ class Engine:
     def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
         """Switch to a remote backend (remote.py). A server that is down now is tried again on
         each completion, so it is kept even when this first contact fails."""
-        from codelsp.engine.remote import BackendError, RemoteModel
+        from codelsp.engine.http import BackendError
+        from codelsp.engine.remote import RemoteModel
 
         status("loading", f"connecting to {settings.url}")
         try:
