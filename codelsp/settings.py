@@ -26,7 +26,7 @@ BACKENDS = ("local", "openai", "llama-server")
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
 
 
-API_KEY_ENV = "CODELSP_API_KEY"  # read by remote.py (kept in step with remote.API_KEY_ENV)
+API_KEY_ENV = "CODELSP_API_KEY"  # read by engine/http.py (kept in step with its API_KEY_ENV)
 
 
 def _camel(name: str) -> str:

@@ -142,3 +142,29 @@ def test_python_dash_m_codelsp_and_every_module_import():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     out = subprocess.run([sys.executable, "-m", "codelsp", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "serve" in out.stdout
+
+
+def duck_typed_models(source: str) -> list[str]:
+    """`getattr(`/`hasattr(` calls in `source` whose first argument is a name or attribute naming a
+    model (`model`, `engine.model`, `self.instruct_model`...): a model is a `Model`
+    (engine/generation.py) whose members both backends declare, so it is read directly."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr") and node.args):
+            continue
+        target = node.args[0]
+        name = target.id if isinstance(target, ast.Name) else target.attr if isinstance(target, ast.Attribute) else ""
+        if "model" in name.lower():
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_module_duck_types_a_model():
+    # the checker sees the pattern it forbids
+    probe = 'if getattr(model, "remote", False) or hasattr(engine.model, "pool"):\n    pass\n'
+    assert len(duck_typed_models(probe)) == 2
+    assert not duck_typed_models('getattr(args, "model", None)\nmodel.remote\n')
+    bad = [f"{p.relative_to(ROOT)} {hit}" for p in sorted(PKG.rglob("*.py")) if "examples" not in p.parts
+           for hit in duck_typed_models(p.read_text())]
+    assert not bad, "duck-typed models (declare the member on both backends, engine/generation.py Model):\n" + "\n".join(bad)

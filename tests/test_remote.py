@@ -269,7 +269,7 @@ def test_chat_for_code_actions_streams_from_chat_completions(starcoder_server):
     # thread). The generated model answers a chat with " WRONG" (its default chain), token by token.
     import threading
 
-    from codelsp.engine.llama import Cancelled
+    from codelsp.engine.generation import Cancelled
     from codelsp.engine.remote import RemoteModel
     from codelsp.settings import Settings
 

@@ -19,7 +19,7 @@ from typing import Any, Callable
 from codelsp.actions.chat import build_prompt, without_system
 from codelsp.actions.edits import strip_reasoning
 from codelsp.engine.worker import PRIORITY_ACTION, Engine, Job
-from codelsp.engine.llama import Cancelled, SamplerParams
+from codelsp.engine.generation import Cancelled, Model, SamplerParams
 from codelsp.models.errors import ModelError
 from codelsp.settings import Settings
 
@@ -79,14 +79,14 @@ async def run_chat(
     # seconds) finishes first and a remote backend is not mistaken for a missing local model
     current = engine.submit(lambda job: engine.instruct or engine.model, priority=PRIORITY_ACTION, light=True)
     try:
-        model = await asyncio.wrap_future(current.future)
+        model: Model = await asyncio.wrap_future(current.future)
     except asyncio.CancelledError:
         engine.cancel(current)
         raise
-    if callable(getattr(model, "chat", None)):  # a remote backend: it does its own scheduling
+    if model.remote:  # a remote backend answers chat() itself: it does its own scheduling
         answer = await _remote_chat(model, messages, limit, cancel, on_tokens)
         text, reasoning = strip_reasoning(str(answer))
-        return ChatResult(text, getattr(answer, "tokens", 0), "stop", str(getattr(model, "name", "remote")),
+        return ChatResult(text, getattr(answer, "tokens", 0), "stop", model.name,
                           "server", 0, getattr(answer, "prompt_tokens", 0),
                           reasoning or bool(getattr(answer, "reasoning", 0)))
 
@@ -97,10 +97,10 @@ async def run_chat(
                 f"{engine.model_error or 'no model is loaded'} (code actions need instructModel, or "
                 "model, set to a GGUF file; see `codelsp doctor`)"
             )
-        if callable(getattr(model, "chat", None)):
+        if model.remote:
             raise ModelError("the backend changed while the action ran; run it again")
         if state.prompt is None:
-            if engine.instruct is None and not getattr(model, "told_shared", False):
+            if engine.instruct is None and not model.told_shared:
                 model.told_shared = True
                 log.info(
                     "no instructModel configured: code actions use the base model %s (an instruct "
@@ -155,7 +155,7 @@ async def run_chat(
                       len(state.prompt or ()), reasoning)
 
 
-async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, cancel: threading.Event,
+async def _remote_chat(model: Model, messages: list[dict[str, str]], limit: int, cancel: threading.Event,
                        on_tokens: Callable[[int], None] | None) -> Any:
     """`model.chat()` off the event loop. A server whose chat template refuses the system role
     (an HTTP error whose message names the system role or roles: Gemma's "System role not
@@ -163,7 +163,7 @@ async def _remote_chat(model: Any, messages: list[dict[str, str]], limit: int, c
     first user turn, as the local engine does (chat.build_prompt); said once in the log, and
     later actions on that server skip the refused request."""
     merged = without_system(messages)
-    if merged is not None and getattr(model, "no_system_role", False):
+    if merged is not None and model.no_system_role:
         messages = merged
     try:
         try:

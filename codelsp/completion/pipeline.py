@@ -12,16 +12,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, MutableMapping
+from typing import Callable, MutableMapping
 
 from codelsp.completion import postprocess
 from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
-from codelsp.engine.llama import GenStats, LoadedModel, SamplerParams
+from codelsp.engine.generation import GenStats, Model, SamplerParams
 from codelsp.settings import Settings
-
-if TYPE_CHECKING:
-    from codelsp.engine.remote import RemoteModel
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +34,7 @@ class Completion:
     others: list[str] = field(default_factory=list)  # more candidates (setting `candidates`)
 
 
-def _prepare(model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,
+def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,
              anchors: MutableMapping[str, int] | None = None):
     """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from.
 
@@ -50,10 +47,10 @@ def _prepare(model, key: str, text: str, offset: int, settings: Settings, cancel
     text, offset = postprocess.to_lf(text, offset)
     extra, _ = postprocess.to_lf(extra, 0)
     # the context the model really runs with (a model trained for less caps contextSize)
-    context_size = min(settings.context_size, getattr(model, "context_size", settings.context_size))
-    remote = getattr(model, "remote", False)
+    context_size = settings.context_size if model.remote else min(settings.context_size, model.context_size)
+    remote = model.remote
     if remote:  # llama-server's /infill puts its `prompt` field after the middle token itself
-        tail = getattr(model, "backend", "") == "llama-server"
+        tail = model.backend == "llama-server"
     else:
         tail = model.fim.has_fim and model.fim.order == "psm-tail"
     anchor = anchors.get(key) if (anchors is not None and tail) else None
@@ -78,7 +75,7 @@ def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str, ablate: 
 
 
 def complete(
-    model: "LoadedModel | RemoteModel",
+    model: Model,
     key: str,
     text: str,
     offset: int,
@@ -141,7 +138,7 @@ class Alternatives:
 
 
 def alternatives(
-    model: "LoadedModel | RemoteModel",
+    model: Model,
     key: str,
     text: str,
     offset: int,
@@ -166,7 +163,7 @@ def alternatives(
     """
     stats = GenStats()
     found: list[str] = []
-    if n <= 0 or not first.text or getattr(model, "remote", False) or not hasattr(model, "next_tokens"):
+    if n <= 0 or not first.text or model.remote:
         return Alternatives(found, stats, 0)
     ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
     early = postprocess.early_stop(ctx, multiline, settings.ablate)
@@ -203,7 +200,7 @@ def alternatives(
 
 
 def warm(
-    model: "LoadedModel | RemoteModel",
+    model: Model,
     key: str,
     text: str,
     offset: int,
@@ -225,10 +222,10 @@ def warm(
     (engine/kvcache.py). None for a remote backend (nothing to warm), without the prompt cache, or
     when it did not run.
     """
-    if getattr(model, "remote", False) or not settings.prompt_cache:
+    if model.remote or not settings.prompt_cache:
         return None
     _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
-    pool = getattr(model, "pool", None)
+    pool = model.pool
     if pool is not None and not evict and pool.free < len(prompt):
         # warming is a guess about the future: it never evicts a document's state (engine/kvcache.py)
         log.debug("not warming %s: %d free KV cells for a %d-token prompt", key, pool.free, len(prompt))

@@ -1,7 +1,7 @@
 """The model in memory: llama.cpp through llama-cpp-python's low-level bindings.
 
 One `LoadedModel` holds a llama.cpp model and context. It is NOT thread-safe: only the engine's
-worker thread touches it (see engine.py).
+worker thread touches it (see engine/worker.py).
 
 Prompt state is kept per document in llama.cpp *sequences* of one unified KV pool, each document
 taking the cells its prompt needs, with a second tier in system memory for documents evicted
@@ -11,8 +11,6 @@ document's slot already holds and evaluates only the rest.
 
 from __future__ import annotations
 
-import codecs
-import bisect
 import ctypes
 import dataclasses
 import logging
@@ -20,13 +18,14 @@ import os
 import re
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import llama_cpp
 
+from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
+from codelsp.engine.reuse import reuse_cached
 from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
@@ -40,10 +39,6 @@ if TYPE_CHECKING:  # a type only: the engine does not depend on the code-action 
 log = logging.getLogger(__name__)
 
 N_BATCH = 512
-# Prompt reuse beyond the common prefix (see LoadedModel._reuse_cached): a run of cached tokens
-# that reappears later in a new prompt is shifted into place when it is at least this long.
-REUSE_MIN_CHUNK = 16
-REUSE_KEY = 4  # tokens per lookup key when searching the cache for such runs
 
 _backend_lock = threading.Lock()
 _backend_ready = False
@@ -62,49 +57,7 @@ def _init_backend() -> None:
             _backend_ready = True
 
 
-def complete_text(data: bytes) -> str:
-    """UTF-8 `data` as text without an incomplete character at its end (generation stopped
-    inside one: dropped, never U+FFFD); invalid bytes elsewhere become U+FFFD."""
-    return codecs.getincrementaldecoder("utf-8")("replace").decode(data, final=False)
-
-
-class Cancelled(Exception):
-    """The request was cancelled or superseded; generation stopped between tokens."""
-
-
-@dataclass
-class GenStats:
-    reused: int = 0  # prompt tokens whose state was reused
-    restored: int = 0  # tokens whose state was copied back from system memory for this request
-    shifted: int = 0  # of the reused tokens, those moved to an earlier position (KV shift, no evaluation)
-    evaluated: int = 0  # prompt tokens evaluated now
-    generated: int = 0
-    prompt_ms: float = 0.0
-    gen_ms: float = 0.0
-
-
-@dataclass
-class Generation:
-    text: str
-    tokens: list[int]
-    stop_reason: str  # "stop" | "length" | "time" | "check" | "paused"
-    stats: GenStats
-
-
 _Slot = Slot  # a document's sequence and tokens (engine/kvcache.py)
-
-
-@dataclass
-class SamplerParams:
-    temperature: float
-    top_k: int
-    top_p: float
-    repeat_penalty: float
-    seed: int
-
-    @classmethod
-    def from_settings(cls, s: Settings) -> "SamplerParams":
-        return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed)
 
 
 def load_model(
@@ -119,6 +72,11 @@ def load_model(
 
 
 class LoadedModel:
+    """A `Model` (engine/generation.py) in process: llama.cpp's model, context and KV pool."""
+
+    remote = False
+    backend = "local"
+
     def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None):
         _init_backend()
         self.info = info
@@ -131,6 +89,8 @@ class LoadedModel:
             gpu_layers = 0x7FFFFFFF if settings.n_gpu_layers < 0 else settings.n_gpu_layers
         self.gpu_layers = gpu_layers
         self.planned_gpu_bytes = 0  # GPU memory the memory plan gave it (set by the engine)
+        self.told_shared = False  # code actions said once that they use this base model (instruct.py)
+        self.no_system_role = False  # only a chat server refuses a system message (remote.py)
         mparams.n_gpu_layers = gpu_layers
         t0 = time.perf_counter()
         model = llama_cpp.llama_model_load_from_file(info.path.encode(), mparams)
@@ -207,6 +167,22 @@ class LoadedModel:
     def context_size(self) -> int:
         """Tokens one request may use: contextSize, capped at the model's trained context."""
         return self.settings.context_size
+
+    @property
+    def name(self) -> str:
+        """The GGUF file's name."""
+        return os.path.basename(self.path)
+
+    # --- a remote backend's side of `Model`: never called on a local model (callers check `remote`)
+    def ready(self, cancel: threading.Event | None = None, deadline: float | None = None) -> None:
+        raise NotImplementedError("a local model has no server to ask")
+
+    def prompt(self, prefix: Sequence[str], suffix: Sequence[str], near: Sequence[str] = ()) -> dict:
+        raise NotImplementedError("a local model's prompt is token ids (completion/fim.py layout)")
+
+    def chat(self, messages: list[dict], max_tokens: int, cancel: threading.Event | None = None,
+             on_token: Callable[[int], None] | None = None) -> str:
+        raise NotImplementedError("a local model's chats run in steps on the engine (actions/instruct.py)")
 
     # --- lifecycle ----------------------------------------------------------------------
     def close(self) -> None:
@@ -402,66 +378,6 @@ class LoadedModel:
         """Drop a document's prompt state (document closed), in both tiers."""
         self.pool.forget(key)
 
-    def _reuse_cached(self, slot: _Slot, prompt: list[int]) -> tuple[int, int]:
-        """Make `slot` hold state for the longest start of `prompt` it can without evaluating.
-
-        Returns (tokens reused, of which shifted). First the common prefix of the cached tokens
-        and the prompt. Then, as llama.cpp's server does with `--cache-reuse`, runs of cached
-        tokens (REUSE_MIN_CHUNK or more) that the new prompt needs next are moved to earlier
-        positions: the cached cells between are removed (`llama_memory_seq_rm`) and the run is
-        shifted (`llama_memory_seq_add`, which re-rotates the keys; only where
-        `llama_memory_can_shift` says the model's positional encoding allows it). A run keeps
-        the state computed after the text that preceded it in the cached prompt: an
-        approximation the server makes too, used only for runs long enough to be worth it.
-        Runs are only ever moved back (llama.cpp needs the positions of a sequence to grow
-        one by one), so they serve deletions and moves, not insertions. The prompt's last token
-        is never reused: its logits are needed.
-        """
-        cache = slot.tokens
-        limit = len(prompt) - 1
-        common = 0
-        for a, b in zip(cache, prompt):
-            if a != b or common >= limit:
-                break
-            common += 1
-        head_p = common
-        shifted = 0
-        if (limit - head_p >= REUSE_MIN_CHUNK and len(cache) - head_p >= REUSE_MIN_CHUNK
-                and llama_cpp.llama_memory_can_shift(self.mem)):
-            index: dict[tuple[int, ...], list[int]] = {}
-            for j in range(head_p, len(cache) - REUSE_KEY + 1):
-                index.setdefault(tuple(cache[j:j + REUSE_KEY]), []).append(j)
-            head_c = head_p
-            moved: list[int] = []
-            while limit - head_p >= REUSE_MIN_CHUNK:
-                best_j, best_n = -1, 0
-                starts = index.get(tuple(prompt[head_p:head_p + REUSE_KEY]), [])
-                for j in starts[bisect.bisect_left(starts, head_c):]:
-                    n = REUSE_KEY
-                    while j + n < len(cache) and head_p + n < limit and cache[j + n] == prompt[head_p + n]:
-                        n += 1
-                    if n >= REUSE_MIN_CHUNK:
-                        best_j, best_n = j, n
-                        break  # the earliest long run: keeps the most cache for what follows
-                if best_j < 0:
-                    break
-                seq = slot.seq
-                if best_j > head_p:
-                    llama_cpp.llama_memory_seq_rm(self.mem, seq, head_p, best_j)
-                    llama_cpp.llama_memory_seq_add(self.mem, seq, best_j, best_j + best_n, head_p - best_j)
-                    shifted += best_n
-                moved.extend(cache[best_j:best_j + best_n])
-                head_c = best_j + best_n
-                head_p += best_n
-            if moved:
-                del cache[common:]
-                cache.extend(moved)
-                log.debug("prompt cache: shifted %d cached tokens into place, reusing %d", shifted, head_p)
-        if head_p < len(cache) or shifted:
-            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, head_p, -1)
-        del cache[head_p:]
-        return head_p, shifted
-
     def _decode(self, slot: _Slot, tokens: Sequence[int]) -> None:
         self.pool.reserve(slot, len(tokens))  # evicts other documents when the pool is full
         b = self._batch
@@ -534,7 +450,7 @@ class LoadedModel:
         if not reuse:
             self.pool.clear(slot)
         if reuse:
-            common, stats.shifted = self._reuse_cached(slot, prompt)
+            common, stats.shifted = reuse_cached(self.mem, slot, prompt)
         else:
             common = 0
         stats.reused = common

@@ -15,7 +15,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from codelsp.engine.llama import Cancelled, LoadedModel, load_model
+from codelsp.engine.generation import Cancelled, Model
+from codelsp.engine.llama import LoadedModel, load_model
 from codelsp.models.memplan import plan_load
 from codelsp.models.errors import ModelError
 from codelsp.models.modelfile import check_model, resolve_models
@@ -43,11 +44,15 @@ class Job:
     future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future, compare=False)
     superseded: bool = field(default=False, compare=False)
     light: bool = field(default=False, compare=False)  # a quick query: see Engine.has_waiting
+    # Set by the server (lsp/server.py) on completion jobs:
+    riders: int = field(default=0, compare=False)  # requests waiting on this job's answer besides its own
+    orphaned: bool = field(default=False, compare=False)  # its own request was cancelled; it runs on
+    partial: str = field(default="", compare=False)  # the text generated so far (a request may ride it)
 
 
 class Engine:
     def __init__(self) -> None:
-        self.model: LoadedModel | None = None
+        self.model: Model | None = None  # a LoadedModel, or a RemoteModel (remote.py)
         self.instruct: LoadedModel | None = None
         self.model_error: str | None = None
         self._jobs: list[Job] = []
@@ -175,14 +180,14 @@ class Engine:
     def load(self, settings: Settings, on_status: Callable[[str, str], None] | None = None) -> Job:
         """Load (or reload) the models the settings name. On failure the previous models stay."""
 
-        def work(job: Job) -> LoadedModel:
+        def work(job: Job) -> Model:
             status = on_status or (lambda state, msg, *pct: None)
             if settings.backend != "local":
                 return self._use_remote(settings, status, job.cancel)
             try:  # files (Hugging Face downloads report progress) and the memory plan, before loading
                 paths = resolve_models(settings, (lambda m, pct: on_status("progress", m, pct)) if on_status else None)
                 infos = [(check_model(p), p is paths.instruct) for p in (paths.base, paths.instruct) if p is not None]
-                held = sum(getattr(m, "planned_gpu_bytes", 0) for m in (self.model, self.instruct) if m is not None)
+                held = sum(m.planned_gpu_bytes for m in (self.model, self.instruct) if m is not None)
                 plan = plan_load(infos, settings, held_gpu=held)
                 planned = plan.settings or settings  # promptCacheBytes/hostCacheBytes decided
             except ModelError as exc:
@@ -232,7 +237,8 @@ class Engine:
     def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
         """Switch to a remote backend (remote.py). A server that is down now is tried again on
         each completion, so it is kept even when this first contact fails."""
-        from codelsp.engine.remote import BackendError, RemoteModel
+        from codelsp.engine.http import BackendError
+        from codelsp.engine.remote import RemoteModel
 
         status("loading", f"connecting to {settings.url}")
         try:

@@ -20,7 +20,7 @@ from lsprotocol import types
 from codelsp import languages
 from codelsp.actions import edits, prompts, targets
 from codelsp.actions.instruct import run_chat
-from codelsp.engine.llama import Cancelled
+from codelsp.engine.generation import Cancelled
 from codelsp.models.errors import ModelError
 
 log = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from codelsp.completion.pipeline import Completion, alternatives, complete, warm
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
 from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
-from codelsp.engine.llama import Cancelled, GenStats
+from codelsp.engine.generation import Cancelled, GenStats
 from codelsp.models.errors import ModelError
 from codelsp.languages import comment_prefix, language_of
 from codelsp.completion.neighbors import Neighbors, extra_text
@@ -236,7 +236,7 @@ class CodeLspServer(LanguageServer):
             # A remote backend's generation is stopped at once: its connection is closed, so the
             # server stops generating (README, Remote backends).
             job.orphaned = True
-            if not job.riders and (engine.has_waiting() or getattr(engine.model, "remote", False)):
+            if not job.riders and (engine.has_waiting() or ((m := engine.model) is not None and m.remote)):
                 engine.cancel(job)
             self._record_cancel(uri)
             raise
@@ -251,7 +251,7 @@ class CodeLspServer(LanguageServer):
             return None
         self._reported_error = None  # working again: a later failure is shown again
         self._record(uri, "model", result.stats, result.total_ms)  # its suggestion is stored (_submit_completion)
-        if more and result.text and (now or settings.prompt_cache) and not getattr(engine.model, "remote", False):
+        if more and result.text and (now or settings.prompt_cache) and not ((m := engine.model) is not None and m.remote):
             alt = self._alternatives(uri, doc, text, offset, result, more)
             if now:
                 result.others = await self._await_alternatives(alt)
@@ -316,7 +316,7 @@ class CodeLspServer(LanguageServer):
 
         def progress(job: Job, so_far: str) -> None:
             job.partial = so_far
-            if getattr(job, "orphaned", False) and not job.riders and engine.has_waiting():
+            if job.orphaned and not job.riders and engine.has_waiting():
                 job.cancel.set()  # cancelled by its client, nobody rides it, and others wait
 
         job = engine.submit(work, key=uri)
@@ -329,7 +329,7 @@ class CodeLspServer(LanguageServer):
         def store(result: Completion) -> None:  # on the event loop: the caches are not thread-safe
             if settings is self.settings and settings.prompt_cache:
                 self.suggestions.store(uri, text, offset, result.text)
-            if getattr(job, "orphaned", False):  # its request was cancelled: count the work here
+            if job.orphaned:  # its request was cancelled: count the work here
                 self.totals["orphaned"] += 1
                 self._add_tokens(result.stats)
 
@@ -384,10 +384,10 @@ class CodeLspServer(LanguageServer):
         if (typed is None or not text.startswith(old_text[:old_offset]) or text[offset:] != old_text[old_offset:]
                 or len(text) - len(old_text) != len(typed)):
             return None
-        partial = getattr(job, "partial", "")
+        partial = job.partial
         if not (partial.startswith(typed) or typed.startswith(partial)):
             return None  # it is already producing something else
-        job.riders = getattr(job, "riders", 0) + 1
+        job.riders += 1
         try:
             result = await asyncio.shield(asyncio.wrap_future(job.future))
         except asyncio.CancelledError:  # this request's own $/cancelRequest while it waited
@@ -550,7 +550,7 @@ class CodeLspServer(LanguageServer):
         model = self.engine.model
         if model is None:
             return ""
-        if getattr(model, "remote", False):
+        if model.remote:
             return model.name or ""
         return os.path.basename(str(model.path)).removesuffix(".gguf")
 
@@ -763,7 +763,7 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
 
             def cached(job: Job) -> tuple[int, int, int]:
                 m = ls.engine.model
-                if m is None or not hasattr(m, "host_tokens"):  # no model, or a remote backend
+                if m is None or m.remote:  # no model, or a remote backend
                     return (m.cached_tokens(uri) if m is not None else 0), 0, 0
                 return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri)
 
@@ -774,7 +774,7 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
 
         def cache(job: Job) -> dict[str, Any] | None:
             m = ls.engine.model
-            return m.cache_stats() if m is not None and hasattr(m, "cache_stats") else None
+            return m.cache_stats() if m is not None and not m.remote else None
 
         out["cache"] = await asyncio.wrap_future(ls.engine.submit(cache, light=True).future)
         return out

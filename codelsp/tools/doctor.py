@@ -152,7 +152,7 @@ def run_doctor(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 1
 
     from codelsp.engine.worker import Engine
-    from codelsp.engine.llama import SamplerParams
+    from codelsp.engine.generation import SamplerParams
 
     engine = Engine()
     try:

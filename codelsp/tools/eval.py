@@ -308,7 +308,7 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
     """(task, raw generation) with the pipeline's own prompt and no post-processing stop rule."""
     from codelsp.completion import pipeline, postprocess
     from codelsp.completion.context import build_context
-    from codelsp.engine.llama import complete_text
+    from codelsp.engine.generation import complete_text
     from codelsp.engine.worker import Engine
     from codelsp.models.errors import ModelError
     from codelsp.settings import Settings
