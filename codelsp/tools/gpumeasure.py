@@ -35,7 +35,7 @@ SOURCES = Path(__file__).resolve().parent.parent  # the codelsp package: Python 
 
 
 def decode(model: str, tokens: int, options: dict[str, Any]) -> dict[str, Any]:
-    from codelsp.engine.llama import SamplerParams
+    from codelsp.engine.generation import SamplerParams
     from codelsp.engine.worker import Engine
     from codelsp.settings import Settings
 
