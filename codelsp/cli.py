@@ -191,6 +191,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
         log.warning("%s", p)
     # one request: no other document will reuse cached prompt state, so allocate one KV slot
     settings = dataclasses.replace(settings, prompt_cache_bytes=0, host_cache_bytes=0)
+    if args.timeout_ms is None:
+        # timeoutMs is an editor's keystroke budget: a one-shot command waits for the whole answer
+        settings = dataclasses.replace(settings, timeout_ms=0)
     engine = Engine()
     try:
         model = engine.load(settings).future.result()

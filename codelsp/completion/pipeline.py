@@ -22,6 +22,13 @@ from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# The time budget (timeoutMs) ends a suggestion at a line end, never inside a line: once it has
+# passed, generation goes on to the next line end. The hard cap ends a runaway line: HARD_FACTOR
+# times the budget, at least HARD_MIN_S past it (a budget of a few ms must still let the model
+# write its line); a line the hard cap (or maxTokens, after the budget) cuts is dropped.
+HARD_FACTOR = 4
+HARD_MIN_S = 2.0
+
 
 @dataclass
 class Completion:
@@ -41,7 +48,8 @@ def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings,
     `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
     here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
     """
-    deadline = time.monotonic() + settings.timeout_ms / 1000
+    # timeoutMs 0: no time limit (`codelsp complete` without --timeout-ms)
+    deadline = time.monotonic() + settings.timeout_ms / 1000 if settings.timeout_ms > 0 else None
     # the model sees LF line breaks whatever the document uses; the editor gets the document's
     eol = postprocess.line_ending(text)
     text, offset = postprocess.to_lf(text, offset)
@@ -64,6 +72,47 @@ def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings,
     else:
         prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     return ctx, prompt, postprocess.is_multiline(ctx, settings.ablate), deadline, eol
+
+
+class _LineBudget:
+    """The time budget, kept at line ends: wraps a generation's stop check.
+
+    The engine gets `hard` as its deadline; `check(text)` asks the inner check, and once
+    `deadline` has passed it stops at the first line end generated since (the text up to and
+    including that line break is kept, `settle`). A generation that ends past the budget without
+    reaching a line end (the hard cap, maxTokens) keeps only its whole lines."""
+
+    def __init__(self, deadline: float | None, budget_ms: int, inner: Callable[[str], bool]):
+        self.deadline = deadline
+        self.hard = None if deadline is None else deadline + max((HARD_FACTOR - 1) * budget_ms / 1000, HARD_MIN_S)
+        self.inner = inner
+        self.mark: int | None = None  # text length when the budget was found passed
+        self.cut: int | None = None  # end of the text kept: after the line break that ended it
+        self._seen = 0
+
+    def check(self, text: str) -> bool:
+        if self.inner(text):
+            return True
+        if self.deadline is not None and self.mark is None and time.monotonic() > self.deadline:
+            self.mark = self._seen  # the budget passed while this piece was generated
+        self._seen = len(text)
+        if self.mark is None:
+            return False
+        # a line break that ends the text before this piece counts too: that line was whole
+        end = text.find("\n", max(self.mark - 1, 0))
+        if end < 0:
+            return False
+        self.cut = end + 1
+        return True
+
+    def settle(self, text: str, reason: str) -> tuple[str, str]:
+        """The text and stop reason with the budget's rule applied."""
+        if self.cut is not None:
+            return text[: self.cut], "time"
+        if reason == "time" or (self.mark is not None and reason == "length"):
+            # past the budget and no line end before the hard cap (or maxTokens): whole lines only
+            return text[: text.rfind("\n") + 1], "time"
+        return text, reason
 
 
 def _finish(raw: str, stop_reason: str, ctx, multiline: bool, eol: str, ablate: frozenset[str]) -> str:
@@ -104,23 +153,26 @@ def complete(
                 progress(so_far)
             return inner(so_far)
 
+    budget = _LineBudget(deadline, settings.timeout_ms, stop_check)
     gen = model.generate(
         key,
         prompt,
         max_tokens=settings.max_tokens,
         sampler=SamplerParams.from_settings(settings),
         cancel=cancel,
-        deadline=deadline,
-        check=stop_check,
+        deadline=budget.hard,
+        check=budget.check,
         reuse=settings.prompt_cache,
     )
+    gen.text, gen.stop_reason = budget.settle(gen.text, gen.stop_reason)
     out = _finish(gen.text, gen.stop_reason, ctx, multiline, eol, settings.ablate)
     total = (time.perf_counter() - t0) * 1000
     s = gen.stats
     log.debug(
         "completion %s: reused %d (restored %d from system memory), evaluated %d, generated %d tokens; "
-        "prompt %.1f ms, generation %.1f ms, total %.1f ms; stop=%s",
+        "prompt %.1f ms, generation %.1f ms, total %.1f ms; stop=%s (budget %s)",
         key, s.reused, s.restored, s.evaluated, s.generated, s.prompt_ms, s.gen_ms, total, gen.stop_reason,
+        f"{settings.timeout_ms} ms" if deadline is not None else "none",
     )
     return Completion(out, gen.text, gen.stop_reason, s, total, list(gen.tokens))
 
@@ -176,16 +228,18 @@ def alternatives(
     seen = {_same(first.text)}
     tried = 0
     for tok in firsts:
-        if len(found) >= n or tried >= n + 2 or time.monotonic() > deadline:
+        if len(found) >= n or tried >= n + 2 or (deadline is not None and time.monotonic() > deadline):
             break
         head = model.piece(tok).decode("utf-8", errors="ignore")
         if first.raw.startswith(head) or (head.strip() and first.raw.lstrip().startswith(head.strip())):
             continue
         tried += 1
+        budget = _LineBudget(deadline, settings.timeout_ms, lambda t, h=head: check(h + t))
         gen = model.generate(
             key, list(prompt) + [tok], max_tokens=max(settings.max_tokens - 1, 0), sampler=greedy,
-            cancel=cancel, deadline=deadline, check=lambda t, h=head: check(h + t), reuse=True,
+            cancel=cancel, deadline=budget.hard, check=budget.check, reuse=True,
         )
+        gen.text, gen.stop_reason = budget.settle(gen.text, gen.stop_reason)
         for k in ("evaluated", "generated"):  # evaluated: the forced first token
             setattr(stats, k, getattr(stats, k) + getattr(gen.stats, k))
         stats.prompt_ms += gen.stats.prompt_ms

@@ -8,6 +8,10 @@ Rules (each measured with `codelsp eval`, see README "Completion quality"):
   next line of the suffix (whitespace-normalised), and drop a tail that repeats its first lines;
 - indentation: the first line does not restate the indentation the cursor's line already has,
   and leading whitespace follows the file's style (tabs or spaces of its unit);
+- closing text: the line's text after the cursor is not written again: a tail of the suggestion
+  that repeats its start is dropped, and the suggestion ends where it closes a bracket (or the
+  cursor's string) the line after the cursor already closes (measured against keeping the whole
+  answer with a range over the rest of the line: README, Completion quality);
 - generation that did not finish by itself (maxTokens, timeoutMs): its unfinished last line of a
   multi-line suggestion is dropped.
 Line breaks: the model sees and writes LF (`to_lf`); the pipeline puts the document's back.
@@ -24,7 +28,7 @@ from codelsp.completion.context import DocContext
 # The rules clean() applies. For measurement only, the rule functions take `ablate`: the rules
 # turned off (setting `ablate`: `codelsp eval --ablate RULE,...` starts `codelsp serve --ablate
 # RULE,...`), to show what each is worth.
-RULES = ("oneline", "block", "suffix", "indent", "unfinished")
+RULES = ("oneline", "block", "suffix", "indent", "unfinished", "closecut")
 
 
 # --- line endings -------------------------------------------------------------------------
@@ -155,6 +159,77 @@ def _reindent(lines: list[str], ctx: DocContext) -> list[str]:
     return [out[0]] + [_restyle(ln, style) for ln in out[1:]]
 
 
+# --- text after the cursor on its line -----------------------------------------------------
+
+_OPEN = {"(": ")", "[": "]", "{": "}"}
+_CLOSE = {")", "]", "}"}
+_QUOTES = "'\"`"
+
+
+def _open_quote(head: str) -> str | None:
+    """The quote of the string the cursor is inside, after the line's text `head`, or None."""
+    inside: str | None = None
+    i = 0
+    while i < len(head):
+        ch = head[i]
+        if inside:
+            if ch == "\\":
+                i += 1
+            elif ch == inside:
+                inside = None
+        elif ch in _QUOTES:
+            inside = ch
+        elif head.startswith(("# ", "//"), i) or (ch == "#" and i == len(head) - 1):
+            return None  # a comment: quotes in it open nothing
+        i += 1
+    return inside
+
+
+def _outer_closers(text: str, quote: str | None) -> list[tuple[int, str]]:
+    """(index, char) of the characters of `text` that close what was opened before it: brackets
+    with no opener in `text`, and the closing quote of the string `quote` the text starts in."""
+    out: list[tuple[int, str]] = []
+    stack: list[str] = []
+    inside = quote  # the string the scan is in; `quote` until its closing quote
+    outer = quote is not None
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if inside:
+            if ch == "\\":
+                i += 1
+            elif ch == inside:
+                if outer:
+                    out.append((i, ch))
+                    outer = False
+                inside = None
+        elif ch in _QUOTES:
+            inside = ch
+        elif ch in _OPEN:
+            stack.append(_OPEN[ch])
+        elif ch in _CLOSE:
+            if stack and stack[-1] == ch:
+                stack.pop()
+            elif not stack:
+                out.append((i, ch))
+        i += 1
+    return out
+
+
+def _cut_at_close(text: str, head: str, rest: str, ablate: frozenset[str] = frozenset()) -> str:
+    """`text` up to where it closes what `rest` (the line after the cursor) already closes: the
+    first bracket (or the cursor's string's quote) `text` closes without opening it, when `rest`
+    closes the same one first (`#app').dataset.id;` before `');` is `#app`)."""
+    if "closecut" in ablate:
+        return text
+    quote = _open_quote(head)
+    want = _outer_closers(rest, quote)
+    have = _outer_closers(text, quote)
+    if want and have and have[0][1] == want[0][1]:
+        return text[: have[0][0]]
+    return text
+
+
 # --- the rules ----------------------------------------------------------------------------
 
 def early_stop(ctx: DocContext, multiline: bool, ablate: frozenset[str] = frozenset()) -> Callable[[str], bool]:
@@ -201,7 +276,8 @@ def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True,
             if text.endswith(rest[:k]) and rest[:k].strip():
                 text = text[: len(text) - k]
                 break
-        return text.rstrip()
+        # nor close again what the line already closes
+        return _cut_at_close(text, ctx.line_prefix, rest, ablate).rstrip()
 
     lines = text.split("\n")
     if not finished and len(lines) > 1 and "unfinished" not in ablate:

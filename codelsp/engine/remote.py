@@ -261,6 +261,10 @@ class RemoteModel:
             body["cache_prompt"] = bool(reuse)
             if "repetition_penalty" in body:
                 body["repeat_penalty"] = body.pop("repetition_penalty")
+            if deadline is not None and self.settings.timeout_ms > 0:
+                # the server's own budget: it stops at a line end once this much generation time
+                # has passed (the pipeline's rule, completion/pipeline.py, checked here too)
+                body["t_max_predict_ms"] = self.settings.timeout_ms
         else:
             path = "/completions"
             body["stream_options"] = {"include_usage": True}

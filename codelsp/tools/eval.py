@@ -60,26 +60,72 @@ class Task:
     canonical: str  # the hole: one line with its indentation (no line break)
     test: str
     entry_point: str
+    # --mid-line: the hole is the inside of one bracket pair (or string) of the line, the
+    # cursor after its opener, the line's text from the closer on after the cursor (an editor
+    # that closed the bracket as it was typed); None: the whole line is the hole
+    cut: int | None = None  # cursor column in `canonical`
+    close: int | None = None  # where the line's text after the cursor starts in `canonical`
 
     @property
     def indent(self) -> str:
         return self.canonical[: len(self.canonical) - len(self.canonical.lstrip(" \t"))]
 
     @property
+    def head(self) -> str:
+        return self.indent if self.cut is None else self.canonical[: self.cut]
+
+    @property
+    def rest(self) -> str:
+        return "" if self.close is None else self.canonical[self.close:]
+
+    @property
     def document(self) -> str:
-        return self.prompt + self.indent + "\n" + self.suffix
+        return self.prompt + self.head + self.rest + "\n" + self.suffix
 
     @property
     def cursor(self) -> tuple[int, int]:
         """(line, character) of the cursor: after the hole line's indentation (ASCII)."""
-        return self.prompt.count("\n"), len(self.indent)
+        return self.prompt.count("\n"), len(self.head)
 
-    def program(self, answer: str) -> str:
-        return (self.prompt + self.indent + answer + "\n" + self.suffix + "\n" + self.test
+    def line(self, answer: str, replace: int = 0) -> str:
+        """The hole's line once the item (`answer` over `replace` characters after the cursor) is in."""
+        return self.head + answer + self.rest[replace:]
+
+    def program(self, answer: str, replace: int = 0) -> str:
+        return (self.prompt + self.line(answer, replace) + "\n" + self.suffix + "\n" + self.test
                 + f"\n\ncheck({self.entry_point})\n")
 
-    def exact(self, answer: str) -> bool:
-        return " ".join((self.indent + answer).split()) == " ".join(self.canonical.split())
+    def exact(self, answer: str, replace: int = 0) -> bool:
+        return " ".join(self.line(answer, replace).split()) == " ".join(self.canonical.split())
+
+
+def mid_line(tasks: list[Task]) -> list[Task]:
+    """The tasks whose line holds a bracket pair or string with something inside, each cut inside
+    one of them (picked by the task id's CRC, so the same every run)."""
+    import zlib
+
+    out: list[Task] = []
+    for t in tasks:
+        pairs: list[tuple[int, int]] = []
+        stack: list[int] = []
+        quote: tuple[int, str] | None = None
+        line = t.canonical
+        for i, ch in enumerate(line):
+            if quote:
+                if ch == quote[1]:
+                    pairs.append((quote[0], i))
+                    quote = None
+            elif ch in "'\"":
+                quote = (i, ch)
+            elif ch in "([{":
+                stack.append(i)
+            elif ch in ")]}" and stack:
+                pairs.append((stack.pop(), i))
+        pairs = sorted(p for p in pairs if p[1] > p[0] + 1)
+        if pairs:
+            a, b = pairs[zlib.crc32(t.task_id.encode()) % len(pairs)]
+            out.append(dataclasses.replace(t, cut=a + 1, close=b))
+    return out
 
 
 def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -98,6 +144,8 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--compare-server", action="store_true",
                    help="also ask llama.cpp's llama-server /infill the llama.vim way, on the same model")
     e.add_argument("--server-bin", metavar="PATH", help=f"llama-server binary (default: {SERVER_CACHE}/*/llama-server, then PATH)")
+    e.add_argument("--mid-line", action="store_true",
+                   help="cut each task's line inside a bracket pair or string, the line's rest after the cursor (tasks without one are left out)")
     e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (block,suffix,indent,unfinished)")
     model_flags(e)
 
@@ -250,7 +298,7 @@ class Progress:
 # --- codelsp through its LSP server -----------------------------------------------------------
 
 async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[str, str],
-                           on_answer: Callable[[Task, str], None]) -> None:
+                           on_answer: Callable[[Task, str, int], None]) -> None:
     from lsprotocol import types
 
     from codelsp.tools.lspclient import codelsp_client, inline_params, inline_texts
@@ -271,9 +319,13 @@ async def _codelsp_answers(server_args: list[str], tasks: list[Task], env: dict[
             if problems:
                 raise EvalError(problems[0])
             answer = (inline_texts(result) or [""])[0]
+            replace = 0
+            items = result.items if result is not None and not isinstance(result, list) else (result or [])
+            if items and items[0].range is not None:  # the editor replaces the item's range
+                replace = items[0].range.end.character - items[0].range.start.character
             client.text_document_did_close(types.DidCloseTextDocumentParams(
                 text_document=types.TextDocumentIdentifier(uri=uri)))
-            on_answer(task, answer)
+            on_answer(task, answer, replace)
 
 
 # the settings `codelsp eval` passes on to its server (the flags are settings.py's)
@@ -444,7 +496,10 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.file and args.path and args.file != args.path:
         raise EvalError("give the task file once (FILE or --path)")
     path = find_tasks_file(args.path or args.file)
-    tasks = select(load_tasks(path), args.task, args.every, args.limit)
+    tasks = load_tasks(path)
+    if args.mid_line:
+        tasks = mid_line(tasks)
+    tasks = select(tasks, args.task, args.every, args.limit)
     if args.timeout <= 0:
         raise EvalError("--timeout must be positive")
     options = dict(options)
@@ -476,13 +531,13 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
     bar = Progress("codelsp", len(tasks), quiet)
     counts = {"pass": 0, "exact": 0}
 
-    def on_answer(task: Task, answer: str) -> None:
-        ok = passes(task.program(answer), args.timeout)
-        exact = task.exact(answer)
+    def on_answer(task: Task, answer: str, replace: int = 0) -> None:
+        ok = passes(task.program(answer, replace), args.timeout)
+        exact = task.exact(answer, replace)
         counts["pass"] += ok
         counts["exact"] += exact
-        per_task[task.task_id].update(answer=answer, passed=ok, exact=exact)
-        record("codelsp", task, answer=answer, passed=ok, exact=exact)
+        per_task[task.task_id].update(answer=answer, replace=replace, line=task.line(answer, replace), passed=ok, exact=exact)
+        record("codelsp", task, answer=answer, replace=replace, passed=ok, exact=exact)
         bar.step(ok)
 
     t0 = time.monotonic()
