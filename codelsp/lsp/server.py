@@ -1,8 +1,8 @@
 """The language server: thin LSP handlers that delegate to plain modules.
 
 Handlers translate between LSP and the completion session (completion/session.py): positions to
-offsets here, completions to items. All model work runs on the engine thread (engine/worker.py).
-Nothing here touches llama.cpp.
+offsets here, completions to items in items.py. All model work runs on the engine thread
+(engine/worker.py). Nothing here touches llama.cpp.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 import time
 from typing import Any
@@ -21,8 +20,10 @@ from pygls.lsp.server import LanguageServer
 from codelsp import __version__
 from codelsp.completion.pipeline import Completion
 from codelsp.completion.session import CompletionSession, OpenDocument
+from codelsp.lsp.capabilities import Client
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
+from codelsp.lsp.items import inline_list, menu_list, word_before
 from codelsp.engine.worker import Engine
 from codelsp.engine.llama import Cancelled
 from codelsp.actions.steps import comment_prefix, language_of
@@ -32,8 +33,6 @@ from codelsp.settings import Settings, SettingsLayers
 
 log = logging.getLogger(__name__)
 
-WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
-LABEL_MAX = 60
 FOCUS = "codelsp/didFocus"  # notification: the editor shows this document now (editors/ send it)
 
 
@@ -77,7 +76,7 @@ class CodeLspServer(LanguageServer):
         self.engine = Engine()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.initialized = False
-        self.client_info_name: str | None = None  # clientInfo.name of initialize ("helix", "Neovim", …)
+        self.client = Client()  # what the client can do, read at initialize (capabilities.py)
         self._loaded_for: tuple | None = None
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.session = CompletionSession(
@@ -138,8 +137,7 @@ class CodeLspServer(LanguageServer):
                 log.error("%s", exc)
 
     def _progress_supported(self) -> bool:
-        caps = self.client_capabilities
-        return bool(caps and caps.window and caps.window.work_done_progress)
+        return self.client.progress
 
     def _on_model_status(
         self, token: str, progress: bool, state: str, message: str, percentage: int | None = None
@@ -170,8 +168,8 @@ class CodeLspServer(LanguageServer):
     async def completion_at(
         self, uri: str, position: types.Position, *, more: int = 0, now: bool = False
     ) -> tuple[Completion, str] | None:
-        """The completion at an LSP position and the word before it; None when there is nothing
-        to offer. `more` and `now`: CompletionSession.completion_at."""
+        """The completion at an LSP position and the word before it (items.py); None when there is
+        nothing to offer. `more` and `now`: CompletionSession.completion_at."""
         doc = self.workspace.open_document(uri)  # any spelling of the URI (documents.py)
         if doc is None:
             log.warning("completion requested for a document that is not open: %s", uri)
@@ -185,11 +183,7 @@ class CodeLspServer(LanguageServer):
         if problem:  # LSP: past the end of the line means its end; inside a character, its start
             log.warning("%s of %s: completing at %d:%d", problem, uri, where.line, where.character)
             position.character = where.character  # the answer's ranges use the position
-        word = ""
-        i = offset
-        while i > 0 and text[i - 1] in WORD_CHARS:  # no line break is a word character
-            i -= 1
-        word = text[i:offset]
+        word = word_before(text, offset)
         view = _open_document(doc)
         result = await self.session.completion_at(uri, view, offset, more=more, now=now)
         return None if result is None else (result, word)
@@ -212,30 +206,6 @@ class CodeLspServer(LanguageServer):
     def _show_error(self, error: str) -> None:
         self.window_show_message(types.ShowMessageParams(type=types.MessageType.Error, message=f"codelsp: {error}"))
 
-    def snippets_supported(self) -> bool:
-        caps = self.client_capabilities
-        try:
-            return bool(caps.text_document.completion.completion_item.snippet_support)
-        except AttributeError:
-            return False
-
-    def item_documentation(self, text: str, language: str = "") -> types.MarkupContent | str:
-        """The whole completion for the documentation pane: a fenced code block where the client
-        renders markdown (it says so in `documentationFormat`; Helix renders every documentation
-        string as markdown without saying so, helix-term ui/completion.rs), plain text otherwise."""
-        caps = self.client_capabilities
-        formats = []
-        try:
-            formats = caps.text_document.completion.completion_item.documentation_format or []
-        except AttributeError:
-            pass
-        client = (self.client_info_name or "").lower()
-        if types.MarkupKind.Markdown in formats or client == "helix":
-            longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-            fence = "`" * max(3, longest + 1)
-            return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"{fence}{language}\n{text}\n{fence}")
-        return text
-
     def model_name(self) -> str:
         """The completion model as the menu shows it: the GGUF file's name without `.gguf`, or a
         remote backend's model."""
@@ -245,22 +215,6 @@ class CodeLspServer(LanguageServer):
         if getattr(model, "remote", False):
             return model.name or ""
         return os.path.basename(str(model.path)).removesuffix(".gguf")
-
-
-def relative_indent(text: str, indent: str) -> str:
-    """`text` with `indent` (the cursor line's leading whitespace) taken off the start of every
-    line after the first: clients that expand snippets (Helix, Neovim's vim.snippet) put the
-    cursor line's indentation in front of each new line themselves, and the model writes the
-    lines with their whole indentation. Lines that do not start with it stay as they are."""
-    if not indent or "\n" not in text:
-        return text
-    first, *rest = text.split("\n")
-    return "\n".join([first] + [line[len(indent):] if line.startswith(indent) else line for line in rest])
-
-
-def _snippet_escape(text: str) -> str:
-    """Plain text as an LSP snippet: `\\`, `$` and `}` are escaped, nothing is a placeholder."""
-    return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
 
 def _field(obj: Any, name: str) -> Any:
@@ -284,10 +238,6 @@ def _focus_params(params: Any) -> tuple[str | None, types.Position | None]:
     return uri, None
 
 
-def _position_minus(doc_codec, position: types.Position, text: str) -> types.Position:
-    return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))
-
-
 def _open_document(doc: Any) -> OpenDocument:
     """A pygls document as the completion session sees it."""
     return OpenDocument(doc.uri, doc.source, comment_prefix(language_of(doc.language_id, doc.uri)))
@@ -303,7 +253,7 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     def on_initialize(ls: CodeLspServer, params: types.InitializeParams) -> None:
         ls.loop = asyncio.get_running_loop()
         ls.layers.init_options = params.initialization_options or {}
-        ls.client_info_name = params.client_info.name if params.client_info else None
+        ls.client = Client.from_initialize(params)
         if params.process_id:
             _watch_parent(params.process_id)
 
@@ -372,57 +322,15 @@ def create_server(cli_options: dict[str, Any] | None = None) -> CodeLspServer:
     )
     async def on_completion(ls: CodeLspServer, params: types.CompletionParams) -> types.CompletionList | None:
         found = await ls.completion_at(params.text_document.uri, params.position)
-        if not found or not found[0].text:
-            return types.CompletionList(is_incomplete=True, items=[])
-        result, word = found
-        start = _position_minus(ls.workspace.position_codec, params.position, word) if word else params.position
-        full = word + result.text
-        first, *more = full.split("\n")
-        label = first.strip() or result.text.strip().split("\n", 1)[0]
-        snippet = ls.snippets_supported()
         doc = ls.workspace.open_document(params.text_document.uri)
-        line = doc.lines[params.position.line] if doc is not None and params.position.line < len(doc.lines) else ""
-        indent = line[: len(line) - len(line.lstrip(" \t"))]
-        if snippet:
-            # Clients that insert the label while an item is selected (Neovim 0.11) show the whole
-            # first line, and accepting expands the full text: no ellipsis in the label.
-            new_text = _snippet_escape(relative_indent(full, indent))
-            details = types.CompletionItemLabelDetails(description=f"+{len(more)} lines") if more else None
-        else:
-            new_text = full
-            details = None
-            if len(label) > LABEL_MAX:
-                label = label[: LABEL_MAX - 1] + "…"
-            elif more:
-                label += " …"
-        name = ls.model_name()
-        language = doc.language_id if doc is not None and doc.language_id else ""
-        item = types.CompletionItem(
-            label=label,
-            label_details=details,
-            kind=types.CompletionItemKind.Text,
-            detail=f"codelsp · {name}" if name else "codelsp",
-            documentation=ls.item_documentation(full, language),
-            filter_text=full,
-            sort_text="0",
-            preselect=True,
-            insert_text_format=types.InsertTextFormat.Snippet if snippet else types.InsertTextFormat.PlainText,
-            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=new_text),
-        )
-        return types.CompletionList(is_incomplete=True, items=[item])
+        return menu_list(found, params.position, doc, ls.workspace.position_codec, ls.client, ls.model_name())
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def on_inline(ls: CodeLspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
         found = await ls.completion_at(params.text_document.uri, params.position,
                                        more=ls.settings.candidates - 1, now=invoked)
-        if not found or not found[0].text:
-            return types.InlineCompletionList(items=[])
-        result, _ = found
-        here = types.Range(start=params.position, end=params.position)
-        return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=t, range=here) for t in [result.text, *result.others]]
-        )
+        return inline_list(found, params.position)
 
     @server.feature("codelsp/stats")
     async def on_stats(ls: CodeLspServer, params: Any) -> dict[str, Any]:
