@@ -281,6 +281,24 @@ def flag_of(key: str) -> str:
     return flags[0]
 
 
+def flag_args(options: Mapping[str, Any]) -> list[str]:
+    """Command-line arguments that give `options` (camelCase keys, as `flag_options` returns them)
+    to another codelsp process: `[flag, value]` per setting, the bare flag for an on/off setting
+    set to the value its flag gives (`warmDocuments` False -> `--no-warm`), nothing for one left at
+    its default. KeyError for a key without a flag."""
+    out: list[str] = []
+    for key, value in options.items():
+        name = Settings.keys()[key]
+        flag = flag_of(key)
+        if spec(name).type is bool:
+            default = next(f.default for f in fields(Settings) if f.name == name)
+            if bool(value) != default:
+                out.append(flag)
+            continue
+        out += [flag, str(value)]
+    return out
+
+
 @dataclass
 class SettingsLayers:
     """The layers settings come from, merged on demand (later wins)."""

@@ -125,3 +125,17 @@ def test_prefix_only_real_weights_smoke(demo_model, tmp_path):
     assert first.stdout.strip(), "the model should complete something"
     again = run_cli("complete", f"{src}:4:12", *fixed)
     assert again.stdout == first.stdout  # fixed seed: same input, same completion
+
+
+def test_settings_given_to_another_process_parse_back_the_same():
+    """bench and eval start `codelsp serve` with the user's settings as flags: each must parse
+    back to the same setting (an on/off flag takes no value: `--no-warm False` killed the server)."""
+    from codelsp.cli import build_parser, cli_options
+    from codelsp.settings import flag_args
+
+    options = {"warmDocuments": False, "promptCache": False, "contextSize": 2048, "fimOrder": "psm",
+               "temperature": 0.5, "maxTokens": 16}
+    argv = ["serve", *flag_args(options)]
+    assert "False" not in argv
+    assert cli_options(build_parser().parse_args(argv)) == options
+    assert flag_args({"warmDocuments": True, "promptCache": True}) == []  # the defaults: nothing to say

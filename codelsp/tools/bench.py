@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from codelsp.settings import flag_of
+from codelsp.settings import flag_args
 from codelsp.tools.lspclient import inline_params  # noqa: F401 - the tests
 from codelsp.tools.procs import free_port, serving
 from codelsp.tools.replay import pick_line, run_replays
@@ -148,8 +148,7 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print("codelsp bench: --compare-server compares the in-process engine with llama_cpp.server; "
               "leave out --backend", file=sys.stderr)
         return 2
-    for key, value in opts.items():
-        flags += [flag_of(key), str(value)]
+    flags += flag_args(opts)
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)
     if args.typing_rate is not None:

@@ -334,15 +334,9 @@ _SERVER_KEYS = ("model", "contextSize", "maxTokens", "temperature", "topK", "top
 
 
 def _server_args(options: dict[str, Any]) -> list[str]:
-    from codelsp.settings import flag_of
+    from codelsp.settings import flag_args
 
-    out: list[str] = []
-    for key in _SERVER_KEYS:
-        if options.get(key) is not None:
-            out += [flag_of(key), str(options[key])]
-    if options.get("promptCache") is False:
-        out.append("--no-prompt-cache")
-    return out
+    return flag_args({k: options[k] for k in (*_SERVER_KEYS, "promptCache") if options.get(k) is not None})
 
 
 # --- the oracle: raw generation, cut at any line end --------------------------------------------
