@@ -7,7 +7,7 @@ import pytest
 from lsprotocol import types
 
 import modelgen
-from conftest import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc
 from test_prompt_cache import as_dict, stats, type_at
 
 DOC = "def add(a, b):\n    \n"

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, inline_params, lsp_server, open_doc
+from support import complete_at, inline_at, inline_params, lsp_server, open_doc
 from codelsp.tools.lspclient import as_dict
 
 BODY = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(30))
@@ -430,7 +430,7 @@ async def test_a_newer_request_supersedes_an_older_one(demo_model):
 def test_bench_replays_typing_and_compares_with_no_prompt_cache(model_factory):
     import json
 
-    from conftest import run_cli
+    from support import run_cli
 
     model = model_factory("codellama")
     proc = run_cli("bench", "--model", str(model.path), "--keystrokes", "8", "--json", timeout=300)
@@ -484,7 +484,7 @@ def test_a_minified_line_is_tokenized_from_a_stable_start():
 def test_bench_switching_restores_five_documents_under_a_one_context_budget(model_factory):
     import json
 
-    from conftest import run_cli
+    from support import run_cli
 
     model = model_factory("codellama")
     proc = run_cli("bench", "--switching", "--model", str(model.path), "--ctx", "2048", "--keystrokes", "10", "--json", timeout=300)
@@ -740,7 +740,7 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     kind of event from the server's own counts."""
     import json
 
-    from conftest import run_cli
+    from support import run_cli
     from codelsp.tools import editing
 
     model = model_factory("qwen", default="answer")
@@ -782,7 +782,7 @@ def test_bench_typing_rate_types_into_a_multi_line_suggestion(model_factory, tmp
     cancelling each request at the next keystroke; one model run serves every keystroke."""
     import json
 
-    from conftest import run_cli
+    from support import run_cli
 
     multi = "if a:\n        raise ValueError\n    return b"
     model = model_factory("qwen", multi, default="answer")
@@ -802,7 +802,7 @@ def test_bench_typing_rate_types_into_a_multi_line_suggestion(model_factory, tmp
 
 def test_bench_typing_rate_where_the_model_suggests_nothing_says_so(model_factory, tmp_path):
     """A clear error and exit 1 (the bench used to wait forever for its server to exit)."""
-    from conftest import run_cli
+    from support import run_cli
 
     model = model_factory("qwen", "", default="answer")
     src = tmp_path / "shapes.py"
