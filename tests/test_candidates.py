@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-import modelgen
+import modeltok
 from codelsp.tools.lspclient import as_dict
 from support import inline_at, lsp_server, open_doc, stats, type_at
 
@@ -58,7 +58,7 @@ async def test_the_first_candidate_costs_what_it_costs_alone(model):
             alt = as_dict(s["lastAlternatives"])
             # 1 token again for the first-token logits, then "raise" forced (1) and the rest of
             # the second answer generated
-            rest = len(modelgen._tokenize(SECOND)) - 1
+            rest = len(modeltok._tokenize(SECOND)) - 1
             assert alt == {**alt, "candidates": 1, "tried": 1, "evaluated": 2, "generated": rest}, alt
             assert as_dict(s["totals"])["alternativeTokens"] == 2 + rest
     for k in ("source", "reused", "evaluated", "generated"):
