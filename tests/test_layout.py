@@ -141,3 +141,16 @@ def test_python_dash_m_codelsp_and_every_module_import():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
     out = subprocess.run([sys.executable, "-m", "codelsp", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and "serve" in out.stdout
+
+
+MAX_LINES = 600
+
+
+def test_no_module_is_longer_than_600_lines():
+    """A module past 600 lines does several jobs: split it along its seams (codelsp/ and tests/)."""
+    long = []
+    for path in sorted([*PKG.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
+        n = len(path.read_text().splitlines())
+        if n > MAX_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {n} lines")
+    assert not long, f"modules over {MAX_LINES} lines:\n" + "\n".join(long)
