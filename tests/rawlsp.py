@@ -27,6 +27,39 @@ class ServerGone(Exception):
 
 NO_ANSWER = object()  # RawLsp.answers: never answer this request of the server's
 
+INVALID_REQUEST, METHOD_NOT_FOUND, INVALID_PARAMS, PARSE_ERROR = -32600, -32601, -32602, -32700
+REQUEST_CANCELLED = -32800
+# One llama.cpp thread: on a busy 2-core machine its worker threads' synchronisation costs
+# ~300 ms per completion, against ~15 ms with one thread (the tiny models need no more).
+FAST = ("--threads", "1")
+
+CALL = "x = f(a, )\n"  # the model answers "1)"; before the ")" the ")" is trimmed: "1"
+
+
+class Uris:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, name: str = "doc.py") -> str:
+        self.n += 1
+        return f"file:///work/r{self.n}/{name}"
+
+
+new_uri = Uris()
+
+
+def still_serving(s: "RawLsp") -> None:
+    """The next valid request is answered, exactly (a server on a model that answers CALL with "1)")."""
+    uri = new_uri()
+    s.open(uri, CALL)
+    assert s.completion_text(uri, 0, 9) == "1"
+    assert s.completion_text(uri, 0, 10) == "1)"
+
+
+def edit(line: int, char: int, end_line: int, end_char: int, text: str) -> dict:
+    """A didChange content change: the range replaced by `text`."""
+    return {"range": {"start": {"line": line, "character": char}, "end": {"line": end_line, "character": end_char}}, "text": text}
+
 
 class RawLsp:
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from rawlsp import NO_ANSWER, RawLsp
+from rawlsp import FAST, INVALID_REQUEST, NO_ANSWER, RawLsp
 from test_code_actions import STUB, STUB_LINE
 
-INVALID_REQUEST = -32600
-FAST = ("--threads", "1")
 URI = "file:///w/stub.py"
 MUL_LINE = 9
 

@@ -9,7 +9,7 @@ budget unless `--timeout-ms` is given.
 
 from __future__ import annotations
 
-from conftest import inline_at, lsp_server, open_doc, run_cli
+from support import inline_at, lsp_server, open_doc, run_cli, stats
 from fakeserver import FakeOpenAI, Reply
 
 URI = "file:///work/budget.py"
@@ -24,10 +24,7 @@ async def texts(client, uri: str = URI) -> list[str]:
 
 
 async def last_stats(client) -> dict:
-    result = await client.protocol.send_request_async("codelsp/stats", {"uri": URI})
-    result = result if isinstance(result, dict) else result._asdict()
-    last = result["last"]
-    return last if isinstance(last, dict) else last._asdict()
+    return (await stats(client, URI))["last"]
 
 
 async def test_a_tiny_budget_gives_the_whole_line_not_a_cut_prefix(model_factory):

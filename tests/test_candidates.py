@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-import modelgen
-from conftest import inline_at, lsp_server, open_doc
-from test_prompt_cache import as_dict, stats, type_at
+import modeltok
+from codelsp.tools.lspclient import as_dict
+from support import inline_at, lsp_server, open_doc, stats, type_at
 
 DOC = "def add(a, b):\n    \n"
 ANSWER = "return a + b"
@@ -46,21 +46,21 @@ async def test_the_first_candidate_costs_what_it_costs_alone(model):
             open_doc(client, URI, DOC)
             first = await inline_at(client, URI, 1, 4)
             assert texts(first) == [ANSWER]
-            costs[n] = as_dict((await stats(client, URI)).last)
+            costs[n] = as_dict((await stats(client, URI))["last"])
             again = await inline_at(client, URI, 1, 4)  # the editor asks again at the same place
             s = await stats(client, URI)
             if n == 1:
                 assert texts(again) == [ANSWER]
-                assert s.lastAlternatives is None
+                assert s["lastAlternatives"] is None
                 continue
             assert texts(again) == [ANSWER, SECOND]
-            assert as_dict(s.last)["source"] == "typeThrough"
-            alt = as_dict(s.lastAlternatives)
+            assert as_dict(s["last"])["source"] == "typeThrough"
+            alt = as_dict(s["lastAlternatives"])
             # 1 token again for the first-token logits, then "raise" forced (1) and the rest of
             # the second answer generated
-            rest = len(modelgen._tokenize(SECOND)) - 1
+            rest = len(modeltok._tokenize(SECOND)) - 1
             assert alt == {**alt, "candidates": 1, "tried": 1, "evaluated": 2, "generated": rest}, alt
-            assert as_dict(s.totals)["alternativeTokens"] == 2 + rest
+            assert as_dict(s["totals"])["alternativeTokens"] == 2 + rest
     for k in ("source", "reused", "evaluated", "generated"):
         assert costs[1][k] == costs[2][k], (costs[1], costs[2])
 
@@ -79,7 +79,7 @@ async def test_an_invoked_request_at_a_place_answered_before_gets_every_candidat
         assert texts(await inline_at(client, URI, 1, 4)) == [ANSWER]
         assert texts(await inline_at(client, URI, 4, 4)) == [ANSWER]
         assert texts(await invoked_at(client, URI, 1, 4)) == [ANSWER, SECOND]
-        assert as_dict((await stats(client, URI)).totals)["model"] == 2
+        assert as_dict((await stats(client, URI))["totals"])["model"] == 2
 
 
 async def test_candidates_are_typed_through(model):
@@ -90,7 +90,7 @@ async def test_candidates_are_typed_through(model):
         assert texts(await inline_at(client, URI, 1, 5)) == ["eturn a + b", "aise ValueError"]
         type_at(client, URI, 3, 1, 5, "a")  # only the second goes on with "a"
         assert texts(await inline_at(client, URI, 1, 6)) == ["ise ValueError"]
-        assert as_dict((await stats(client, URI)).totals)["model"] == 1
+        assert as_dict((await stats(client, URI))["totals"])["model"] == 1
 
 
 async def test_after_a_keystroke_the_candidates_are_those_of_the_new_place(model):
@@ -103,8 +103,8 @@ async def test_after_a_keystroke_the_candidates_are_those_of_the_new_place(model
         assert texts(await inline_at(client, URI, 1, 5)) == [ANSWER]
         assert texts(await inline_at(client, URI, 1, 5)) == [ANSWER, SECOND]
         s = await stats(client, URI)
-        assert as_dict(s.totals)["model"] == 2
-        assert as_dict(s.lastAlternatives)["candidates"] == 1
+        assert as_dict(s["totals"])["model"] == 2
+        assert as_dict(s["lastAlternatives"])["candidates"] == 1
 
 
 def test_candidates_must_be_a_positive_integer():

@@ -11,7 +11,7 @@ from codelsp.actions import prompts, targets
 from codelsp.actions.chat import build_prompt
 from codelsp.engine.llama import load_model
 from codelsp.settings import Settings
-from conftest import lsp_server, open_doc
+from support import lsp_server, open_doc
 from test_code_actions import STUB, by_command, code_actions, logs, run_action
 
 # Mistral-7B-Instruct's chat template (v0.1/v0.2): no system role; `[INST]` is plain text.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from support import complete_at, inline_at, lsp_server, open_doc
 
 URI = "file:///work/closing.js"
 

@@ -11,7 +11,7 @@ from typing import Any, Union
 import pytest
 from lsprotocol import types
 
-from conftest import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc
 
 STUB = '''import math
 

@@ -14,7 +14,7 @@ import pytest
 
 from codelsp.models import demo
 from codelsp.models.errors import ModelError
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 
 PACKAGES = [pkg for pkg, _ in demo.DEMO.parts]
 

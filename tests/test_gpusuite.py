@@ -40,7 +40,8 @@ def test_tiny_shape_loads_and_generates(tmp_path, demo_model):
     """The shape writer's GGUF is a model llama.cpp loads, through codelsp's own load path."""
     import dataclasses
 
-    from codelsp.engine.llama import SamplerParams, load_model
+    from codelsp.engine.generation import SamplerParams
+    from codelsp.engine.llama import load_model
     from codelsp.settings import Settings
     from codelsp.tools.shapes import SHAPES, read_vocab, write_model
 

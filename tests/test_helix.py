@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 from lsprotocol import types
 
-from conftest import lsp_server, open_doc
+from support import lsp_server, open_doc
 
 DOC = "def add(a, b):\n    \n"
 MULTI = "if a:\n        raise ValueError\n    return b"

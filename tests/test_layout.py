@@ -168,3 +168,16 @@ def test_no_module_duck_types_a_model():
     bad = [f"{p.relative_to(ROOT)} {hit}" for p in sorted(PKG.rglob("*.py")) if "examples" not in p.parts
            for hit in duck_typed_models(p.read_text())]
     assert not bad, "duck-typed models (declare the member on both backends, engine/generation.py Model):\n" + "\n".join(bad)
+
+
+MAX_LINES = 600
+
+
+def test_no_module_is_longer_than_600_lines():
+    """A module past 600 lines does several jobs: split it along its seams (codelsp/ and tests/)."""
+    long = []
+    for path in sorted([*PKG.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]):
+        n = len(path.read_text().splitlines())
+        if n > MAX_LINES:
+            long.append(f"{path.relative_to(ROOT)}: {n} lines")
+    assert not long, f"modules over {MAX_LINES} lines:\n" + "\n".join(long)

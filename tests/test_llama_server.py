@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from support import complete_at, inline_at, lsp_server, open_doc, stats
 from codelsp.tools.procs import free_port, serving
 from codelsp.tools.llamaserver import build, cached_binary
 from codelsp.tools.lspclient import as_dict
@@ -40,12 +40,6 @@ def llama_server(model: Path, *extra: str) -> Iterator[str]:
 
 def backend(url: str, *extra: str) -> tuple[str, ...]:
     return ("--backend", "llama-server", "--url", url, "--timeout-ms", "60000", *extra)
-
-
-async def stats(client, uri: str) -> dict:
-    res = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
-    return res if isinstance(res, dict) else res._asdict()
-
 
 
 @pytest.mark.parametrize("family", ["starcoder", "qwen", "codellama"])

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from support import complete_at, inline_at, lsp_server, open_doc
 
 URI = "file:///work/add.py"
 ADD = "def add(a, b):\n    \n"
@@ -58,7 +58,7 @@ async def test_completion_item_replaces_the_word_before_the_cursor(model_factory
 async def test_snippet_clients_get_an_escaped_snippet_and_the_whole_first_line(model_factory):
     # Neovim 0.11 inserts a snippet item's label while it is selected and expands the snippet on
     # accept; a plain-text item would give only its first word.
-    from conftest import client_capabilities
+    from support import client_capabilities
 
     caps = client_capabilities()
     caps.text_document.completion = types.CompletionClientCapabilities(

@@ -22,7 +22,7 @@ from lsprotocol import types
 from codelsp.models import demo, memplan
 from codelsp.models.gguf import read_gguf
 from codelsp.settings import Settings
-from conftest import complete_at, lsp_server, open_doc, run_cli
+from support import complete_at, lsp_server, open_doc, run_cli
 
 ADD = "def add(a, b):\n    \n"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

@@ -15,18 +15,14 @@ the namespace `nvim.lsp.inline_completion` and the buffer's lines.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from test_editors import NEOVIM_DIR, _nvim_version, nvim  # noqa: F401 - nvim: the 0.11 fixture
-
-ROOT = Path(__file__).resolve().parent.parent
+from support import NEOVIM_DIR, ROOT, _nvim_version, run_neovim
 README = NEOVIM_DIR / "README.md"
 DOC = "def add(a, b):\n    \n"
 ANSWER = "return a + b"
@@ -181,43 +177,9 @@ end })
 
 
 def run_nvim012(nvim: Path, tmp_path: Path, body: str, model, config: dict | None = None) -> dict:
-    project = tmp_path / "project"
-    project.mkdir()
-    (project / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
-    doc = project / "add.py"
-    doc.write_text(DOC, encoding="utf-8")
-    home = tmp_path / "home"
-    for sub in ("state", "cache", "config", "data"):
-        (home / sub).mkdir(parents=True)
-    params = {
-        "rtp": str(NEOVIM_DIR),
-        "cmd": [sys.executable, "-m", "codelsp", "serve", "--model", str(model.path), "--threads", "1"],
-        "timeout_ms": 20000,
-        "config": config or {},
-        "doc": str(doc),
-    }
-    script = tmp_path / "test.lua"
-    script.write_text(
-        "local PARAMS = [==[" + json.dumps(params) + "]==]\n" + PRELUDE
-        + "\n-- editors/neovim/README.md, verbatim:\n" + readme_block() + "\n" + body + EPILOGUE,
-        encoding="utf-8",
-    )
-    env = dict(os.environ, HOME=str(home), XDG_STATE_HOME=str(home / "state"),
-               XDG_CACHE_HOME=str(home / "cache"), XDG_CONFIG_HOME=str(home / "config"),
-               XDG_DATA_HOME=str(home / "data"))
-    proc = subprocess.run(
-        [str(nvim), "--headless", "--clean", "-n", "-i", "NONE", "-S", str(script)],
-        cwd=project, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
-    )
-    lsp_log = home / "state" / "nvim" / "lsp.log"
-    log_text = lsp_log.read_text(errors="replace") if lsp_log.exists() else ""
-    lines = proc.stdout.splitlines()
-    report = f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}\nlsp.log:\n{log_text[-4000:]}"
-    assert proc.returncode == 0, report
-    assert lines and lines[-1] == "PASS", report
-    results = json.loads(next(l for l in lines if l.startswith("RESULTS "))[len("RESULTS "):])
-    results["lsp_log"] = log_text
-    return results
+    lua = PRELUDE + "\n-- editors/neovim/README.md, verbatim:\n" + readme_block() + "\n" + body + EPILOGUE
+    return run_neovim(nvim, tmp_path, model, lua, text=DOC, config=config,
+                      startup="-S", timeout=120, own_home=True, log_tail=4000)
 
 
 def test_typing_shows_the_ghost_text_and_tab_accepts_it(nvim012, tmp_path, model):

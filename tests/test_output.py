@@ -13,18 +13,13 @@ import sys
 
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
+from support import complete_at, inline_at, lsp_server, open_doc, run_cli, stats
 
 URI = "file:///work/out.py"
 
 
 async def texts(client, uri, line, character) -> list[str]:
     return [i.insert_text for i in (await inline_at(client, uri, line, character)).items]
-
-
-async def stats(client, uri: str) -> dict:
-    result = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
-    return result if isinstance(result, dict) else result._asdict()
 
 
 # --- 1: never sample without this request's own logits --------------------------------------

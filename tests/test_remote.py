@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,20 +19,14 @@ from typing import Iterator
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc, run_cli
-from codelsp.tools.procs import stop_process
+from support import complete_at, inline_at, lsp_server, open_doc, run_cli, stats
+from codelsp.tools.procs import free_port, stop_process
 from codelsp.tools.lspclient import as_dict
 
 pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python's server extra is not installed")
 
 URI = "file:///work/add.py"
 ADD = "def add(a, b):\n    \n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LlamaServer:
@@ -105,12 +98,6 @@ async def wait_for(predicate, what: str, tries: int = 200) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"never happened: {what}")
-
-
-async def stats(client, uri: str | None = None) -> dict:
-    res = await client.protocol.send_request_async("codelsp/stats", {"uri": uri} if uri else {})
-    return res if isinstance(res, dict) else res._asdict()
-
 
 
 async def test_completion_and_inline_completion_give_the_exact_answer_through_the_server(starcoder_server):

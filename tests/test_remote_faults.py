@@ -8,7 +8,7 @@ import asyncio
 
 from lsprotocol import types
 
-from conftest import complete_at, lsp_server, open_doc
+from support import complete_at, lsp_server, open_doc
 from fakeserver import FakeOpenAI, Reply, chat_chunk, stream_text
 from test_code_actions import STUB, STUB_LINE, by_command, code_actions, logs, open_and_pick, run_action
 

@@ -1,0 +1,95 @@
+"""Background evaluation before the editor asks: on open, after an accepted suggestion
+(speculative), on `codelsp/didFocus`, and dropped for a closed document.
+"""
+
+from __future__ import annotations
+
+from lsprotocol import types
+
+from codelsp.tools.lspclient import as_dict
+from support import DOC, LINE, inline_at, lsp_server, open_doc, stats, type_at, wait_for_total
+
+
+async def test_an_opened_document_is_warmed_in_the_background(model_factory):
+    """On open, the document's prompt is evaluated at low priority: the first request in it
+    reuses the prefix instead of evaluating the whole prompt."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, uri, DOC)
+        await wait_for_total(client, uri, "warmed", 800)
+        result = await inline_at(client, uri, LINE, 4)
+        assert result.items[0].insert_text == "return a + b"
+        first = as_dict((await stats(client, uri))["last"])
+        assert first["reused"] > 400, first
+
+
+async def test_after_an_accepted_suggestion_the_next_state_is_ready(model_factory):
+    """Accepting a suggestion (the change inserts it) starts the next completion at once: when
+    the editor asks, the prompt is evaluated already."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    async with lsp_server("--model", str(model.path)) as (client, _):
+        open_doc(client, uri, DOC)
+        text = (await inline_at(client, uri, LINE, 4)).items[0].insert_text
+        type_at(client, uri, 2, LINE, 4, text)  # the editor inserts the suggestion
+        await wait_for_total(client, uri, "speculative")
+        await inline_at(client, uri, LINE, 4 + len(text))
+        last = as_dict((await stats(client, uri))["last"])
+        assert last["evaluated"] <= 1, last  # only the last token, for its logits
+
+
+async def test_coming_back_to_a_document_warms_it_at_the_cursor(model_factory):
+    """`codelsp/didFocus` (the editor switched to a document; editors/ send it): its state comes
+    back from system memory (evicting the document left) and the prompt at the cursor is
+    evaluated in the background, so the first keystroke there costs only its last token."""
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    # a pool of one 1,024-token context holds one of these ~670-token prompts at a time
+    async with lsp_server("--model", str(model.path), "--ctx", "1024", "--prompt-cache-bytes", "1",
+                          warm=True) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        await inline_at(client, a, LINE, 4)
+        await inline_at(client, b, LINE, 4)  # a leaves the KV pool for system memory
+        st = await stats(client, a)
+        held = st["hostTokens"]
+        assert st["cachedTokens"] == 0 and held > 500, st
+        type_at(client, a, 2, LINE, 4, "x")
+        client.protocol.notify("codelsp/didFocus", {"position": {"line": 0}})  # no document: ignored
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a},
+                                                    "position": {"line": LINE, "character": 5}})
+        totals = await wait_for_total(client, a, "warmRestored")
+        assert totals["warmed"] >= 1, totals
+        assert (await inline_at(client, a, LINE, 5)).items[0].insert_text == "return a + b"
+        last = as_dict((await stats(client, a))["last"])
+        assert last["restored"] == 0 and last["reused"] > 500 and last["evaluated"] <= 1, last
+        assert totals["warmRestored"] == held, totals
+        # focus on the document already in front does nothing
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a}})
+        await inline_at(client, a, LINE, 5)
+        after = as_dict((await stats(client, a))["totals"])
+        assert (after["warmed"], after["warmRestored"]) == (totals["warmed"], totals["warmRestored"]), after
+        # a position outside LSP's range is left out (the last cursor is used), never an error
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": b},
+                                                    "position": {"line": 2**40, "character": 0}})
+        await wait_for_total(client, b, "focused", totals["focused"] + 1)
+        await inline_at(client, b, LINE, 4)
+        assert not [m.message for m in client.messages if m.type == types.MessageType.Error]
+
+
+async def test_closing_a_document_drops_its_warm_job(model_factory):
+    """A document focused and closed at once (VS Code's preview tabs): the focus warm must not
+    run after the close and bring its state back (evicting documents that are still open)."""
+    model = model_factory("codellama")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, a, DOC)
+        open_doc(client, b, DOC.replace("helper", "other"))
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": a}})
+        client.text_document_did_close(types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=a)))
+        client.protocol.notify("codelsp/didFocus", {"textDocument": {"uri": b}})
+        # warm jobs run in order: once b's has run, a's would have run before it
+        await wait_for_total(client, b, "warmed", 500)
+        st = await stats(client, a)
+        assert st["cachedTokens"] == 0 and st["hostTokens"] == 0, st
