@@ -23,7 +23,8 @@ class Reply:
     events: list[Any] = field(default_factory=list)  # dict -> `data: {json}`; str -> raw text; number -> pause (s)
     status: int = 200
     headers_after_s: float = 0.0
-    body: Any = None  # a JSON body instead of a stream (error answers)
+    body: Any = None  # a body instead of a stream: JSON (a dict), or a str sent as `content_type`
+    content_type: str = "application/json"
 
 
 def chat_chunk(content: str | None = None, *, reasoning: str | None = None, finish: str | None = None,
@@ -55,6 +56,7 @@ class FakeOpenAI:
         self.models_after_s = models_after_s  # a slow /models: the server's first seconds
         self.requests: list[tuple[str, Any]] = []
         self.hung_up = 0  # clients that closed the connection before their answer began
+        self.stream_type = "text/event-stream"  # the Content-Type a stream is sent with
         self._lock = threading.Lock()
         fake = self
 
@@ -86,11 +88,14 @@ class FakeOpenAI:
                     with fake._lock:
                         fake.hung_up += 1
                     return
+                if isinstance(reply.body, str):  # an HTML page, plain text: whatever a proxy sends
+                    self._send(reply.status, reply.body.encode(), reply.content_type)
+                    return
                 if reply.body is not None or reply.status >= 400:
-                    self._json(reply.status, reply.body if reply.body is not None else {})
+                    self._json(reply.status, reply.body if reply.body is not None else {}, reply.content_type)
                     return
                 self.send_response(reply.status)
-                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Content-Type", fake.stream_type)
                 self.send_header("Connection", "close")
                 self.end_headers()
                 try:
@@ -120,10 +125,12 @@ class FakeOpenAI:
                             return True
                 return False
 
-            def _json(self, status: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
+            def _json(self, status: int, obj: Any, content_type: str = "application/json") -> None:
+                self._send(status, json.dumps(obj).encode(), content_type)
+
+            def _send(self, status: int, data: bytes, content_type: str) -> None:
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import re
 import socket
 import threading
 import time
@@ -30,6 +31,8 @@ BACKOFF_S = (0.05, 0.2, 0.5)
 RETRY_STATUS = frozenset({502, 503, 504})
 API_KEY_ENV = "CODELSP_API_KEY"
 WATCH_INTERVAL_S = 0.01
+MAX_BODY = 4 << 20  # the most read of an answer sent whole (not streamed)
+SSE_FIELDS = (b"data:", b"event:", b"id:", b"retry:", b":")  # the lines a stream can start with
 
 
 class BackendError(ModelError):
@@ -158,8 +161,15 @@ class _Http:
         502/503/504 answers are retried: a request the server is working on is never sent again
         (that would make it start over, and ollama aborts a model load when its client hangs up).
 
+        The answer is read by its Content-Type (and shape): `text/event-stream` (or a body whose
+        first line is an SSE field) is read event by event; any other answer is read whole
+        (_whole): a JSON completion is yielded once, as a single event carrying the whole text
+        (a server or proxy with streaming off); an error object, an HTML page or any other body
+        raises BackendError naming what came back.
+
         Raises Cancelled (cancel set), _Stopped("time") (deadline passed), BackendError (down
-        after retries, no answer in time, an HTTP error status, or an error event in the stream).
+        after retries, no answer in time, an HTTP error status, an error event in the stream, an
+        answer that is neither a stream nor a completion).
         """
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Accept": "text/event-stream" if sse else "application/json"}
@@ -198,9 +208,21 @@ class _Http:
                         message, detail = self._http_error(path, resp)
                         raise BackendError(message, resp.status, detail)
                     if not sse:
-                        yield json.loads(resp.read() or b"null")
+                        yield self._whole(path, resp, sse=False)
                         return
-                    yield from self._events(resp, watch)
+                    kind = _media_type(resp)
+                    if kind == "text/event-stream":
+                        yield from self._events(resp, watch)
+                    else:  # not a stream: the answer itself, an error, a page (_whole)
+                        first = _first_line(resp)
+                        if first.lstrip().startswith(SSE_FIELDS):  # a stream under another type
+                            yield from self._events(resp, watch, first)
+                            if resp.will_close:
+                                self.close()
+                            return
+                        yield self._whole(path, resp, sse=True, first=first)
+                        if not resp.isclosed():
+                            self.close()  # a body longer than MAX_BODY: this connection is spent
                     if resp.will_close:
                         self.close()
                     return
@@ -245,15 +267,54 @@ class _Http:
                     else:
                         time.sleep(delay)
 
-    def _events(self, resp: http.client.HTTPResponse, watch: _Watch) -> Iterator[dict]:
-        """The JSON of each server-sent event. An error event anywhere in the stream (llama.cpp's
-        server and vLLM send `{"error": {...}}` when generation fails midway; some servers name
-        the event `error`) raises BackendError: nothing of a broken answer is used."""
-        started = False
+    def _whole(self, path: str, resp: http.client.HTTPResponse, *, sse: bool, first: bytes = b"") -> Any:
+        """The JSON of an answer sent whole: a completion (or chat) answer from a server with
+        streaming off (LM Studio, LiteLLM, a proxy), or the body of a GET. Anything else raises
+        BackendError with one line saying what came back and what to check: an error object
+        inside the 200, an HTML page (a proxy's or a sign-in page), another type, nothing."""
+        raw = first + resp.read(MAX_BODY)
+        where = f"{self.base_url}{path}"
+        ctype = _media_type(resp) or "no Content-Type"
+        text = raw.strip()
+        obj: Any = None
+        try:
+            obj = json.loads(text) if text[:1] in (b"{", b"[") else None
+        except ValueError:
+            obj = None
+        if obj is not None:
+            if _is_error_event(obj):
+                msg = " ".join(_error_text(obj).split())[:300] or "no reason given"
+                log.info("remote backend: %s answered %d with an error: %s", where, resp.status, msg)
+                raise BackendError(f"{where} answered with an error: {msg}", resp.status, msg)
+            if not sse or _is_answer(obj):
+                log.debug("remote backend: %s answered whole (%s), not as a stream", where, ctype)
+                return obj
+            what = f"JSON that is not a completion ({_snippet(text)})"
+        elif not text:
+            if not sse:
+                return None
+            what = f"an empty answer ({ctype})"
+        elif ctype == "text/html" or text[:1] == b"<":
+            title = _html_title(text)
+            what = f"an HTML page ({ctype})" + (f" titled {title!r}" if title else "")
+        else:
+            what = f"{ctype} ({_snippet(text)})"
+        hint = "a proxy or sign-in page in the way?" if what.startswith("an HTML") else "a proxy in the way?"
+        log.info("remote backend: %s answered %d with %s", where, resp.status, what)
+        expected = "a completion" if sse else "JSON"
+        raise BackendError(f"{where} answered with {what} instead of {expected}: check url ({hint})",
+                           resp.status, what)
+
+    def _events(self, resp: http.client.HTTPResponse, watch: _Watch, first: bytes = b"") -> Iterator[dict]:
+        """The JSON of each server-sent event (`first`: a line already read). An error event
+        anywhere in the stream (llama.cpp's server and vLLM send `{"error": {...}}` when
+        generation fails midway; some servers name the event `error`) raises BackendError:
+        nothing of a broken answer is used."""
+        started = bool(first)
         event = ""
         while True:
             try:
-                line = resp.readline()
+                line, first = (first or resp.readline()), b""
             except (OSError, http.client.HTTPException) as exc:
                 if watch.fired or not started:
                     raise
@@ -306,6 +367,36 @@ class _Http:
         if resp.status == 404:
             return f"{where} does not exist (404): check url" + (f" ({msg})" if msg else ""), msg
         return f"{where} answered {resp.status}" + (f": {msg}" if msg else ""), msg
+
+
+def _media_type(resp: http.client.HTTPResponse) -> str:
+    """The answer's Content-Type without its parameters, lower case ("" when none)."""
+    return (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+
+
+def _first_line(resp: http.client.HTTPResponse) -> bytes:
+    """The first line of the body that is not blank (b"" at its end)."""
+    while True:
+        line = resp.readline()
+        if not line or line.strip():
+            return line
+
+
+def _is_answer(obj: Any) -> bool:
+    """A completion answer sent whole: OpenAI's `choices` (text or a chat message), llama.cpp's
+    `content` (/infill, /completion)."""
+    return isinstance(obj, dict) and (isinstance(obj.get("choices"), list) or isinstance(obj.get("content"), str))
+
+
+def _snippet(raw: bytes, n: int = 80) -> str:
+    text = " ".join(raw.decode("utf-8", "replace").split())
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _html_title(raw: bytes) -> str:
+    """The page's <title>, to tell a sign-in page from a proxy's error page ("" when none)."""
+    m = re.search(rb"<title[^>]*>(.*?)</title", raw[:MAX_BODY], re.I | re.S)
+    return " ".join(m.group(1).decode("utf-8", "replace").split())[:80] if m else ""
 
 
 def _is_error_event(obj: Any) -> bool:

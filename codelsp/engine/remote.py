@@ -325,7 +325,8 @@ class RemoteModel:
 
     @staticmethod
     def _completion_event(event: Any) -> tuple[str, str | None, dict[str, int] | None]:
-        """(text piece, finish reason or None, token counts) of one streamed event."""
+        """(text piece, finish reason or None, token counts) of one streamed event, or of a whole
+        answer from a server with streaming off (http.py reads it as a single event)."""
         if not isinstance(event, dict):
             return "", None, None
         usage: dict[str, int] | None = None
@@ -352,8 +353,9 @@ class RemoteModel:
             return "", None, usage
         c = choices[0] if isinstance(choices[0], dict) else {}
         piece = c.get("text")
-        if piece is None:
-            piece = (c.get("delta") or {}).get("content")
+        if piece is None:  # chat: a streamed `delta`, or the whole `message` of an answer not streamed
+            said = c.get("delta") or c.get("message") or {}
+            piece = said.get("content") if isinstance(said, dict) else None
         return str(piece or ""), c.get("finish_reason"), usage
 
     # --- chat (code actions) ------------------------------------------------------------------
@@ -442,7 +444,7 @@ def _reasoning_piece(event: Any) -> str:
         return ""
     choices = event.get("choices") or []
     c = choices[0] if choices and isinstance(choices[0], dict) else {}
-    delta = c.get("delta") or {}
+    delta = c.get("delta") or c.get("message") or {}  # streamed, or the whole answer
     if not isinstance(delta, dict):
         return ""
     value = delta.get("reasoning_content") or delta.get("reasoning") or ""
