@@ -15,7 +15,7 @@ import asyncio
 import pytest
 from lsprotocol import types
 
-from conftest import complete_at, inline_at, lsp_server, open_doc
+from support import complete_at, inline_at, lsp_server, open_doc
 from fakeserver import FakeOpenAI, Reply, chat_chunk
 from test_code_actions import STUB, by_command, code_actions, run_action
 

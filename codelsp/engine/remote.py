@@ -44,7 +44,7 @@ CHAT_READ_TIMEOUT_S = 120.0  # longest silence between two chunks of a chat answ
 
 
 class RemoteModel:
-    """A completion (and chat) model behind an HTTP server, with what completion.py needs."""
+    """A completion (and chat) model behind an HTTP server, with what the completion pipeline needs."""
 
     remote = True
 
@@ -70,7 +70,7 @@ class RemoteModel:
         if settings.fim_template:
             self._set_family(settings.fim_template, "setting fimTemplate")
 
-    # --- what the engine and completion.py use ------------------------------------------
+    # --- what the engine and the completion pipeline use ------------------------------------------
     def tokenize(self, text: str, first: bool = True) -> list[str]:
         """Approximate 'tokens' for the context budget: pieces of CHARS_PER_TOKEN characters."""
         return [text[i:i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)]
