@@ -109,8 +109,10 @@ class _LineBudget:
         """The text and stop reason with the budget's rule applied."""
         if self.cut is not None:
             return text[: self.cut], "time"
-        if reason == "time" or (self.mark is not None and reason == "length"):
-            # past the budget and no line end before the hard cap (or maxTokens): whole lines only
+        if reason == "time":
+            # past the budget and no line end before the hard cap: whole lines only. A maxTokens
+            # stop is not the clock's: it gives what it gives without a budget, however slow the
+            # machine, so the same request never answers differently by load alone
             return text[: text.rfind("\n") + 1], "time"
         return text, reason
 
