@@ -114,6 +114,8 @@ CHANGES = [
     ("a delete at the cursor", (1, 8, 1, 9, ""), "    prin"),
     ("a line added above", (0, 0, 0, 0, "import os\n"), GREETED),
     ("a line deleted above", (0, 0, 1, 0, ""), GREETED),
+    # the new line repeats the cursor's line: the change is above it, not typed at the cursor
+    ("a copy of the line added above", (1, 0, 1, 0, "    print\n"), GREETED),
 ]
 
 
