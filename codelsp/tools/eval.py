@@ -146,7 +146,13 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--server-bin", metavar="PATH", help=f"llama-server binary (default: {SERVER_CACHE}/*/llama-server, then PATH)")
     e.add_argument("--mid-line", action="store_true",
                    help="cut each task's line inside a bracket pair or string, the line's rest after the cursor (tasks without one are left out)")
-    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (block,suffix,indent,unfinished)")
+    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,suffix,indent,unfinished,closecut)")
+    e.add_argument("--multi-line", action="store_true",
+                   help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
+                        "scored by exact match and edit similarity (tools/multiline.py)")
+    e.add_argument("--oracle-only", action="store_true",
+                   help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
+                        "raw generation (what greedy decoding gives; half the model time)")
     model_flags(e)
 
 
@@ -490,6 +496,11 @@ def run_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
 
 def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.completion.postprocess import RULES
+
+    if args.multi_line:
+        from codelsp.tools.multiline import run_multiline
+
+        return run_multiline(args, options)
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
 
