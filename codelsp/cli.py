@@ -104,6 +104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             from codelsp.tools.eval import run_eval
 
+            if args.multi_line:
+                from codelsp.tools.multiline import run_multiline
+
+                return run_eval(args, cli_options(args), run_multiline)
+
             return run_eval(args, cli_options(args))
     except KeyboardInterrupt:
         return 130

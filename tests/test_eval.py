@@ -99,3 +99,51 @@ def test_task_selection_and_line_cuts(tmp_path):
     assert not heval.passes(t.program("while True: pass"), 1)  # killed at the timeout
     assert heval.line_cuts("a\nb\nc") == ["a", "a\nb", "a\nb\nc"]
     assert heval.oracle_candidates("  a\nb") == ["  a", "  a\nb", "a", "a\nb"]
+
+
+# --- --multi-line: blocks removed from real files, scored by exact match and edit similarity ------
+
+PAD = '"""' + "A module long enough to be taken (files under 2,000 bytes are left out).\n" * 30 + '"""\n'
+SOURCE = PAD + "\n\ndef add(a, b):\n    total = a + b\n    return total\n\n\ndef other():\n    pass\n"
+
+
+def test_multi_line_cases_are_bodies_where_a_block_is_expected():
+    from codelsp.tools import multiline
+
+    (block,) = multiline.blocks_of(SOURCE, "m.py")  # other()'s one-line body is too short
+    assert block.hole == "    total = a + b\n    return total"
+    assert block.document == PAD + "\n\ndef add(a, b):\n    \n\n\ndef other():\n    pass\n"
+    assert block.cursor == (PAD.count("\n") + 3, 4)
+    assert block.exact("total  =  a + b\n    return total\n")  # whitespace-normalised per line
+    assert not block.exact("total = a + b")
+    assert multiline.edit_similarity("kitten", "sitting") == 1 - 3 / 7
+    # a body that starts with a docstring, or on its header's line, is not a case
+    assert multiline.blocks_of(PAD + 'def f():\n    "doc"\n    return 1\n\nif x: a = 1; b = 2\n', "n.py") == []
+
+
+def test_eval_multi_line_scores_the_inserted_block(model_factory, tmp_path):
+    (tmp_path / "m.py").write_text(SOURCE)
+    right = model_factory("qwen", answer="total = a + b\n    return total")
+    report = json.loads(_multi(right, tmp_path, "--oracle").stdout)
+    assert report["tasks"] == 1 and report["codelsp"]["exact"] == 1 and report["codelsp"]["edit_similarity"] == 1.0
+    assert report["per_task"][0]["answer"] == "total = a + b\n    return total"
+    assert report["oracle"]["exact"] == 1 and report["rules"]["replay_agrees_with_server"] == 1
+    wrong = model_factory("qwen", answer="total = a - b\n    return total")
+    report = json.loads(_multi(wrong, tmp_path, "--oracle-only").stdout)
+    assert report["codelsp"]["exact"] == 0 and report["oracle"]["exact"] == 0
+    hole, got = "    total = a + b\n    return total", "    total = a - b\n    return total"
+    assert report["per_task"][0]["es"] == round(1 - 1 / len(hole), 3) == round(1 - 1 / len(got), 3)
+
+
+def test_eval_multi_line_without_a_folder_is_one_line(model_factory, tmp_path):
+    model = model_factory("qwen", answer="x")
+    proc = run_cli("eval", "--multi-line", str(tmp_path / "nowhere"), "--model", str(model.path))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("codelsp eval: --multi-line takes a folder")
+
+
+def _multi(model, folder, *args: str):
+    proc = run_cli("eval", "--multi-line", str(folder), "--model", str(model.path), "--threads", "1", "--json",
+                   *args, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import glob
 import gzip
 import json
 import os
@@ -39,13 +38,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from codelsp.tools.evalserver import SERVER_CACHE, find_server_bin, server_answers
+
 DEFAULT_TASKS = Path("..") / "shared" / "heval" / "HumanEval-SingleLineInfilling.jsonl.gz"
-SERVER_CACHE = Path.home() / ".cache" / "codelsp" / "llama-server"
 
 
 class EvalError(Exception):
@@ -146,7 +144,13 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--server-bin", metavar="PATH", help=f"llama-server binary (default: {SERVER_CACHE}/*/llama-server, then PATH)")
     e.add_argument("--mid-line", action="store_true",
                    help="cut each task's line inside a bracket pair or string, the line's rest after the cursor (tasks without one are left out)")
-    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (block,suffix,indent,unfinished)")
+    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,suffix,indent,unfinished,closecut)")
+    e.add_argument("--multi-line", action="store_true",
+                   help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
+                        "scored by exact match and edit similarity (tools/multiline.py)")
+    e.add_argument("--oracle-only", action="store_true",
+                   help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
+                        "raw generation (what greedy decoding gives; half the model time)")
     model_flags(e)
 
 
@@ -410,70 +414,14 @@ def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
     return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate)
 
 
-# --- llama-server, asked the llama.vim way ------------------------------------------------------
-
-def find_server_bin(given: str | None) -> str | None:
-    if given:
-        return given if Path(given).is_file() else None
-    found = sorted(glob.glob(str(SERVER_CACHE / "*" / "llama-server")), key=os.path.getmtime, reverse=True)
-    found = [f for f in found if os.access(f, os.X_OK)]
-    return found[0] if found else shutil.which("llama-server")
-
-
-def llama_vim_request(task: Task, n_predict: int) -> dict[str, Any]:
-    """llama.vim's /infill request for the cursor of `task` (n_prefix 256, n_suffix 64 lines)."""
-    above = task.prompt.split("\n")[:-1]
-    below = task.suffix.split("\n")
-    if below and below[-1] == "":
-        below = below[:-1]
-    return {
-        "input_prefix": "".join(ln + "\n" for ln in above[-256:]),
-        "prompt": task.indent,
-        "input_suffix": "" + "\n" + "\n".join(below[:64]) + "\n",
-        "input_extra": [],
-        "n_predict": n_predict,
-        "n_indent": len(task.indent),
-        "top_k": 40,
-        "top_p": 0.90,
-        "samplers": ["top_k", "top_p", "infill"],
-        "stream": False,
-        "cache_prompt": True,
-        "seed": 42,
-    }
-
-
-def llama_vim_text(content: str) -> str:
-    """What llama.vim inserts: the content without trailing blank lines; nothing if blank."""
-    lines = content.split("\n")
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return "\n".join(lines) if any(ln.strip() for ln in lines) else ""
-
-
-def server_answers(binary: str, model: str, tasks: list[Task], options: dict[str, Any]) -> Iterable[tuple[Task, str]]:
-    from codelsp.tools.llamaserver import llama_vim_command
-    from codelsp.tools.procs import free_port, serving
-
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with serving(llama_vim_command(binary, model, port, options), "llama-server", base + "/health", error=EvalError):
-        n_predict = 128  # llama.vim's default
-        for task in tasks:
-            body = json.dumps(llama_vim_request(task, n_predict)).encode()
-            req = urllib.request.Request(base + "/infill", data=body, headers={"Content-Type": "application/json"})
-            try:
-                with urllib.request.urlopen(req, timeout=300) as r:
-                    content = json.loads(r.read()).get("content", "")
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                raise EvalError(f"llama-server /infill failed: {exc}") from None
-            yield task, llama_vim_text(content)
-
-
 # --- the command ------------------------------------------------------------------------------
 
-def run_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
+def run_eval(args: argparse.Namespace, options: dict[str, Any],
+             run: Callable[[argparse.Namespace, dict[str, Any]], int] | None = None) -> int:
+    """`codelsp eval`: `run` (default: the HumanEval tasks; `--multi-line`: tools/multiline.py's),
+    with its EvalError as one line."""
     try:
-        return _run(args, options)
+        return (run or _run)(args, options)
     except EvalError as exc:
         print(f"codelsp eval: {exc}", file=sys.stderr)
         return 2
@@ -578,7 +526,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
         bar = Progress("llama-server", len(tasks), quiet)
         passed = exact = 0
         t0 = time.monotonic()
-        for task, answer in server_answers(binary, str(model_path), tasks, options):
+        for task, answer in server_answers(binary, str(model_path), tasks, options, EvalError):
             ok = passes(task.program(answer), args.timeout)
             passed += ok
             exact += task.exact(answer)
