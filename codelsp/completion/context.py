@@ -11,7 +11,8 @@ Layouts that put the near text after the FIM middle token (fim.py, order "psm-ta
 everything before it unchanged while the user types, presses Enter, deletes or moves down a few
 lines; the anchor stays where it was (the caller passes the previous one back) until the near text
 outgrows NEAR_LINES lines (or an eighth of the prefix budget, in tokens) or the cursor moves above
-it.
+it. The prefix window's first line is kept the same way (`start`): a move inside the window, or a
+switch back to the document at another place, keeps the cached prompt's beginning.
 """
 
 from __future__ import annotations
@@ -24,6 +25,11 @@ CHUNK_LINES = 32
 NEAR_LINES = 32  # most lines between the anchor and the cursor before the anchor moves
 SUFFIX_MAX_TOKENS = 256  # (llama.cpp's server takes n_batch/4 of suffix tokens; llama.vim 64 lines)
 SPECIAL_RESERVE = 8  # room for BOS and FIM control tokens
+# A prefix window whose start line is kept from the previous request (see build_context's
+# `start`) must still fill this share of its budget; when a move down overflows it, the new start
+# leaves the lines below it this share of the budget, so the next moves down keep it again.
+KEEP_FILL = 0.5
+REFILL = 0.75
 
 # tokenize(text, first) -> ids; `first` says whether the text starts the prompt segment
 # (SentencePiece vocabularies add a leading space only there).
@@ -41,6 +47,7 @@ class DocContext:
     prefix_text: str  # everything before the cursor inside the window
     anchor: int = 0  # line index where near_tokens begin (the cursor's line or above)
     healed: str = ""  # trailing whitespace of the line head left out of near_tokens (see heal)
+    start: int = 0  # first line of the prefix window (above the anchor), for the next request
 
     @property
     def prefix_tokens(self) -> list[int]:
@@ -115,11 +122,11 @@ def _first_fitting(n: int, fits: Callable[[int], bool]) -> int:
     return good
 
 
-def _fit_head(lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
-    """Tokens of lines[start:] for the smallest chunk-aligned start that fits the budget."""
+def _fit_head(lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[int, str, list[int]]:
+    """(start, text, tokens) of lines[start:] for the smallest chunk-aligned start that fits the budget."""
     end = len(lines)
     if end == 0:
-        return "", []
+        return 0, "", []
     starts = list(range(0, end, CHUNK_LINES))
     memo: dict[int, tuple[str, list[int]]] = {}
 
@@ -133,8 +140,24 @@ def _fit_head(lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[st
     if i == len(starts):
         # the last lines alone are too long (a minified file): keep the newest tokens
         text, toks = at(len(starts) - 1)
-        return text, toks[len(toks) - budget:] if budget > 0 else []
-    return at(i)
+        return starts[-1], text, toks[len(toks) - budget:] if budget > 0 else []
+    return (starts[i], *at(i))
+
+
+def _keep_head(lines: Sequence[str], start: int | None, budget: int, tokenize: Tokenize) -> tuple[str, list[int]] | bool:
+    """(text, tokens) of lines[start:] when the previous window start `start` still serves: it
+    lies above the end, the lines fit the budget, and they fill at least KEEP_FILL of it (or begin
+    the file). Otherwise True when they overflow the budget (a move down), False when the window
+    must be placed again (no previous start, a move above it, or too little left above the end)."""
+    if start is None or not 0 <= start < len(lines) or start % CHUNK_LINES:
+        return False
+    text = "".join(lines[start:])
+    toks = tokenize(text, True)
+    if len(toks) > budget:
+        return True
+    if start > 0 and len(toks) < budget * KEEP_FILL:
+        return False
+    return text, toks
 
 
 def _fit_tail(first: str, lines: Sequence[str], budget: int, tokenize: Tokenize) -> tuple[str, list[int]]:
@@ -164,6 +187,7 @@ def build_context(
     extra: str = "",
     anchor: int | None = None,
     heal: bool = False,
+    start: int | None = None,
 ) -> DocContext:
     """Prefix/suffix token windows around character `offset` of `text`.
 
@@ -174,6 +198,13 @@ def build_context(
     (`DocContext.anchor`); it is kept while it lies above the cursor, at most NEAR_LINES lines up,
     and the near text fits its budget. None (or not kept): the cursor's line, so the near text is
     the current line's head alone.
+
+    `start`: the first line of this document's previous prefix window (`DocContext.start`). It is
+    kept while the lines from it to the anchor fit the budget and fill at least KEEP_FILL of it,
+    so that moves within the window, and a switch back to the document at another place, keep the
+    cached prompt's start (a window that starts elsewhere shares nothing with it: every token is
+    evaluated again). A move down past it takes whole chunks off its top (the rest of the cached
+    prompt is shifted back, engine/reuse.py); a move up out of it places it again.
 
     `heal`: leave a trailing space of the line head (the last one of an indentation, the one after
     `=`) out of the tokens, in `healed`: BPE vocabularies join a space to the word after it
@@ -199,7 +230,14 @@ def build_context(
             anchor, near_line_tokens = row, []
     else:
         anchor = row
-    head_text, head_tokens = _fit_head(lines[:anchor], head_budget, tokenize)
+    kept = _keep_head(lines[:anchor], start, head_budget, tokenize)
+    if isinstance(kept, tuple):
+        head_start, (head_text, head_tokens) = start or 0, kept
+    else:
+        # place the window: the whole budget above a first request (or a move up out of it); a
+        # move down that overflows it takes whole chunks off its top, down to REFILL of the budget
+        fill = int(head_budget * REFILL) if kept else head_budget
+        head_start, head_text, head_tokens = _fit_head(lines[:anchor], fill, tokenize)
     if near_line_tokens and not head_tokens and not extra_tokens:
         near_line_tokens = tokenize("".join(lines[anchor:row]), True)
     line_budget = max(line_budget - len(near_line_tokens), 1)
@@ -217,8 +255,8 @@ def build_context(
         step = max(line_budget // 2, 1)
         part = line_prefix
         if len(line_prefix) > 2 * window + step:
-            start = (len(line_prefix) - window) // step * step
-            part = line_prefix[start:]
+            cut = (len(line_prefix) - window) // step * step
+            part = line_prefix[cut:]
         line_tokens = tokenize(part, not head_tokens and not near_line_tokens and part is line_prefix)
         if len(line_tokens) > line_budget:
             line_tokens = line_tokens[len(line_tokens) - line_budget:]
@@ -236,6 +274,7 @@ def build_context(
         prefix_text=head_text + "".join(lines[anchor:row]) + line_prefix,
         anchor=anchor,
         healed=healed,
+        start=head_start,
     )
 
 

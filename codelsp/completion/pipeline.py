@@ -42,11 +42,12 @@ class Completion:
 
 
 def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,
-             anchors: MutableMapping[str, int] | None = None):
+             anchors: MutableMapping[str, tuple[int | None, int]] | None = None):
     """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from.
 
-    `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
-    here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
+    `anchors`: document key -> (anchor line, prefix window start) of its previous prompt
+    (context.py), read and updated here so that the near text after the middle token ("psm-tail")
+    and the prefix window keep their starts; None: none kept.
     """
     # timeoutMs 0: no time limit (`codelsp complete` without --timeout-ms)
     deadline = time.monotonic() + settings.timeout_ms / 1000 if settings.timeout_ms > 0 else None
@@ -61,10 +62,11 @@ def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings,
         tail = model.backend == "llama-server"
     else:
         tail = model.fim.has_fim and model.fim.order == "psm-tail"
-    anchor = anchors.get(key) if (anchors is not None and tail) else None
-    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra, anchor, heal=tail)
-    if anchors is not None and tail:
-        anchors[key] = ctx.anchor
+    anchor, start = anchors.get(key, (None, None)) if anchors is not None else (None, None)
+    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra,
+                        anchor if tail else None, heal=tail, start=start)
+    if anchors is not None:
+        anchors[key] = (ctx.anchor if tail else None, ctx.start)
     if remote:
         # a RemoteModel (remote.py): the prompt goes out as text; its "tokens" are approximate
         model.ready(cancel, deadline)
@@ -133,14 +135,15 @@ def complete(
     settings: Settings,
     cancel: threading.Event | None = None,
     extra: str = "",
-    anchors: MutableMapping[str, int] | None = None,
+    anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Completion:
     """The text to insert at character `offset` of `text` (a document identified by `key`).
 
     `extra`: text of other files to put before this one (neighbors.py); "" for none.
-    `anchors`: document key -> anchor line of its previous prompt (context.py), read and updated
-    here so that the near text after the middle token ("psm-tail") keeps its start; None: none kept.
+    `anchors`: document key -> (anchor line, prefix window start) of its previous prompt (context.py),
+    read and updated here so that the near text ("psm-tail") and the prefix window keep their
+    starts; None: none kept.
     `progress(text)`: called with the text generated so far after each token (engine thread).
     """
     t0 = time.perf_counter()
@@ -201,7 +204,7 @@ def alternatives(
     n: int,
     cancel: threading.Event | None = None,
     extra: str = "",
-    anchors: MutableMapping[str, int] | None = None,
+    anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
 ) -> Alternatives:
     """Up to `n` more suggestions at `offset`, other than `first` (what `complete()` gave there).
 
@@ -264,7 +267,7 @@ def warm(
     cancel: threading.Event | None = None,
     pause: Callable[[], bool] | None = None,
     extra: str = "",
-    anchors: MutableMapping[str, int] | None = None,
+    anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
     evict: bool = False,
 ) -> GenStats | None:
     """Evaluate the prompt a completion at `offset` would use, and generate nothing.

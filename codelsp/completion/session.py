@@ -83,7 +83,7 @@ class CompletionSession:
         self._reported_error: str | None = None
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
-        self.anchors: LRUCache[str, int] = LRUCache(maxsize=256)  # per document (context.py); engine thread only
+        self.anchors: LRUCache[str, tuple[int | None, int]] = LRUCache(maxsize=256)  # per document: (anchor, window start), context.py; engine thread only
         self.in_flight: dict[str, tuple[str, int, Job]] = {}  # uri -> (text, offset, job) of its latest completion
         self.offered: dict[str, tuple[str, int, str]] = {}  # uri -> (text, offset, suggestion) last shown
         self.submitted: dict[str, int] = {}  # uri -> completions submitted (a warm job started before one is stale)

@@ -54,6 +54,9 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                    help="with --editing: replay the same session against llama.cpp's llama-server driven as llama.vim "
                         "drives it (/infill, --cache-reuse 256); builds and caches the binary on first use (~10 min)")
     b.add_argument("--progress", action="store_true", help="with --editing: a line per event on stderr")
+    b.add_argument("--visits", type=int, choices=(1, 2), default=1,
+                   help="with --editing: places visited per file (1: its middle; 2: at 35%% and 70%%, a long move "
+                        "between them)")
     b.add_argument("--typing-rate", type=float, metavar="CPS",
                    help="type into a multi-line suggestion (maxTokens 64 unless given) while it is generated, at CPS "
                         "characters a second, the editor cancelling each request at the next keystroke as VS Code "
@@ -301,7 +304,7 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         return 2
     while len(texts) < 3:  # three files at least: copies of the one given
         texts.append(texts[0])
-    events = editing.session(texts)
+    events = editing.session(texts, visits=args.visits)
     if not args.json:
         print(f"replaying an editing session of {len(events)} events over {len(texts)} files (codelsp) ...", file=sys.stderr)
     arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress))
@@ -347,6 +350,9 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
             tok = f"{k['prompt_tokens_mean']:>7.1f}" if k["prompt_tokens_mean"] is not None else "      -"
             print(f"    {kind:<7} {k['events']:>4} events  p50 {k['p50_ms']:>8.1f} ms  p95 {k['p95_ms']:>8.1f} ms  "
                   f"prompt tokens {tok} (mean of {k['model_events']} the model answered, max {k['prompt_tokens_max']})")
+        print("  slowest (the tail's cause, in tokens):")
+        for r in s["slowest"]:
+            print(f"    {r['kind']:<7} {r['ms']:>9.1f} ms  {r['cause']}")
     if "llama_server_vs_codelsp_p50" in report:
         print(f"codelsp is {report['llama_server_vs_codelsp_p50']}x faster than llama-server at p50, "
               f"{report['llama_server_vs_codelsp_p95']}x at p95")

@@ -13,6 +13,11 @@ Two arms replay the same script: codelsp over stdio (`replay_codelsp`, token cou
 `cache_prompt: true`, the server started with `--cache-reuse 256 -np 1`; like llama.vim, a
 suggestion the user is typing through is answered from the client's memory).
 
+Per event the codelsp arm records, from `codelsp/stats`, where the document's state was before it
+(tokens in the KV pool, in system memory) and what the request restored, reused (of which
+shifted into place), evaluated and generated; the report gives p50/p95 per kind of event and the
+slowest 5 % of events with that cause (`cause`).
+
 Latencies are measured by the client; the floor is what a keystroke costs at best on this machine
 and model: the server's time for one prompt token plus the generated tokens (codelsp's own
 per-keystroke timings, median).
@@ -116,6 +121,23 @@ def session(texts: list[str], type_chars: int = 8, visits: int = 1) -> list[Even
     return events
 
 
+def cause(row: dict[str, Any]) -> str:
+    """An event's cost in tokens, from `codelsp/stats`: where its document's state was before it
+    (in the KV pool, in system memory, neither), and what the request restored, kept (of which
+    shifted into place), evaluated and generated."""
+    if row["source"] != "model":
+        return row["source"]
+    if row.get("inPool") is None:  # llama-server: only the prompt tokens it evaluated
+        return f"evaluated {row.get('evaluated')}"
+    where = (f"in pool {row['inPool']}" if row["inPool"] else
+             f"evicted, {row['inHost']} in system memory" if row["inHost"] else "evicted, not saved")
+    out = (f"{where}: restored {row.get('restored') or 0}, reused {row.get('reused')} "
+           f"(shifted {row.get('shifted') or 0}), evaluated {row.get('evaluated')}, generated {row.get('generated')}")
+    if row.get("evictions"):
+        out += f"; evicted {row['evictions']} other document(s)"
+    return out
+
+
 @dataclass
 class Arm:
     name: str
@@ -150,8 +172,10 @@ class Arm:
         for r in self.rows:
             sources[r["source"]] = sources.get(r["source"], 0) + 1
         out["sources"] = sources
-        out["rows"] = [{"kind": r["kind"], "ms": round(r["ms"], 1), "source": r["source"], "evaluated": r.get("evaluated")}
-                       for r in self.rows]
+        # the tail and its cause: the slowest 5 % of events, slowest first
+        tail = sorted(self.rows, key=lambda r: -r["ms"])[:max(1, len(self.rows) // 20)]
+        out["slowest"] = [{"kind": r["kind"], "ms": round(r["ms"], 1), "cause": cause(r)} for r in tail]
+        out["rows"] = [{**r, "ms": round(r["ms"], 1)} for r in self.rows]
         return out
 
 
@@ -178,6 +202,10 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
                 await client.text_document_inline_completion_async(inline_params(uri, first.start[0], 0))
         for e in events:
             uri = uris[e.doc]
+            # where this document's state is before the event (pool, system memory, evictions so far)
+            pre = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
+            cache = as_dict(pre.cache) if pre.cache is not None else {}
+            before = (pre.cachedTokens, pre.hostTokens, cache.get("evictions", 0))
             t0 = time.perf_counter()
             if e.text or e.start != e.end:
                 versions[e.doc] += 1
@@ -189,13 +217,16 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
             ms = (time.perf_counter() - t0) * 1000
             st = await client.protocol.send_request_async("codelsp/stats", {"uri": uri})
             last = as_dict(st.last)
-            row = {"kind": e.kind, "ms": ms, "source": last["source"], "evaluated": last.get("evaluated")}
+            row = {"kind": e.kind, "ms": ms, "source": last["source"], "evaluated": last.get("evaluated"),
+                   "reused": last.get("reused"), "restored": last.get("restored"), "shifted": last.get("shifted"),
+                   "generated": last.get("generated"), "inPool": before[0], "inHost": before[1],
+                   "evictions": (as_dict(st.cache) or {}).get("evictions", 0) - before[2] if st.cache else None}
             if last["source"] == "model":
                 floors.append(last["promptMs"] / max(last["evaluated"], 1) + last["genMs"])
             arm.rows.append(row)
             if progress:
                 print(f"  {len(arm.rows):>4}/{len(events)} {e.kind:<7} {ms:>9.1f} ms  {last['source']:<12} "
-                      f"evaluated {last.get('evaluated')}", file=sys.stderr, flush=True)
+                      f"{cause(row)}", file=sys.stderr, flush=True)
     return arm, (statistics.median(floors) if floors else None)
 
 

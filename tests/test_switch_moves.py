@@ -1,0 +1,62 @@
+"""Switches and moves in files longer than the context, through the real server, by the token
+counts `codelsp/stats` reports (never time): a move inside the prefix window keeps the cached
+prompt's start, and a switch back to a document whose state left the KV pool restores it, without
+any `codelsp/didFocus`, even when the cursor is somewhere else now (issue 22, item 2)."""
+
+from __future__ import annotations
+
+from conftest import inline_at, lsp_server, open_doc
+from codelsp.tools.lspclient import as_dict
+from test_prompt_cache import BIG, BIG_LINE, stats, type_at
+
+# --ctx 2048: the suffix window is at most 256 tokens (context.py); a move up
+# evaluates it again (it follows the prefix in the psm-tail layout) and little else
+SUFFIX = 256
+
+
+async def last(client, uri: str) -> dict:
+    out = as_dict((await stats(client, uri)).last)
+    assert out["source"] == "model", out
+    return out
+
+
+async def test_a_move_up_inside_the_window_keeps_the_cached_prefix(model_factory):
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/big.py"
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
+        open_doc(client, uri, BIG)
+        await inline_at(client, uri, BIG_LINE, 4)
+        whole = (await last(client, uri))["evaluated"]
+        assert whole > 1000, whole  # the context's worth of a 1,200-line file
+        for up in (10, 40, 70):  # the cursor 10, 40, 70 lines up: the window's start stays
+            await inline_at(client, uri, BIG_LINE - up, 4)
+            moved = await last(client, uri)
+            assert moved["evaluated"] <= SUFFIX + 30 and moved["reused"] > 300, (up, moved)
+
+
+async def test_a_switch_back_after_editing_the_other_file_restores_the_document(model_factory):
+    """A pool of one context holds one of the two documents: going back to `a` after typing in
+    `b` (no didFocus) restores `a`'s state from system memory and evaluates only what changed,
+    also when the cursor in `a` is somewhere else now (40 lines up, then 80 lines down)."""
+    model = model_factory("qwen", default="answer")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--prompt-cache-bytes", "1") as (client, _):
+        open_doc(client, a, BIG)
+        open_doc(client, b, BIG.replace("helper", "other"))
+        await inline_at(client, a, BIG_LINE, 4)
+        whole = (await last(client, a))["evaluated"]
+        assert whole > 1000
+        type_at(client, a, 2, BIG_LINE, 4, "x")
+        for n, (row, col) in enumerate(((BIG_LINE, 5), (BIG_LINE - 40, 4), (BIG_LINE + 40, 4))):
+            type_at(client, b, 2 + n, BIG_LINE, 4 + n, "yzw"[n])  # an edit of b, then its suggestion
+            await inline_at(client, b, BIG_LINE, 5 + n)
+            await last(client, b)
+            st = as_dict(await stats(client, a))
+            assert st["cachedTokens"] == 0 and st["hostTokens"] > 1000, st  # a left the pool
+            await inline_at(client, a, row, col)  # back to a: where it was, 40 lines up, 40 down
+            back = await last(client, a)
+            assert back["restored"] > 1000, (row - BIG_LINE, back)
+            if n < 2:  # the same place: the typed character; 40 lines up: the suffix window
+                assert back["evaluated"] <= (3 if n == 0 else SUFFIX + 60), (row - BIG_LINE, back)
+            else:  # 80 lines below the last request there: those lines join the prefix, the rest shifts
+                assert back["reused"] > 400 and back["evaluated"] < whole * 0.6, (whole, back)
