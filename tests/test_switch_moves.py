@@ -5,7 +5,7 @@ any `codelsp/didFocus`, even when the cursor is somewhere else now (issue 22, it
 
 from __future__ import annotations
 
-from conftest import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc
 from codelsp.tools.lspclient import as_dict
 from test_prompt_cache import BIG, BIG_LINE, stats, type_at
 
