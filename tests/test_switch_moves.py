@@ -5,9 +5,9 @@ any `codelsp/didFocus`, even when the cursor is somewhere else now (issue 22, it
 
 from __future__ import annotations
 
-from support import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc, stats, type_at
 from codelsp.tools.lspclient import as_dict
-from test_prompt_cache import BIG, BIG_LINE, stats, type_at
+from test_kv_reuse import BIG, BIG_LINE
 
 # --ctx 2048: the suffix window is at most 256 tokens (context.py); a move up
 # evaluates it again (it follows the prefix in the psm-tail layout) and little else
@@ -15,7 +15,7 @@ SUFFIX = 256
 
 
 async def last(client, uri: str) -> dict:
-    out = as_dict((await stats(client, uri)).last)
+    out = as_dict((await stats(client, uri))["last"])
     assert out["source"] == "model", out
     return out
 
