@@ -19,7 +19,6 @@ from codelsp.settings import Settings
 if TYPE_CHECKING:  # types only: kvcache imports llama_cpp, remote imports this module
     from codelsp.actions.chat import ChatPrompt
     from codelsp.engine.kvcache import KVPool
-    from codelsp.engine.remote import ChatAnswer
 
 
 def complete_text(data: bytes) -> str:
@@ -126,4 +125,20 @@ class Model(Protocol):
     def prompt(self, prefix: Sequence[str], suffix: Sequence[str], near: Sequence[str] = ()) -> dict[str, Any]: ...
 
     def chat(self, messages: list[dict], max_tokens: int, cancel: threading.Event | None = None,
-             on_token: Callable[[int], None] | None = None) -> "ChatAnswer": ...
+             on_token: Callable[[int], None] | None = None) -> ChatAnswer: ...
+
+
+class ChatAnswer(str):
+    """The text of a chat answer (a str), with `tokens` generated, `reasoning` pieces seen apart
+    from the answer, and `prompt_tokens` as the server counted them (0: not reported)."""
+
+    tokens: int
+    reasoning: int
+    prompt_tokens: int
+
+    def __new__(cls, text: str, tokens: int, reasoning: int = 0, prompt_tokens: int = 0) -> "ChatAnswer":
+        obj = super().__new__(cls, text)
+        obj.tokens = tokens
+        obj.reasoning = reasoning
+        obj.prompt_tokens = prompt_tokens
+        return obj

@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams
+from codelsp.engine.generation import Cancelled, ChatAnswer, GenStats, Generation, SamplerParams
 from codelsp.engine.http import API_KEY_ENV, CONNECT_TIMEOUT_S, BackendError, _Http, _Stopped
 from codelsp.models.errors import ModelError
 from codelsp.models.families import FimSpec, family_from_name, layout_text, stop_texts, text_order
@@ -421,20 +421,6 @@ class RemoteModel:
         return ChatAnswer("".join(out), usage_tokens if usage_tokens is not None else pieces, reasoning, prompt_tokens)
 
 
-class ChatAnswer(str):
-    """The text of a chat answer (a str), with `tokens` generated, `reasoning` pieces seen apart
-    from the answer, and `prompt_tokens` as the server counted them (0: not reported)."""
-
-    tokens: int
-    reasoning: int
-    prompt_tokens: int
-
-    def __new__(cls, text: str, tokens: int, reasoning: int = 0, prompt_tokens: int = 0) -> "ChatAnswer":
-        obj = super().__new__(cls, text)
-        obj.tokens = tokens
-        obj.reasoning = reasoning
-        obj.prompt_tokens = prompt_tokens
-        return obj
 
 
 def _reasoning_piece(event: Any) -> str:
