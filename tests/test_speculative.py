@@ -33,6 +33,7 @@ def test_propose_continues_the_latest_occurrence_of_the_longest_ngram():
     assert propose([4], prompt, 3, 3) == [5, 9, 2]
     assert propose([6], prompt, 3, 3) == []  # never seen
     assert propose([5], prompt, 3, 0) == []
+    assert propose([4], prompt, 3, 3, n_min=2) == []  # [9, 4] never seen; a lone 4 does not count
 
 
 def test_propose_looks_in_what_was_generated_too():

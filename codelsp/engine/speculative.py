@@ -26,7 +26,10 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-N_GRAM = 3  # longest n-gram looked up (then shorter ones)
+N_GRAM = 3  # longest n-gram looked up (then shorter ones) ...
+N_MIN = 2  # ... down to this one: drafts after a single matching token were right too rarely to pay
+# (README, Latency: on 8 holes of the bench files, n = 3..1 drafted 421 tokens and 218 were
+# accepted; n = 3..2 drafted 394 and 258 were; the batch that checks them is not free on a CPU)
 K_START = 4  # drafted tokens per batch at first
 K_MIN = 2
 K_MAX = 16  # a verify batch is at most K_MAX + 1 tokens (llama.py's N_BATCH is far larger)
@@ -35,15 +38,16 @@ GIVE_UP_DRAFTED = 8  # once the recent batches drafted this many tokens (decayed
 GIVE_UP_RATE = 0.2  # ... a recent acceptance below this turns drafting off for the rest of the generation
 
 
-def propose(history_tokens: Sequence[int], prompt_tokens: Sequence[int], n_gram: int = N_GRAM, k: int = K_START) -> list[int]:
+def propose(history_tokens: Sequence[int], prompt_tokens: Sequence[int], n_gram: int = N_GRAM, k: int = K_START,
+            n_min: int = 1) -> list[int]:
     """Up to `k` tokens that followed the latest earlier occurrence of the last n tokens of
-    `prompt_tokens + history_tokens` (n = n_gram, ..., 1: the longest n that occurs), looked up in
-    the prompt and in what was generated so far (`history_tokens`). [] when nothing matches."""
+    `prompt_tokens + history_tokens` (n = n_gram, ..., n_min: the longest n that occurs), looked up
+    in the prompt and in what was generated so far (`history_tokens`). [] when nothing matches."""
     seq = np.fromiter((*prompt_tokens, *history_tokens), dtype=np.int64)
     size = len(seq)
     if k <= 0 or size < 2:
         return []
-    for n in range(min(n_gram, size - 1), 0, -1):
+    for n in range(min(n_gram, size - 1), max(n_min, 1) - 1, -1):
         key = seq[size - n:]
         # start positions j of earlier occurrences: seq[j:j+n] == key with j + n < size
         cand = np.flatnonzero(seq[: size - n] == key[0])
@@ -73,12 +77,13 @@ class Drafter(Protocol):
 class LookupDrafter:
     """Prompt lookup over one generation's prompt (`propose`)."""
 
-    def __init__(self, prompt: Sequence[int], n_gram: int = N_GRAM):
+    def __init__(self, prompt: Sequence[int], n_gram: int = N_GRAM, n_min: int = N_MIN):
         self.prompt = list(prompt)
         self.n_gram = n_gram
+        self.n_min = n_min
 
     def draft(self, history: Sequence[int], k: int) -> list[int]:
-        return propose(history, self.prompt, self.n_gram, k)
+        return propose(history, self.prompt, self.n_gram, k, self.n_min)
 
     def accepted(self, history: Sequence[int], n: int) -> None:
         pass
