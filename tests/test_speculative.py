@@ -167,3 +167,43 @@ async def test_stats_count_drafted_and_accepted_tokens(model_factory):
                 assert totals["accepted"] >= 4 and totals["drafted"] >= totals["accepted"] and totals["verifies"] >= 1
             else:
                 assert totals["drafted"] == totals["accepted"] == totals["verifies"] == 0
+
+
+# --- the bench ------------------------------------------------------------------------------
+
+FILE = '''def first(alpha, beta, gamma, delta):
+    """The answer, spelled out."""
+    result = alpha * beta - gamma / delta
+    print(result)
+    return result
+
+
+def second(alpha, beta, gamma, delta):
+    x = 0
+    result = alpha * beta - gamma / delta
+    return result
+'''
+
+
+def test_function_holes_take_out_each_body_of_three_lines():
+    from codelsp.tools.specbench import function_holes
+
+    holes = function_holes(FILE)
+    assert [(line, col) for _, line, col in holes] == [(2, 4), (8, 4)]
+    assert holes[0][0].split("\n")[:4] == ["def first(alpha, beta, gamma, delta):", '    """The answer, spelled out."""', "    ", ""]
+
+
+def test_bench_speculative_compare_reports_the_same_texts(model_factory, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    model = model_factory("starcoder", ANSWER)
+    src = tmp_path / "f.py"
+    src.write_text(FILE)
+    proc = run_cli("bench", "--speculative-compare", str(src), "--json", "--model", str(model.path), "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["holes"] == report["same_text"] == 2
+    assert report["off"]["generated"] == report["lookup"]["generated"] > 0
+    assert report["off"]["drafted"] == 0 and report["lookup"]["accepted"] > 0
