@@ -115,9 +115,9 @@ class Settings:
     repeat_penalty: float = setting(1.0, bound="non-negative", flags=("--repeat-penalty",))
     seed: int = setting(42, flags=("--seed",))
     speculative: str = setting(  # off | lookup: speculative decoding by prompt lookup (engine/speculative.py)
-        "lookup", choices=SPECULATIVE, flags=("--speculative",),
-        help="speculative decoding: lookup (default: guess the next tokens from the prompt and what was "
-             "generated, check them in one batch; the same text, sooner) or off")
+        "off", choices=SPECULATIVE, flags=("--speculative",),
+        help="speculative decoding: off (default) or lookup (guess the next tokens from the prompt and what "
+             "was generated, check them in one batch; see README, Speculative decoding)")
     fim_template: str | None = setting(  # override the detected FIM family (see FIM_FAMILIES)
         None, str, optional=True, choices=FIM_FAMILIES, reload="model", flags=("--fim-template", "--fim-family"),
         help="override the detected FIM family")

@@ -2,8 +2,9 @@
 token, with fewer batches where the answer repeats the prompt; the document's KV state after a
 drafted generation is exactly the one plain decoding leaves.
 
-Real llama.cpp on generated models (modelgen.py) whose greedy answer is known; the assertions
-are on texts and token counts, never on time.
+Real llama.cpp on generated models (modelgen.py) whose greedy answer is known and whose logits
+are far apart (a batch's rounding cannot flip them, unlike near ties of a real model: README,
+Speculative decoding); the assertions are on texts and token counts, never on time.
 """
 
 from __future__ import annotations

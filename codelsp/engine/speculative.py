@@ -3,11 +3,13 @@
 A guess (draft) of the next k tokens is checked by the model in ONE batch (engine/llama.py
 `LoadedModel._verify`): the model's own pick at every drafted position is read from that batch,
 the drafts up to the first one that differs from the pick are kept, and the KV is rolled back
-over the rest. The text is therefore exactly what plain decoding writes: under greedy sampling
-the same argmax at every position; with a sampler, the same sampler (same random stream) picks
-every token, and a draft only survives where the sampled token equals it (for a draft that is
-one fixed token this is the standard speculative-sampling rule: accepted with probability
-p(draft), otherwise a token from the rest of p).
+over the rest. Every token is the model's own pick: under greedy sampling the argmax at every
+position; with a sampler, the same sampler (same random stream) picks every token, and a draft
+only survives where the sampled token equals it (for a draft that is one fixed token this is the
+standard speculative-sampling rule: accepted with probability p(draft), otherwise a token from
+the rest of p). The text is the one plain decoding writes as far as llama.cpp computes the same
+logits for a token in a batch of several as alone: on the CPU build measured (README, Latency)
+they differed by up to 0.5, and where two tokens nearly tie the text can differ.
 
 Drafting here is *prompt lookup* (no second model): the last n generated tokens (n = 3, 2, 1,
 longest first) are looked up in the prompt (prefix, suffix, other files' context) and in what
