@@ -24,6 +24,7 @@ FIM_ORDERS = ("auto", "psm", "spm", "psm-tail")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BACKENDS = ("local", "openai", "llama-server")
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+SPECULATIVE = ("off", "lookup")
 
 
 API_KEY_ENV = "CODELSP_API_KEY"  # read by engine/http.py (kept in step with its API_KEY_ENV)
@@ -113,6 +114,10 @@ class Settings:
     top_p: float = setting(0.95, bound="non-negative", flags=("--top-p",))
     repeat_penalty: float = setting(1.0, bound="non-negative", flags=("--repeat-penalty",))
     seed: int = setting(42, flags=("--seed",))
+    speculative: str = setting(  # off | lookup: speculative decoding by prompt lookup (engine/speculative.py)
+        "off", choices=SPECULATIVE, flags=("--speculative",),
+        help="speculative decoding: off (default) or lookup (guess the next tokens from the prompt and what "
+             "was generated, check them in one batch; see README, Speculative decoding)")
     fim_template: str | None = setting(  # override the detected FIM family (see FIM_FAMILIES)
         None, str, optional=True, choices=FIM_FAMILIES, reload="model", flags=("--fim-template", "--fim-family"),
         help="override the detected FIM family")

@@ -488,8 +488,8 @@ class CompletionSession:
         self.last_stats[uri] = {"source": "cancelled"}
 
     def _add_tokens(self, stats: GenStats) -> None:
-        for k in ("reused", "restored", "evaluated", "generated"):
-            self.totals[k] += getattr(stats, k)
+        for k in ("reused", "restored", "evaluated", "generated", "drafted", "accepted", "verifies"):
+            self.totals[k] = self.totals.get(k, 0) + getattr(stats, k)
 
     def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
         self.totals[source] += 1

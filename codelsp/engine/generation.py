@@ -38,6 +38,9 @@ class GenStats:
     shifted: int = 0  # of the reused tokens, those moved to an earlier position (KV shift, no evaluation)
     evaluated: int = 0  # prompt tokens evaluated now
     generated: int = 0
+    drafted: int = 0  # speculative decoding: tokens guessed (engine/speculative.py) and checked by the model
+    accepted: int = 0  # of the drafted tokens, those the model would have picked itself (kept)
+    verifies: int = 0  # batches that checked drafts (each also gives one token of the model's own)
     prompt_ms: float = 0.0
     gen_ms: float = 0.0
 
@@ -57,10 +60,11 @@ class SamplerParams:
     top_p: float
     repeat_penalty: float
     seed: int
+    speculative: str = "off"  # "lookup": draft tokens by prompt lookup (engine/speculative.py); same text
 
     @classmethod
     def from_settings(cls, s: Settings) -> "SamplerParams":
-        return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed)
+        return cls(s.temperature, s.top_k, s.top_p, s.repeat_penalty, s.seed, s.speculative)
 
 
 class Model(Protocol):

@@ -26,6 +26,7 @@ import llama_cpp
 from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
+from codelsp.engine.speculative import LookupDrafter, Speculation
 from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
@@ -378,7 +379,7 @@ class LoadedModel:
         """Drop a document's prompt state (document closed), in both tiers."""
         self.pool.forget(key)
 
-    def _decode(self, slot: _Slot, tokens: Sequence[int]) -> None:
+    def _decode(self, slot: _Slot, tokens: Sequence[int], all_logits: bool = False) -> None:
         self.pool.reserve(slot, len(tokens))  # evicts other documents when the pool is full
         b = self._batch
         start = len(slot.tokens)
@@ -387,7 +388,7 @@ class LoadedModel:
             b.pos[i] = start + i
             b.n_seq_id[i] = 1
             b.seq_id[i][0] = slot.seq
-            b.logits[i] = 1 if i == len(tokens) - 1 else 0
+            b.logits[i] = 1 if all_logits or i == len(tokens) - 1 else 0
         b.n_tokens = len(tokens)
         self._logits_of = None
         rc = llama_cpp.llama_decode(self.ctx, b)
@@ -397,6 +398,27 @@ class LoadedModel:
             raise RuntimeError(f"llama_decode failed with code {rc}")
         slot.tokens.extend(tokens)
         self._logits_of = (slot.seq, len(slot.tokens))
+
+    def _verify(self, slot: _Slot, tok: int, drafts: list[int], pick: Callable[[int], int]) -> list[int]:
+        """Evaluate `tok` and the `drafts` after it in one batch and pick the model's token at each
+        position, in order, up to the first pick that differs from its draft: the picks (the
+        accepted drafts, then the model's own token). The slot keeps `tok` and the accepted
+        drafts; the KV is rolled back over the rejected ones."""
+        self._decode(slot, [tok, *drafts], all_logits=True)
+        picked: list[int] = []
+        for i in range(len(drafts) + 1):
+            picked.append(pick(i))
+            if i == len(drafts) or picked[-1] != drafts[i]:
+                break
+        self._truncate(slot, len(slot.tokens) - len(drafts) + len(picked) - 1)
+        return picked
+
+    def _truncate(self, slot: _Slot, n: int) -> None:
+        """Drop the slot's tokens (and their KV cells) from position `n` on."""
+        if n < len(slot.tokens):
+            llama_cpp.llama_memory_seq_rm(self.mem, slot.seq, n, -1)
+            del slot.tokens[n:]
+            self._logits_of = None
 
     # --- generation -----------------------------------------------------------------------
     def generate(
@@ -472,17 +494,24 @@ class LoadedModel:
         if self._logits_of != (slot.seq, len(slot.tokens)):
             raise RuntimeError("no logits of this prompt to sample from")  # never reached: a guard
         chain = self._make_sampler(sampler)
+
+        def pick(i: int) -> int:  # the token the model gives at output `i` of the last batch
+            if chain is None:
+                logits = llama_cpp.llama_get_logits_ith(self.ctx, i)
+                return int(np.argmax(np.ctypeslib.as_array(logits, shape=(self.n_vocab,))))
+            return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
+
+        spec = Speculation(LookupDrafter(prompt)) if sampler.speculative == "lookup" else None
+        base = len(slot.tokens)  # the prompt
+        ready: list[int] = []  # tokens the last verify batch picked, not yet taken
+        passed = 0  # tokens of `out` that went through the decode step (plain decoding: in the KV)
         stops = [t.encode("utf-8") for t in (self.stop_texts if stop_texts is None else stop_texts) if t]
         out: list[int] = []
         data = b""
         reason = "length"
         try:
             while len(out) < max_tokens:
-                if chain is None:
-                    logits = llama_cpp.llama_get_logits_ith(self.ctx, -1)
-                    tok = int(np.argmax(np.ctypeslib.as_array(logits, shape=(self.n_vocab,))))
-                else:
-                    tok = llama_cpp.llama_sampler_sample(chain, self.ctx, -1)
+                tok = ready.pop(0) if ready else pick(-1)
                 if self.is_stop(tok):
                     reason = "stop"
                     break
@@ -503,13 +532,28 @@ class LoadedModel:
                 if deadline is not None and time.monotonic() > deadline:
                     reason = "time"
                     break
-                self._decode(slot, [tok])
+                if len(slot.tokens) < base + len(out):  # not in the KV yet (an accepted draft is)
+                    # drafts only where they fit: within maxTokens, the context and the pool's free
+                    # cells (a draft never evicts another document)
+                    room = min(max_tokens - len(out), n_ctx - len(slot.tokens), self.pool.free) - 1
+                    drafts = spec.draft(out, room) if spec is not None else []
+                    if drafts:
+                        ready = self._verify(slot, tok, drafts, pick)
+                        spec.verified(out + ready[:-1], len(drafts), len(ready) - 1)
+                    else:
+                        self._decode(slot, [tok])
+                passed += 1
                 if pause is not None and pause():
                     reason = "paused"
                     break
         finally:
+            # accepted drafts the loop never reached (it stopped first): plain decoding never
+            # evaluated them, so the slot does not keep them either
+            self._truncate(slot, base + passed)
             if chain is not None:
                 llama_cpp.llama_sampler_free(chain)
+            if spec is not None:
+                stats.drafted, stats.accepted, stats.verifies = spec.drafted, spec.accepted, spec.batches
             stats.generated = len(out)
             stats.gen_ms = (time.perf_counter() - t1) * 1000
         return Generation(complete_text(data), out, reason, stats)

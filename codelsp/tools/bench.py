@@ -61,6 +61,11 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                    help="type into a multi-line suggestion (maxTokens 64 unless given) while it is generated, at CPS "
                         "characters a second, the editor cancelling each request at the next keystroke as VS Code "
                         "does; reports how many keystrokes showed it (see codelsp/tools/ride.py)")
+    b.add_argument("--speculative-compare", action="store_true",
+                   help="generated tokens a second with --speculative off and lookup on multi-line completions (every "
+                        "function body of 3+ lines taken out; FILE up to five times, default: the bench's three sample "
+                        "files), greedy, texts compared (see codelsp/tools/specbench.py)")
+    b.add_argument("--holes", type=int, default=30, help="with --speculative-compare: at most N bodies (default 30)")
     b.add_argument("--fim-demo", action="store_true",
                    help="use the demo model with Code Llama FIM tokens added (measures the FIM path; needs gguf)")
     model_flags(b)
@@ -105,7 +110,7 @@ def run_typing_rate(args: argparse.Namespace, flags: list[str], text: str, env: 
 
 def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     files = list(args.file or [])
-    if len(files) > (5 if args.editing else 1):
+    if len(files) > (5 if args.editing or args.speculative_compare else 1):
         print("codelsp bench: too many files (one, or up to five with --editing)", file=sys.stderr)
         return 2
     if args.llama_server and not args.editing:
@@ -129,8 +134,9 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 2
     flags: list[str] = []
     opts = dict(options)
-    opts.setdefault("maxTokens", 64 if args.typing_rate is not None else 8)
-    if args.typing_rate is not None:  # the whole suggestion is the point: no 5 s wall-clock cut
+    whole = args.typing_rate is not None or args.speculative_compare
+    opts.setdefault("maxTokens", 64 if whole else 8)
+    if whole:  # the whole suggestion is the point: no 5 s wall-clock cut
         opts.setdefault("timeoutMs", 120000)
     opts.pop("promptCache", None)
     env: dict[str, str] = {}
@@ -151,6 +157,13 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print("codelsp bench: --compare-server compares the in-process engine with llama_cpp.server; "
               "leave out --backend", file=sys.stderr)
         return 2
+    if args.speculative_compare:
+        from codelsp.tools import specbench
+
+        opts.pop("speculative", None)  # set per server
+        flags += flag_args(opts)
+        paths = [Path(f) for f in files] or sorted(SAMPLE.parent.glob("*.txt"))
+        return specbench.run(paths, flags, env, args.holes, args.json)
     flags += flag_args(opts)
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)
