@@ -15,7 +15,7 @@ from codelsp.engine.generation import SamplerParams
 from codelsp.engine.llama import load_model
 from codelsp.engine.speculative import K_MAX, LookupDrafter, Speculation, propose
 from codelsp.settings import Settings
-from conftest import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc
 from codelsp.tools.lspclient import as_dict
 
 ANSWER = "result = alpha * beta - gamma / delta"
