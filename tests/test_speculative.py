@@ -197,7 +197,7 @@ def test_function_holes_take_out_each_body_of_three_lines():
 def test_bench_speculative_compare_reports_the_same_texts(model_factory, tmp_path):
     import json
 
-    from conftest import run_cli
+    from support import run_cli
 
     model = model_factory("starcoder", ANSWER)
     src = tmp_path / "f.py"
