@@ -36,6 +36,7 @@ export const SERVER_KEYS = [
   'topP',
   'repeatPenalty',
   'seed',
+  'speculative',
   'fimTemplate',
   'fimOrder',
   'timeoutMs',

@@ -37,6 +37,25 @@ function pyLiteral(src: string): unknown {
   throw new Error(`cannot read the Python literal ${src}`);
 }
 
+/** The first argument of a Python call's argument text (up to its first top-level comma). */
+function firstArgument(args: string): string {
+  let depth = 0;
+  let quote = '';
+  for (let i = 0; i < args.length; i++) {
+    const c = args[i];
+    if (quote) {
+      if (c === '\\') i++;
+      else if (c === quote) quote = '';
+    } else if (c === '"' || c === "'") quote = c;
+    else if ('([{'.includes(c)) depth++;
+    else if (')]}'.includes(c)) {
+      if (depth === 0) return args.slice(0, i);
+      depth--;
+    } else if (c === ',' && depth === 0) return args.slice(0, i);
+  }
+  return args;
+}
+
 /** camelCase key -> default, read from the Settings dataclass in codelsp/settings.py. */
 export function serverDefaults(): Record<string, unknown> {
   const text = fs.readFileSync(path.join(REPO_ROOT, 'codelsp', 'settings.py'), 'utf8');
@@ -47,7 +66,14 @@ export function serverDefaults(): Record<string, unknown> {
     const m = /^    ([a-z_]+): [^=]+= (.*?)\s*(#.*)?$/.exec(lines[i]);
     if (!m) continue;
     let value = m[2];
-    if (value === '(') {
+    // each setting is declared once as `name: type = setting(DEFAULT, ...)`, the call possibly
+    // running over the next lines; its first argument is the default
+    if (value.startsWith('setting(')) {
+      let call = value.slice('setting('.length);
+      while (i + 1 < lines.length && /^\s{8}/.test(lines[i + 1])) call += ' ' + lines[++i].trim();
+      if (/\bwire=False\b/.test(call)) continue; // the command line only: not an editor setting
+      value = firstArgument(call);
+    } else if (value === '(') {
       const parts: string[] = [];
       while (!/^\s*\)\s*$/.test(lines[++i])) parts.push(lines[i].trim());
       value = parts.join(' ');
