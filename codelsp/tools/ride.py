@@ -26,16 +26,14 @@ from lsprotocol import types
 from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params, inline_texts
 
 
-def body_hole(text: str) -> tuple[str, int, int]:
-    """`text` with the body of one function taken out (the one nearest the middle of the file
-    whose body has at least three lines of code after its docstring), and the cursor (zero-based
-    line, column) on the empty, indented line left there: a place where a model writes several
-    lines. Raises ValueError (a one-line message) when the file has no such function."""
-    lines = text.split("\n")
-    candidates = []
+def function_bodies(lines: list[str], heads: tuple[str, ...] = ("def ", "async def ")) -> list[tuple[int, int, int]]:
+    """(def line, first body line after its docstring, end) of every function in `lines` whose
+    body has three or more lines after its docstring (zero-based; trailing blank lines are not
+    in it), in file order. `heads`: what a `def` line starts with."""
+    out = []
     for i, line in enumerate(lines):
         stripped = line.lstrip()
-        if not (stripped.startswith("def ") and line.rstrip().endswith(":")):
+        if not (stripped.startswith(heads) and line.rstrip().endswith(":")):
             continue
         depth = len(line) - len(stripped)
         end = i + 1
@@ -50,7 +48,17 @@ def body_hole(text: str) -> tuple[str, int, int]:
             last = body if head.count(quote) >= 2 else next((k for k in range(body + 1, end) if quote in lines[k]), end - 1)
             body = last + 1
         if end - body >= 3:
-            candidates.append((abs(i - len(lines) // 2), i, body, end))
+            out.append((i, body, end))
+    return out
+
+
+def body_hole(text: str) -> tuple[str, int, int]:
+    """`text` with the body of one function taken out (the one nearest the middle of the file
+    whose body has at least three lines of code after its docstring), and the cursor (zero-based
+    line, column) on the empty, indented line left there: a place where a model writes several
+    lines. Raises ValueError (a one-line message) when the file has no such function."""
+    lines = text.split("\n")
+    candidates = [(abs(i - len(lines) // 2), i, body, end) for i, body, end in function_bodies(lines, ("def ",))]
     if not candidates:
         raise ValueError("--typing-rate needs a file with a function of three or more lines")
     _, _, body, end = min(candidates)

@@ -23,6 +23,7 @@ from typing import Any
 from lsprotocol import types
 
 from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params, inline_texts
+from codelsp.tools.ride import function_bodies
 
 MODES = ("off", "lookup")
 
@@ -33,25 +34,9 @@ def function_holes(text: str) -> list[tuple[str, int, int]]:
     line left there), in file order."""
     lines = text.split("\n")
     out = []
-    for i, line in enumerate(lines):
-        stripped = line.lstrip()
-        if not (stripped.startswith(("def ", "async def ")) and line.rstrip().endswith(":")):
-            continue
-        depth = len(line) - len(stripped)
-        end = i + 1
-        while end < len(lines) and (not lines[end].strip() or len(lines[end]) - len(lines[end].lstrip()) > depth):
-            end += 1
-        while end > i + 1 and not lines[end - 1].strip():  # trailing blank lines stay
-            end -= 1
-        body = i + 1
-        head = lines[body].lstrip() if body < end else ""
-        if head[:3] in ('"""', "'''"):  # keep the docstring
-            quote = head[:3]
-            last = body if head.count(quote) >= 2 else next((k for k in range(body + 1, end) if quote in lines[k]), end - 1)
-            body = last + 1
-        if end - body >= 3:
-            indent = lines[body][: len(lines[body]) - len(lines[body].lstrip())]
-            out.append(("\n".join(lines[:body] + [indent] + lines[end:]), body, len(indent)))
+    for _, body, end in function_bodies(lines):
+        indent = lines[body][: len(lines[body]) - len(lines[body].lstrip())]
+        out.append(("\n".join(lines[:body] + [indent] + lines[end:]), body, len(indent)))
     return out
 
 
