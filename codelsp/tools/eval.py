@@ -337,6 +337,17 @@ _SERVER_KEYS = ("model", "contextSize", "maxTokens", "temperature", "topK", "top
                 "fimTemplate", "fimOrder", "timeoutMs", "nThreads", "nGpuLayers", "logLevel", "backend", "url")
 
 
+def ablate_rules(text: str | None) -> list[str]:
+    """The post-processing rules `--ablate RULE,...` turns off; EvalError naming an unknown one."""
+    from codelsp.completion.postprocess import RULES
+
+    ablate = [r.strip() for r in (text or "").split(",") if r.strip()]
+    unknown = [r for r in ablate if r not in RULES]
+    if unknown:
+        raise EvalError(f"--ablate: unknown rule(s) {', '.join(unknown)}; known: {', '.join(RULES)}")
+    return ablate
+
+
 def _server_args(options: dict[str, Any]) -> list[str]:
     from codelsp.settings import flag_args
 
@@ -448,12 +459,7 @@ def _run(args: argparse.Namespace, options: dict[str, Any]) -> int:
     options.setdefault("temperature", 0.0)  # pass@1 of the greedy answer
     options.setdefault("timeoutMs", 600_000)  # quality, not latency: a busy machine must not cut answers
     env = dict(os.environ)
-    ablate: list[str] = []
-    if args.ablate:
-        ablate = [r.strip() for r in args.ablate.split(",") if r.strip()]
-        unknown = [r for r in ablate if r not in RULES]
-        if unknown:
-            raise EvalError(f"--ablate: unknown rule(s) {', '.join(unknown)}; known: {', '.join(RULES)}")
+    ablate = ablate_rules(args.ablate)
     try:
         model_path, _ = resolve_model(options.get("model"))
     except ModelError as exc:

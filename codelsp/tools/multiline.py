@@ -181,7 +181,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.completion.postprocess import RULES
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
-    from codelsp.tools.eval import (EvalError, Progress, _codelsp_answers, _server_args, oracle_candidates,
+    from codelsp.tools.eval import (EvalError, Progress, ablate_rules, _codelsp_answers, _server_args, oracle_candidates,
                                     oracle_raw, replay, select)
 
     root = Path(args.file or args.path or sysconfig.get_paths()["stdlib"])
@@ -191,10 +191,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     options = dict(options)
     options.setdefault("temperature", 0.0)
     options.setdefault("timeoutMs", 600_000)
-    ablate = [r.strip() for r in (args.ablate or "").split(",") if r.strip()]
-    unknown = [r for r in ablate if r not in RULES]
-    if unknown:
-        raise EvalError(f"--ablate: unknown rule(s) {', '.join(unknown)}; known: {', '.join(RULES)}")
+    ablate = ablate_rules(args.ablate)
     try:
         model_path, _ = resolve_model(options.get("model"))
     except ModelError as exc:
