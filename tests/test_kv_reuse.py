@@ -337,4 +337,10 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     assert kinds["type"]["model_events"] > 0 and cost("type") <= 3, kinds
     assert cost("delete") <= 3 and cost("enter") <= 8, kinds
     assert cost("move") < 300 and cost("switch") < 300, kinds  # the suffix window at most, not the file
+    assert kinds["type"]["prompt_tokens_p95"] <= 3 and kinds["move"]["prompt_tokens_p50"] is not None
+    # the tail named: the events at or above p95, by kind, with the prompt tokens they evaluated
+    tail = arm["tail"]
+    assert tail["events"] >= 1 and sum(k["events"] for k in tail["by_kind"].values()) == tail["events"]
+    assert tail["cause"].split()[0] in editing.KINDS, tail
+    assert arm["model_p50_ms"] > 0 and "model_p95_x_floor" in arm
     assert report["floor_ms"] > 0

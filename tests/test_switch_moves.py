@@ -112,3 +112,21 @@ async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(mod
         back = await last(client, a)
         assert got.items[0].insert_text == "return a + b"
         assert back["evaluated"] <= 40 and back["shifted"] > 100, back
+
+
+def test_the_reuse_plan_moves_runs_past_insertions_deletions_and_reorders():
+    """engine/reuse.py's plan, a plain function of token lists: runs of 16 or more cached tokens
+    are found after new text (a move up), after removed text (a move down) and out of cache
+    order (lines of the cached suffix that now come after it); the last token is never reused."""
+    from codelsp.engine.reuse import Run, plan_reuse
+
+    a, b, c = list(range(100, 140)), list(range(200, 240)), list(range(300, 340))
+    cached = [1, 2, 3] + a + [9] + b + [8] + c
+    common, runs = plan_reuse(cached, [1, 2, 3, 7, 7] + a + [9] + b + [8] + c)  # an insertion
+    assert common == 3 and runs == [Run(5, 3, len(cached) - 3 - 1)]
+    common, runs = plan_reuse(cached, [1, 2, 3] + b + [8] + c)  # a deletion
+    assert common == 3 and runs == [Run(3, 44, 81 - 1)]
+    common, runs = plan_reuse(cached, [1, 2, 3] + c + [5] + a + [6])  # a reorder
+    assert runs == [Run(3, 85, 40), Run(44, 3, 40)]
+    assert plan_reuse(cached, cached) == (len(cached) - 1, [])
+    assert plan_reuse(cached, [1, 2, 3] + a[:15] + [0]) == (18, [])  # shorter than a run
