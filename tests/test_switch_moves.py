@@ -60,3 +60,73 @@ async def test_a_switch_back_after_editing_the_other_file_restores_the_document(
                 assert back["evaluated"] <= (3 if n == 0 else SUFFIX + 60), (row - BIG_LINE, back)
             else:  # 80 lines below the last request there: those lines join the prefix, the rest shifts
                 assert back["reused"] > 400 and back["evaluated"] < whole * 0.6, (whole, back)
+
+
+def line_end(row: int) -> int:
+    return len(BIG.split("\n")[row])
+
+
+async def test_a_move_costs_the_lines_new_where_they_stand_not_the_suffix_window(model_factory):
+    """psm-tail puts the suffix window after the prefix: a move up puts lines in front of it, a
+    move down takes lines out of it into the near text. The cached window is moved into place
+    (engine/reuse.py), so a move evaluates about the lines that are new where they stand, not the
+    window; the answer is the one a server without the prompt cache gives."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/big.py"
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
+        open_doc(client, uri, BIG)
+        await inline_at(client, uri, BIG_LINE, 4)
+        assert (await last(client, uri))["evaluated"] > 1000
+        answers = []
+        row = BIG_LINE
+        for step, most in ((-3, 30), (-10, 60), (-5, 60), (+6, 60), (+20, 150)):
+            row += step
+            answers.append((await inline_at(client, uri, row, line_end(row))).items[0].insert_text)
+            moved = await last(client, uri)
+            assert moved["evaluated"] <= most and moved["shifted"] > 50, (step, moved)
+    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--no-prompt-cache") as (client, _):
+        open_doc(client, uri, BIG)
+        row, fresh = BIG_LINE, []
+        for step in (-3, -10, -5, +6, +20):
+            row += step
+            fresh.append((await inline_at(client, uri, row, line_end(row))).items[0].insert_text)
+            assert (await last(client, uri))["evaluated"] > 1000  # no reuse there
+    assert answers == fresh
+
+
+async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(model_factory):
+    """No didFocus: the user types in b, then opens a new line in a above where a's last request
+    was and asks there (the editing replay's switch). The line goes in front of a's cached suffix
+    window, which is moved into place instead of evaluated again."""
+    model = model_factory("qwen", default="answer")
+    a, b = "file:///w/a.py", "file:///w/b.py"
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
+        open_doc(client, a, BIG)
+        open_doc(client, b, BIG.replace("helper", "other"))
+        await inline_at(client, a, BIG_LINE, 4)
+        await inline_at(client, b, BIG_LINE, 4)
+        type_at(client, b, 2, BIG_LINE, 4, "y")
+        await inline_at(client, b, BIG_LINE, 5)
+        type_at(client, a, 2, BIG_LINE - 6, 0, "    \n")  # a new indented line 6 lines up
+        got = await inline_at(client, a, BIG_LINE - 6, 4)
+        back = await last(client, a)
+        assert got.items[0].insert_text == "return a + b"
+        assert back["evaluated"] <= 40 and back["shifted"] > 100, back
+
+
+def test_the_reuse_plan_moves_runs_past_insertions_deletions_and_reorders():
+    """engine/reuse.py's plan, a plain function of token lists: runs of 16 or more cached tokens
+    are found after new text (a move up), after removed text (a move down) and out of cache
+    order (lines of the cached suffix that now come after it); the last token is never reused."""
+    from codelsp.engine.reuse import Run, plan_reuse
+
+    a, b, c = list(range(100, 140)), list(range(200, 240)), list(range(300, 340))
+    cached = [1, 2, 3] + a + [9] + b + [8] + c
+    common, runs = plan_reuse(cached, [1, 2, 3, 7, 7] + a + [9] + b + [8] + c)  # an insertion
+    assert common == 3 and runs == [Run(5, 3, len(cached) - 3 - 1)]
+    common, runs = plan_reuse(cached, [1, 2, 3] + b + [8] + c)  # a deletion
+    assert common == 3 and runs == [Run(3, 44, 81 - 1)]
+    common, runs = plan_reuse(cached, [1, 2, 3] + c + [5] + a + [6])  # a reorder
+    assert runs == [Run(3, 85, 40), Run(44, 3, 40)]
+    assert plan_reuse(cached, cached) == (len(cached) - 1, [])
+    assert plan_reuse(cached, [1, 2, 3] + a[:15] + [0]) == (18, [])  # shorter than a run

@@ -35,7 +35,7 @@ class Cancelled(Exception):
 class GenStats:
     reused: int = 0  # prompt tokens whose state was reused
     restored: int = 0  # tokens whose state was copied back from system memory for this request
-    shifted: int = 0  # of the reused tokens, those moved to an earlier position (KV shift, no evaluation)
+    shifted: int = 0  # of the reused tokens, those moved to another position (KV shift, no evaluation)
     evaluated: int = 0  # prompt tokens evaluated now
     generated: int = 0
     drafted: int = 0  # speculative decoding: tokens guessed (engine/speculative.py) and checked by the model
@@ -146,3 +146,8 @@ class ChatAnswer(str):
         obj.reasoning = reasoning
         obj.prompt_tokens = prompt_tokens
         return obj
+
+
+def cut_at(data: bytes, stops: Sequence[bytes]) -> bytes:
+    """`data` up to the first of `stops` in it."""
+    return data[: min(i for i in (data.find(st) for st in stops) if i >= 0)]

@@ -175,11 +175,14 @@ class KVPool:
         self._docs: OrderedDict[str, Slot] = OrderedDict()  # least recently used first
         self._free_seqs = list(range(n_seq - 1, -1, -1))
         self.evictions = 0
+        # cells of a document's cached tail parked in the spare sequence while a prompt is put
+        # together from moved runs (engine/reuse.py): in use, though in no slot's tokens
+        self.parked = 0
 
     # --- accounting ----------------------------------------------------------------------
     @property
     def used(self) -> int:
-        return sum(len(s.tokens) for s in self._docs.values())
+        return sum(len(s.tokens) for s in self._docs.values()) + self.parked
 
     @property
     def free(self) -> int:

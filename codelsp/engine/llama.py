@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import numpy as np
 import llama_cpp
 
-from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text
+from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text, cut_at
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
 from codelsp.engine.speculative import LookupDrafter, Speculation
@@ -118,7 +118,7 @@ class LoadedModel:
         cparams.n_ctx = plan.cells
         cparams.n_batch = N_BATCH
         cparams.n_ubatch = N_BATCH
-        cparams.n_seq_max = plan.n_seq
+        cparams.n_seq_max = plan.n_seq + 2  # the last two spare: parking for reuse.py
         cparams.kv_unified = True  # one pool of cells: a document takes what its prompt needs
         ggml_type = KV_CACHE_TYPES[plan.cache_type][0]
         cparams.type_k = ggml_type
@@ -467,19 +467,20 @@ class LoadedModel:
             raise ModelError(f"a prompt of {len(prompt)} tokens does not fit the context of {n_ctx} tokens")
         max_tokens = min(max_tokens, n_ctx - len(prompt))
         got = self.pool.acquire(key, prompt if reuse else [])
+        t0 = time.perf_counter()  # prompt time includes text evaluated between moved runs (reuse.py)
         slot = got.slot
         stats.restored = got.restored
         if not reuse:
             self.pool.clear(slot)
+        common = 0
         if reuse:
-            common, stats.shifted = reuse_cached(self.mem, slot, prompt)
-        else:
-            common = 0
-        stats.reused = common
+            got_back = reuse_cached(self.mem, self.pool, slot, prompt, spare=(self.kv.n_seq, self.kv.n_seq + 1),
+                                    decode=lambda t: [self._decode(slot, t[i:i + N_BATCH]) for i in range(0, len(t), N_BATCH)])
+            common, stats.shifted = got_back.kept, got_back.shifted
+            stats.evaluated = got_back.evaluated
+        stats.reused = common - stats.evaluated
         rest = prompt[common:]
-        stats.evaluated = len(rest)
-
-        t0 = time.perf_counter()
+        stats.evaluated += len(rest)
         for i in range(0, len(rest), N_BATCH):
             if cancel is not None and cancel.is_set():
                 stats.prompt_ms = (time.perf_counter() - t0) * 1000
@@ -519,7 +520,7 @@ class LoadedModel:
                 piece = self.piece(tok)
                 data += piece
                 if stops and any(st in data[-(len(st) + len(piece)):] for st in stops):
-                    data = _cut_at(data, stops)
+                    data = cut_at(data, stops)
                     reason = "stop"
                     break
                 if check is not None and check(complete_text(data)):
@@ -592,7 +593,3 @@ class LoadedModel:
         llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(p.seed))
         return chain
 
-
-def _cut_at(data: bytes, stops: Sequence[bytes]) -> bytes:
-    """`data` up to the first of `stops` in it."""
-    return data[: min(i for i in (data.find(st) for st in stops) if i >= 0)]

@@ -2,82 +2,183 @@
 can keep, moving runs of cached tokens into place (KV shift) instead of evaluating them again.
 
 Used by LoadedModel.generate (engine/llama.py) on the slot of the request's document.
+
+`plan_reuse` is a plain function of two token lists: the common prefix, then *runs*, stretches of
+the new prompt (REUSE_MIN_CHUNK tokens or more) that the cached tokens hold further on, in order.
+`reuse_cached` carries a plan out in llama.cpp's KV memory. A run right after the part already in
+place is shifted back (a deletion: the cells between are removed), as llama.cpp's server does with
+`--cache-reuse N`. A run that comes after new text (an insertion: a move up or a paste puts lines
+in front of the suffix window of the PSM-tail layout; a switch back after an edit) cannot be
+shifted there first, because llama.cpp decodes a sequence's positions only one after the other:
+the cached tail is *parked* in a spare sequence of the unified pool (`llama_memory_seq_cp`, which
+shares the cells, no copy), the new text is evaluated, and each run is shifted to its place
+(`llama_memory_seq_add`, which re-rotates the keys) and handed back (`seq_cp`, then `seq_rm` of
+the spare sequence). So a move costs the lines that are new where they now stand, not the window
+behind them.
+
+A run keeps the state computed after the text that preceded it in the cached prompt: an
+approximation llama.cpp's server makes too, used only for runs long enough to be worth it.
 """
 
 from __future__ import annotations
 
-import bisect
 import logging
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import llama_cpp
 
-from codelsp.engine.kvcache import Slot
+from codelsp.engine.kvcache import KVPool, Slot
 
 log = logging.getLogger(__name__)
 
-# Prompt reuse beyond the common prefix (see reuse_cached): a run of cached tokens
-# that reappears later in a new prompt is shifted into place when it is at least this long.
+# A run of cached tokens is moved into place when it is at least this long (llama.cpp's server:
+# `--cache-reuse N`, llama.vim's recommended 256; ours is smaller: a move in a file of short lines
+# leaves runs of a line or two between the changed places).
 REUSE_MIN_CHUNK = 16
-REUSE_KEY = 4  # tokens per lookup key when searching the cache for such runs
+CANDIDATES = 8  # places in the cache tried for a run (the longest wins): repeated code has several
 
 
-def reuse_cached(mem: Any, slot: Slot, prompt: list[int]) -> tuple[int, int]:
-    """Make `slot` hold state for the longest start of `prompt` it can without evaluating.
+@dataclass(frozen=True)
+class Run:
+    """prompt[at:at + n] == cached[src:src + n]: tokens whose state is moved, not evaluated."""
 
-    Returns (tokens reused, of which shifted). First the common prefix of the cached tokens
-    and the prompt. Then, as llama.cpp's server does with `--cache-reuse`, runs of cached
-    tokens (REUSE_MIN_CHUNK or more) that the new prompt needs next are moved to earlier
-    positions: the cached cells between are removed (`llama_memory_seq_rm`) and the run is
-    shifted (`llama_memory_seq_add`, which re-rotates the keys; only where
-    `llama_memory_can_shift` says the model's positional encoding allows it). A run keeps
-    the state computed after the text that preceded it in the cached prompt: an
-    approximation the server makes too, used only for runs long enough to be worth it.
-    Runs are only ever moved back (llama.cpp needs the positions of a sequence to grow
-    one by one), so they serve deletions and moves, not insertions. The prompt's last token
-    is never reused: its logits are needed. `mem`: the context's KV memory (llama_get_memory).
+    at: int
+    src: int
+    n: int
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y or n >= limit:
+            break
+        n += 1
+    return n
+
+
+def plan_reuse(cached: Sequence[int], prompt: Sequence[int], min_chunk: int = REUSE_MIN_CHUNK) -> tuple[int, list[Run]]:
+    """(common prefix length, runs) for evaluating `prompt` over a slot that holds `cached`.
+
+    Runs are in prompt order and never overlap in either list; they may come from the cache in
+    any order (a move down puts lines of the cached suffix window into the near text, after the
+    suffix's own later lines). The tokens of the prompt outside the common prefix and the runs are
+    evaluated. The prompt's last token is never reused (its logits are needed). Greedy from the
+    front: at each prompt position the longest run of at least `min_chunk` tokens among the first
+    CANDIDATES unused places in the cache is taken, otherwise the position is evaluated. Cost: one
+    dict lookup per prompt token after the common prefix, and an index of the cached tokens after
+    it (only when both sides have `min_chunk` tokens more: a keystroke on one line builds none)."""
+    limit = len(prompt) - 1
+    common = common_prefix(cached, prompt, max(limit, 0))
+    runs: list[Run] = []
+    if limit - common < min_chunk or len(cached) - common < min_chunk:
+        return common, runs
+    index: dict[tuple[int, ...], list[int]] = {}
+    for j in range(common, len(cached) - min_chunk + 1):
+        index.setdefault(tuple(cached[j:j + min_chunk]), []).append(j)
+    used = bytearray(len(cached))
+    q = common
+    while q + min_chunk <= limit:
+        best_j, best_n = -1, 0
+        tried = 0
+        for j in index.get(tuple(prompt[q:q + min_chunk]), ()):
+            if used[j] or used[j + min_chunk - 1]:
+                continue
+            n = 0
+            while j + n < len(cached) and q + n < limit and not used[j + n] and cached[j + n] == prompt[q + n]:
+                n += 1
+            if n >= min_chunk and n > best_n:
+                best_j, best_n = j, n
+            tried += 1
+            if tried >= CANDIDATES:
+                break
+        if best_j < 0:
+            q += 1
+            continue
+        runs.append(Run(q, best_j, best_n))
+        used[best_j:best_j + best_n] = b"\1" * best_n
+        q += best_n
+    return common, runs
+
+
+@dataclass
+class Reused:
+    kept: int = 0  # prompt tokens whose state is in the slot now (common prefix + runs + gaps)
+    shifted: int = 0  # of them, tokens moved to another position (no evaluation)
+    evaluated: int = 0  # of them, new tokens evaluated between runs (an insertion)
+
+
+def reuse_cached(
+    mem: Any, pool: KVPool, slot: Slot, prompt: Sequence[int], *,
+    spare: tuple[int, int] | None = None, decode: Callable[[Sequence[int]], None] | None = None,
+) -> Reused:
+    """Make `slot` hold state for the longest start of `prompt` it can, evaluating only the text
+    that runs of cached tokens leave between them (see the module doc). Afterwards
+    `slot.tokens == prompt[:kept]`; the caller evaluates `prompt[kept:]` (at least its last token).
+
+    `mem`: the context's KV memory (llama_get_memory). `spare`: two sequence ids of the same
+    unified pool that no document uses (parking, and moving one run); `decode(tokens)`: evaluates
+    tokens at the end of the slot (LoadedModel._decode; it may evict other documents). Without
+    them (or where `llama_memory_can_shift` says the positional encoding cannot move) only runs
+    that follow the kept part directly, in cache order, are used. Shifts never make a position
+    negative; every decode continues the slot's positions one by one, as llama.cpp requires.
     """
     cache = slot.tokens
-    limit = len(prompt) - 1
-    common = 0
-    for a, b in zip(cache, prompt):
-        if a != b or common >= limit:
+    out = Reused()
+    if not llama_cpp.llama_memory_can_shift(mem):
+        common, runs = common_prefix(cache, prompt, len(prompt) - 1), []
+    else:
+        common, runs = plan_reuse(cache, prompt)
+    # runs right after the kept part, in cache order: shifted back in place (llama.cpp's server)
+    lead: list[Run] = []
+    head = floor = common
+    for r in runs:
+        if r.at != head or r.src < floor:
             break
-        common += 1
-    head_p = common
-    shifted = 0
-    if (limit - head_p >= REUSE_MIN_CHUNK and len(cache) - head_p >= REUSE_MIN_CHUNK
-            and llama_cpp.llama_memory_can_shift(mem)):
-        index: dict[tuple[int, ...], list[int]] = {}
-        for j in range(head_p, len(cache) - REUSE_KEY + 1):
-            index.setdefault(tuple(cache[j:j + REUSE_KEY]), []).append(j)
-        head_c = head_p
-        moved: list[int] = []
-        while limit - head_p >= REUSE_MIN_CHUNK:
-            best_j, best_n = -1, 0
-            starts = index.get(tuple(prompt[head_p:head_p + REUSE_KEY]), [])
-            for j in starts[bisect.bisect_left(starts, head_c):]:
-                n = REUSE_KEY
-                while j + n < len(cache) and head_p + n < limit and cache[j + n] == prompt[head_p + n]:
-                    n += 1
-                if n >= REUSE_MIN_CHUNK:
-                    best_j, best_n = j, n
-                    break  # the earliest long run: keeps the most cache for what follows
-            if best_j < 0:
-                break
-            seq = slot.seq
-            if best_j > head_p:
-                llama_cpp.llama_memory_seq_rm(mem, seq, head_p, best_j)
-                llama_cpp.llama_memory_seq_add(mem, seq, best_j, best_j + best_n, head_p - best_j)
-                shifted += best_n
-            moved.extend(cache[best_j:best_j + best_n])
-            head_c = best_j + best_n
-            head_p += best_n
-        if moved:
-            del cache[common:]
-            cache.extend(moved)
-            log.debug("prompt cache: shifted %d cached tokens into place, reusing %d", shifted, head_p)
-    if head_p < len(cache) or shifted:
-        llama_cpp.llama_memory_seq_rm(mem, slot.seq, head_p, -1)
-    del cache[head_p:]
-    return head_p, shifted
+        lead.append(r)
+        head, floor = head + r.n, r.src + r.n
+    gapped = runs[len(lead):] if spare is not None and decode is not None else []
+    old = list(cache)
+    seq = slot.seq
+    for r in gapped:  # park their cells first: the lead shifts below remove cells between runs
+        llama_cpp.llama_memory_seq_cp(mem, seq, spare[0], r.src, r.src + r.n)
+    pool.parked = sum(r.n for r in gapped)
+    kept = common
+    for r in lead:
+        if r.src > kept:
+            llama_cpp.llama_memory_seq_rm(mem, seq, kept, r.src)
+            llama_cpp.llama_memory_seq_add(mem, seq, r.src, r.src + r.n, kept - r.src)
+            out.shifted += r.n
+        kept += r.n
+    if kept < len(cache) or out.shifted:
+        llama_cpp.llama_memory_seq_rm(mem, seq, kept, -1)
+    del cache[common:]
+    for r in lead:
+        cache.extend(old[r.src:r.src + r.n])
+    try:
+        for r in gapped:
+            gap = list(prompt[len(cache):r.at])
+            if gap:
+                decode(gap)  # extends slot.tokens
+                out.evaluated += len(gap)
+            # the run alone into the second spare sequence, shifted to its place, then the slot's
+            a, b = spare
+            llama_cpp.llama_memory_seq_cp(mem, a, b, r.src, r.src + r.n)
+            llama_cpp.llama_memory_seq_rm(mem, a, r.src, r.src + r.n)
+            if r.at != r.src:
+                llama_cpp.llama_memory_seq_add(mem, b, r.src, r.src + r.n, r.at - r.src)
+                out.shifted += r.n
+            llama_cpp.llama_memory_seq_cp(mem, b, seq, r.at, r.at + r.n)
+            llama_cpp.llama_memory_seq_rm(mem, b, -1, -1)
+            pool.parked -= r.n
+            cache.extend(old[r.src:r.src + r.n])
+    finally:
+        if gapped:
+            llama_cpp.llama_memory_seq_rm(mem, spare[0], -1, -1)
+            llama_cpp.llama_memory_seq_rm(mem, spare[1], -1, -1)
+        pool.parked = 0
+    out.kept = len(cache)
+    if out.shifted and log.isEnabledFor(logging.DEBUG):
+        log.debug("prompt cache: reusing %d tokens (%d shifted into place, runs %s), %d evaluated between them",
+                  out.kept - out.evaluated, out.shifted, [(r.at, r.src, r.n) for r in runs], out.evaluated)
+    return out

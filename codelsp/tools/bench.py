@@ -350,6 +350,9 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
     if len(summaries) == 2 and summaries[0]["p50_ms"] and summaries[0]["p95_ms"]:
         report["llama_server_vs_codelsp_p50"] = round(summaries[1]["p50_ms"] / summaries[0]["p50_ms"], 2)
         report["llama_server_vs_codelsp_p95"] = round(summaries[1]["p95_ms"] / summaries[0]["p95_ms"], 2)
+        if summaries[0]["model_p50_ms"] and summaries[0]["model_p95_ms"]:
+            report["llama_server_vs_codelsp_model_p50"] = round(summaries[1]["model_p50_ms"] / summaries[0]["model_p50_ms"], 2)
+            report["llama_server_vs_codelsp_model_p95"] = round(summaries[1]["model_p95_ms"] / summaries[0]["model_p95_ms"], 2)
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
@@ -359,16 +362,22 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         xs = f" ({s.get('p50_x_floor')}x / {s.get('p95_x_floor')}x floor)" if "p50_x_floor" in s else ""
         src = ", ".join(f"{k} {v}" for k, v in sorted(s["sources"].items()))
         print(f"{s['arm']:<13} p50 {s['p50_ms']:>8.1f} ms  p95 {s['p95_ms']:>8.1f} ms{xs}  answered by {src}")
+        print(f"{'':<13} model-answered: p50 {s['model_p50_ms']:>8.1f} ms  p95 {s['model_p95_ms']:>8.1f} ms")
         for kind, k in s["by_kind"].items():
-            tok = f"{k['prompt_tokens_mean']:>7.1f}" if k["prompt_tokens_mean"] is not None else "      -"
+            tok = (f"p50 {k['prompt_tokens_p50']:>6.0f} p95 {k['prompt_tokens_p95']:>6.0f} mean {k['prompt_tokens_mean']:>7.1f}"
+                   if k["prompt_tokens_mean"] is not None else "-")
             print(f"    {kind:<7} {k['events']:>4} events  p50 {k['p50_ms']:>8.1f} ms  p95 {k['p95_ms']:>8.1f} ms  "
-                  f"prompt tokens {tok} (mean of {k['model_events']} the model answered, max {k['prompt_tokens_max']})")
+                  f"prompt tokens {tok} (of {k['model_events']} the model answered, max {k['prompt_tokens_max']})")
+        print(f"  tail (events at or above p95): {s['tail']['cause']}")
         print("  slowest (the tail's cause, in tokens):")
         for r in s["slowest"]:
             print(f"    {r['kind']:<7} {r['ms']:>9.1f} ms  {r['cause']}")
     if "llama_server_vs_codelsp_p50" in report:
         print(f"codelsp is {report['llama_server_vs_codelsp_p50']}x faster than llama-server at p50, "
               f"{report['llama_server_vs_codelsp_p95']}x at p95")
+    if "llama_server_vs_codelsp_model_p50" in report:
+        print(f"over the events each answered with its model: {report['llama_server_vs_codelsp_model_p50']}x at p50, "
+              f"{report['llama_server_vs_codelsp_model_p95']}x at p95")
     return 0
 
 

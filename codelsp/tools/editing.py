@@ -15,8 +15,9 @@ suggestion the user is typing through is answered from the client's memory).
 
 Per event the codelsp arm records, from `codelsp/stats`, where the document's state was before it
 (tokens in the KV pool, in system memory) and what the request restored, reused (of which
-shifted into place), evaluated and generated; the report gives p50/p95 per kind of event and the
-slowest 5 % of events with that cause (`cause`).
+shifted into place), evaluated and generated; the report gives p50/p95 per kind of event (latency
+and prompt tokens evaluated), the tail (the events at or above p95, by kind, with the tokens they
+evaluated: `tail_cause`) and the slowest 5 % of events with their cause (`cause`).
 
 Latencies are measured by the client; the floor is what a keystroke costs at best on this machine
 and model: the server's time for one prompt token plus the generated tokens (codelsp's own
@@ -138,6 +139,21 @@ def cause(row: dict[str, Any]) -> str:
     return out
 
 
+def tail_cause(rows: list[dict[str, Any]], p95_ms: float) -> dict[str, Any]:
+    """The tail, the events at or above the arm's p95 latency, by kind: how many, and the prompt
+    tokens they evaluated (the model's work that made them slow); `cause` says it in one line,
+    the kind with the most tail events first."""
+    tail = [r for r in rows if r["ms"] >= p95_ms]
+    kinds: dict[str, dict[str, int]] = {}
+    for r in tail:
+        k = kinds.setdefault(r["kind"], {"events": 0, "prompt_tokens": 0})
+        k["events"] += 1
+        k["prompt_tokens"] += int(r.get("evaluated") or 0) if r["source"] == "model" else 0
+    order = sorted(kinds.items(), key=lambda kv: (-kv[1]["events"], -kv[1]["prompt_tokens"]))
+    cause_ = ", ".join(f"{kind} {k['events']} ({k['prompt_tokens']} prompt tokens evaluated)" for kind, k in order)
+    return {"events": len(tail), "by_kind": dict(order), "cause": cause_ or "none"}
+
+
 @dataclass
 class Arm:
     name: str
@@ -149,13 +165,16 @@ class Arm:
             return round(v[min(len(v) - 1, int(round(p * (len(v) - 1))))], 1) if v else 0.0
 
         lat = [r["ms"] for r in self.rows]
+        model_lat = [r["ms"] for r in self.rows if r["source"] == "model"]
         out: dict[str, Any] = {
             "arm": self.name, "events": len(lat), "p50_ms": pct(lat, 0.5), "p95_ms": pct(lat, 0.95),
             "max_ms": round(max(lat), 1) if lat else 0.0,
+            # over the events the model answered (type-through and in-flight answers left out)
+            "model_p50_ms": pct(model_lat, 0.5), "model_p95_ms": pct(model_lat, 0.95),
         }
         if floor_ms:
-            out["p50_x_floor"] = round(out["p50_ms"] / floor_ms, 2)
-            out["p95_x_floor"] = round(out["p95_ms"] / floor_ms, 2)
+            for k in ("p50", "p95", "model_p50", "model_p95"):
+                out[f"{k}_x_floor"] = round(out[f"{k}_ms"] / floor_ms, 2)
         kinds = {}
         for kind in KINDS:
             rs = [r for r in self.rows if r["kind"] == kind]
@@ -166,8 +185,15 @@ class Arm:
                            "p95_ms": pct([r["ms"] for r in rs], 0.95),
                            "model_events": len(ev),
                            "prompt_tokens_mean": round(statistics.mean(ev), 1) if ev else None,
-                           "prompt_tokens_max": max(ev) if ev else None}
+                           "prompt_tokens_p50": pct(ev, 0.5) if ev else None,
+                           "prompt_tokens_p95": pct(ev, 0.95) if ev else None,
+                           "prompt_tokens_max": max(ev) if ev else None,
+                           "prompt_tokens_total": sum(ev)}
+            if floor_ms:
+                kinds[kind]["p50_x_floor"] = round(kinds[kind]["p50_ms"] / floor_ms, 2)
+                kinds[kind]["p95_x_floor"] = round(kinds[kind]["p95_ms"] / floor_ms, 2)
         out["by_kind"] = kinds
+        out["tail"] = tail_cause(self.rows, out["p95_ms"])
         sources: dict[str, int] = {}
         for r in self.rows:
             sources[r["source"]] = sources.get(r["source"], 0) + 1
