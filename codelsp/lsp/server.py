@@ -82,8 +82,22 @@ class CodeLspServer(LanguageServer):
         self.session = CompletionSession(
             self.engine, self.settings, loop=lambda: self.loop, document=self._document,
             open_texts=lambda: {u: d.source for u, d in self.workspace.text_documents.items()},
-            show_error=self._show_error,
+            show_error=self._show_error, roots=self._roots,
         )
+
+    def _roots(self) -> list[str]:
+        """The workspace folders' local paths (workspaceFolders, else rootUri/rootPath): the
+        project the repository context reads; none before initialize."""
+        from codelsp.completion.repo import uri_path
+
+        try:
+            ws = self.workspace
+        except RuntimeError:  # pygls: no workspace before initialize
+            return []
+        paths = [p for p in (uri_path(f.uri) for f in ws.folders.values()) if p is not None]
+        if not paths and ws.root_path:
+            paths = [ws.root_path]
+        return [str(p) for p in paths]
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
