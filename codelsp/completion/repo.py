@@ -472,19 +472,37 @@ class RepoCache:
         return kept[1]
 
     def context(self, key: str, path: Path, roots: Sequence[Path], text: str, offset: int, budget: int,
-                tokenize: Tokenize) -> RepoContext | None:
-        """The repository context of the document `key` (file `path`) inside one of `roots`;
-        None when off, not a Python file, or outside every workspace folder."""
-        if budget <= 0 or path.suffix not in (".py", ".pyi"):
+                tokenize: Tokenize, snippets: Sequence[tuple[str, str]] = ()) -> RepoContext | None:
+        """The repository context of the document `key` (file `path`): the definitions it imports
+        when it is a Python file inside one of `roots`, and the client's `snippets` ((path, text),
+        sent with `codelsp/context`; they take the budget first and go last, nearest the code);
+        None when off or when there is neither."""
+        if budget <= 0:
             return None
         root = next((Path(r) for r in roots if inside(Path(r), path)), None)
-        if root is None:
+        python = root is not None and path.suffix in (".py", ".pyi")
+        if not python and not snippets:
             return None
-        sig = (root, import_signature(text), budget)
+        sig = (root, import_signature(text) if python else (), budget, tuple(snippets))
         kept = self._docs.get(key)
         if kept is not None and kept[0] == sig:
             return kept[1]
-        ctx = gather(self.project(root), path, text, offset, budget, tokenize)
+        sent: list[tuple[str, str]] = []
+        used = 0
+        for where, body in snippets:
+            local = uri_path(where) if where.startswith("file:") else None
+            if local is not None:
+                where = local.relative_to(root).as_posix() if root is not None and inside(root, local) else local.name
+            n = len(tokenize(body, False)) + 1
+            if used + n <= budget:
+                used += n
+                sent.append((where, body))
+        if python and root is not None:
+            ctx = gather(self.project(root), path, text, offset, budget - used, tokenize)
+        else:
+            rel = path.relative_to(root).as_posix() if root is not None else path.name
+            ctx = RepoContext(root.name if root is not None else "workspace", rel, ())
+        ctx = RepoContext(ctx.name, ctx.path, ctx.files + tuple(sent))
         self._docs[key] = (sig, ctx)
         return ctx
 

@@ -74,6 +74,7 @@ class CompletionSession:
         self.show_error = show_error
         self.roots = roots  # the workspace folders' paths (workspaceFolders, else rootUri)
         self.repo = RepoCache()  # engine thread only
+        self.snippets: dict[str, tuple[tuple[str, str], ...]] = {}  # uri -> the client's (path, text), codelsp/context
         self._reported_error: str | None = None
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
@@ -188,11 +189,12 @@ class CompletionSession:
         budget = self.settings.repo_context_tokens
         path = uri_path(uri)
         roots = [Path(r) for r in self.roots()] if budget > 0 and path is not None else []
+        snippets = self.snippets.get(uri, ())
 
         def get(model: Any, text: str, offset: int) -> RepoContext | None:
-            if not roots or path is None:
+            if path is None or not (roots or snippets):
                 return None
-            return self.repo.context(uri, path, roots, text, offset, budget, model.tokenize)
+            return self.repo.context(uri, path, roots, text, offset, budget, model.tokenize, snippets)
 
         return get
 
@@ -437,12 +439,21 @@ class CompletionSession:
         log.debug("codelsp/didFocus %s: warming it at %s", uri, "the last cursor" if offset is None else f"offset {offset}")
         self.warm(uri, offset, focus=True)
 
+    def set_snippets(self, uri: str, snippets: list[tuple[str, str]]) -> None:
+        """`codelsp/context`: the client's definitions and snippets for `uri`'s prompt (replacing
+        what it sent before; [] clears them). They join its repository context at the next
+        request (completion/repo.py RepoCache)."""
+        doc = self.document(uri)
+        key = doc.uri if doc is not None else uri
+        self.snippets[key] = tuple(snippets)
+
     def close(self, uri: str) -> None:
         """A document was closed: forget its suggestions, jobs and state (its KV state on the
         engine thread)."""
         self.suggestions.forget(uri)
         self.neighbors.forget(unquote(uri))
         self.repo.forget(uri)  # one dict pop: safe beside the engine thread's reads
+        self.snippets.pop(uri, None)
         self._pending_alternatives.pop(uri, None)
         self.in_flight.pop(uri, None)
         self.offered.pop(uri, None)

@@ -4,7 +4,7 @@ Cases come from real open-source Python projects nobody here wrote (PROJECTS: pi
 downloaded at run time as source distributions (`pip download --no-deps --no-binary :all:`)
 into the cache folder ($XDG_CACHE_HOME or ~/.cache)/codelsp/eval/crossfile and unpacked there
 (nothing is committed). FILE instead names a folder of projects (each sub-folder one project) or
-one project (it holds a `.py` file or a `src` folder at its top), e.g. a generated one.
+one project (it holds a `.py` file, a package or a `src` folder at its top), e.g. a generated one.
 
 A case is one line of a file A (outside tests, docs and examples), a simple statement inside a
 function, 8 to 120 characters, whose names include one that A imports from another file B of the
@@ -133,8 +133,8 @@ def fetch(projects: Iterable[tuple[str, str]] = PROJECTS, cache: Path | None = N
 
 
 def local_projects(folder: Path) -> list[Path]:
-    """FILE given: one project (a `.py` file or `src` at its top) or a folder of projects."""
-    if any(folder.glob("*.py")) or (folder / "src").is_dir():
+    """FILE given: one project (a `.py` file, a package or `src` at its top) or a folder of projects."""
+    if any(folder.glob("*.py")) or any(folder.glob("*/__init__.py")) or (folder / "src").is_dir():
         return [folder]
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -268,12 +268,13 @@ def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Pa
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"
+    n_predict = int(options.get("maxTokens") or 128)  # llama.vim's default 128; the first line is scored
     # llama-server's /infill budget overshoots its context by a few tokens when input_extra fills
     # it (n_ctx - n_batch - 2 * n_predict of extra, plus its prefix and suffix shares): SLACK more
     wide = {**options, "contextSize": int(options.get("contextSize") or CROSS_CTX) + SERVER_SLACK}
     with serving(llama_vim_command(binary, model, port, wide), "llama-server", base + "/health", error=error):
         for case in cases:
-            body = llama_vim_request(case, 128)
+            body = llama_vim_request(case, n_predict)
             body["input_extra"] = ring_chunks(case.open_files, projects[case.root])
             req = urllib.request.Request(base + "/infill", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
