@@ -344,13 +344,10 @@ class LoadedModel:
         bos = llama_cpp.llama_vocab_bos(v) if llama_cpp.llama_vocab_get_add_bos(v) else None
         if bos is not None and bos < 0:
             bos = None
-        repo = REPO_TOKENS.get(family)
-        repo_name, file_sep = (self.lookup_control(repo[0]), self.lookup_control(repo[1])) if repo else (None, None)
-        return FimSpec(
-            family=family, pre=pre, suf=suf, mid=mid, order=choose_order(family, settings.fim_order),
-            bos=bos, stop_ids=frozenset(stops), detected_by=how,
-            repo_name=repo_name if file_sep is not None else None, file_sep=file_sep if repo_name is not None else None,
-        )
+        repo = [self.lookup_control(t) for t in REPO_TOKENS.get(family, ("", ""))[:2]]  # both, or neither
+        repo = repo if None not in repo else [None, None]
+        return FimSpec(family=family, pre=pre, suf=suf, mid=mid, order=choose_order(family, settings.fim_order),
+                       bos=bos, stop_ids=frozenset(stops), detected_by=how, repo_name=repo[0], file_sep=repo[1])
 
     # --- KV slots (engine/kvcache.py) -----------------------------------------------------
     def cached_tokens(self, key: str) -> int:

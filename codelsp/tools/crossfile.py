@@ -54,7 +54,6 @@ PER_FILE = 5
 PER_PROJECT = 60
 RING_CHUNKS, RING_LINES = 16, 64
 CROSS_CTX = 2048
-SERVER_SLACK = 64
 CONFIGS = ("none", "extra", "repo", "server")
 SKIP_PARTS = {"tests", "test", "docs", "doc", "examples", "benchmarks", "scripts"}
 _SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Assert)
@@ -156,6 +155,9 @@ def cases_of(project: Project, path: Path) -> list[Case]:
     for fn in ast.walk(tree):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
+        # names the function binds itself (arguments, assignments) are its own, not the import's
+        local = {a.arg for a in ast.walk(fn.args) if isinstance(a, ast.arg)}
+        local |= {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
         for stmt in ast.walk(fn):
             if not isinstance(stmt, _SIMPLE) or stmt.lineno != stmt.end_lineno:
                 continue
@@ -165,8 +167,9 @@ def cases_of(project: Project, path: Path) -> list[Case]:
             code = line.strip()
             if not 8 <= len(code) <= 120 or line[:stmt.col_offset].strip() or "#" in code:
                 continue
-            used = {_dotted(n) for n in ast.walk(stmt) if isinstance(n, (ast.Name, ast.Attribute))}
-            if used & names:
+            used = {_dotted(n) for n in ast.walk(stmt)
+                    if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load)}
+            if {u for u in used & names if u.split(".", 1)[0] not in local}:
                 rows.add(stmt.lineno - 1)
     rel = path.relative_to(project.root).as_posix()
     picked = sorted(rows, key=lambda r: zlib.crc32(f"{rel}:{r}".encode()))[:PER_FILE]
@@ -269,10 +272,10 @@ def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Pa
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     n_predict = int(options.get("maxTokens") or 128)  # llama.vim's default 128; the first line is scored
-    # llama-server's /infill budget overshoots its context by a few tokens when input_extra fills
-    # it (n_ctx - n_batch - 2 * n_predict of extra, plus its prefix and suffix shares): SLACK more
-    wide = {**options, "contextSize": int(options.get("contextSize") or CROSS_CTX) + SERVER_SLACK}
-    with serving(llama_vim_command(binary, model, port, wide), "llama-server", base + "/health", error=error):
+    # /infill leaves n_ctx - n_batch - 2 * n_predict tokens for input_extra with the server's own
+    # n_predict (default -1: 3 tokens too many once the ring fills it, a 400): give it ours
+    command = llama_vim_command(binary, model, port, options) + ["-n", str(n_predict)]
+    with serving(command, "llama-server", base + "/health", error=error):
         for case in cases:
             body = llama_vim_request(case, n_predict)
             body["input_extra"] = ring_chunks(case.open_files, projects[case.root])
