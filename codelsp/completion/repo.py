@@ -151,7 +151,7 @@ class Project:
 
     def text(self, path: Path) -> str | None:
         if path not in self._texts:
-            self._texts[path] = self._read(path) if path in self._file_set or inside(self.root, path) else None
+            self._texts[path] = self._read(path) if path in self._file_set else None  # listed files only
         return self._texts[path]
 
     def tree(self, path: Path, text: str | None = None) -> ast.Module | None:

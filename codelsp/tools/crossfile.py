@@ -18,8 +18,8 @@ The "open files" of a case (what an editor would have open) are the project file
 names from, in import order. Configurations, on the same model in one run:
 - `none`: the current file only;
 - `extra`: today's `extraContextTokens` (neighbors.py) with the first MAX_FILES open files,
-  budget `repoContextTokens`;
-- `repo`: the repository context (completion/repo.py), budget `repoContextTokens`;
+  budget `repoContextTokens` (1024 when it is 0, the default);
+- `repo`: the repository context (completion/repo.py), the same budget;
 - `server`: llama.cpp's `llama-server` `/infill` asked llama.vim's way (tools/evalserver.py),
   its ring buffer `input_extra` = 64-line chunks of the open files from their tops, taken in turn
   from each file, at most RING_CHUNKS (llama.vim's ring_chunk_size and ring_n_chunks defaults).
@@ -373,7 +373,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         log_file.close()
     report: dict[str, Any] = {
         "projects": [r.name for r in roots], "cases": n, "cases_available": len(all_cases), "model": str(model_path),
-        "context_size": options["contextSize"], "repo_context_tokens": options.get("repoContextTokens"),
+        "context_size": options["contextSize"], "repo_context_tokens": int(options.get("repoContextTokens") or 1024),
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
     }
@@ -384,7 +384,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{n} cross-file cases (of {len(all_cases)}) from {', '.join(r.name for r in roots)}; "
-          f"model {model_path.name}, contextSize {options['contextSize']}")
+          f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens")
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
               "server": "llama-server (llama.vim ring)"}
     print(f"{'configuration':<30} {'exact match':>16} {'edit similarity':>16}")
