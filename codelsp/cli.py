@@ -104,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             from codelsp.tools.eval import run_eval
 
+            if args.cross_file:
+                from codelsp.tools.crossfile import run_crossfile
+
+                return run_eval(args, cli_options(args), run_crossfile)
             if args.multi_line:
                 from codelsp.tools.multiline import run_multiline
 

@@ -83,11 +83,13 @@ async def lsp_server(
     capabilities: types.ClientCapabilities | None = None,
     client_name: str | None = None,
     warm: bool = False,
+    root: Path | None = None,
 ) -> AsyncIterator[tuple[LanguageClient, types.InitializeResult]]:
     """A real `codelsp serve` subprocess with an initialized pytest-lsp client.
 
     `warm`: keep the background evaluation of opened documents (off by default here: it races
-    with the test's first request, and tests assert exact token counts)."""
+    with the test's first request, and tests assert exact token counts). `root`: the workspace
+    folder the client names (rootUri; default this repository)."""
     client = make_test_lsp_client()
     server_env = dict(os.environ)
     server_env.update(env or {})
@@ -103,7 +105,7 @@ async def lsp_server(
             types.InitializeParams(
                 capabilities=capabilities or client_capabilities(encodings),
                 initialization_options=init_options,
-                root_uri=ROOT.as_uri(),
+                root_uri=(root or ROOT).as_uri(),
                 client_info=types.ClientInfo(name=client_name) if client_name else None,
             )
         )

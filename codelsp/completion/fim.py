@@ -12,8 +12,12 @@ from typing import Sequence
 from codelsp.models.families import FimSpec
 
 
-def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int], near: Sequence[int] = ()) -> list[int]:
+def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int], near: Sequence[int] = (),
+           before: Sequence[int] = ()) -> list[int]:
     """Arrange prefix and suffix token ids in the family's FIM layout.
+
+    `before`: the repository context in the family's own format (completion/repo.py
+    render_tokens), placed after BOS and before everything else, as the family was trained.
 
     `prefix` + `near` is the text before the cursor; `near` is its end (the current line's head
     and the lines typed just before it, see context.py). Order "psm-tail" puts `near` after the
@@ -23,7 +27,7 @@ def layout(spec: FimSpec, prefix: Sequence[int], suffix: Sequence[int], near: Se
     Codestral) also put the text that changes while the user types at the end of the prompt, so
     the cached prompt state covers everything before it.
     """
-    head = [spec.bos] if spec.bos is not None else []
+    head = ([spec.bos] if spec.bos is not None else []) + list(before)
     if spec.has_fim and spec.order == "psm-tail" and spec.family != "codestral":
         return head + [spec.pre] + list(prefix) + [spec.suf] + list(suffix) + [spec.mid] + list(near)
     prefix = list(prefix) + list(near)

@@ -17,7 +17,9 @@ from typing import Callable, MutableMapping
 from codelsp.completion import postprocess
 from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
+from codelsp.completion.repo import RepoContext, render_text, render_tokens
 from codelsp.engine.generation import GenStats, Model, SamplerParams
+from codelsp.models.families import REPO_TOKENS
 from codelsp.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,9 +43,27 @@ class Completion:
     others: list[str] = field(default_factory=list)  # more candidates (setting `candidates`)
 
 
+def repo_head(model: Model, repo: RepoContext | None, context_size: int) -> tuple[list[int], str]:
+    """(tokens before the FIM prefix, text to put before the document) for repository context
+    `repo`: the family's repository format as token ids where the vocabulary has its control
+    tokens (qwen, starcoder), else `# file:` comments for the prefix; nothing for a context
+    longer than half of `context_size` tokens."""
+    if repo is None or repo.empty:
+        return [], ""
+    fim = model.fim
+    if not model.remote and fim.has_fim and fim.repo_name is not None and fim.file_sep is not None:
+        after = REPO_TOKENS[fim.family][2] if fim.family in REPO_TOKENS else "\n"
+        toks = render_tokens(repo, fim.repo_name, fim.file_sep, after, model.tokenize)
+        return (toks, "") if len(toks) <= context_size // 2 else ([], "")
+    return [], render_text(repo)
+
+
 def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,
-             anchors: MutableMapping[str, tuple[int | None, int]] | None = None):
+             anchors: MutableMapping[str, tuple[int | None, int]] | None = None, repo: RepoContext | None = None):
     """(context, prompt, multiline, deadline, eol): what every generation at `offset` starts from.
+
+    `repo`: repository context (completion/repo.py), before the FIM prefix token in the family's
+    format, or before `extra` as `# file:` comments.
 
     `anchors`: document key -> (anchor line, prefix window start) of its previous prompt
     (context.py), read and updated here so that the near text after the middle token ("psm-tail")
@@ -63,7 +83,10 @@ def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings,
     else:
         tail = model.fim.has_fim and model.fim.order == "psm-tail"
     anchor, start = anchors.get(key, (None, None)) if anchors is not None else (None, None)
-    ctx = build_context(text, offset, model.tokenize, context_size, settings.max_tokens, extra,
+    before, repo_text = repo_head(model, repo, context_size)
+    if repo_text:
+        extra = postprocess.to_lf(repo_text, 0)[0] + extra
+    ctx = build_context(text, offset, model.tokenize, context_size - len(before), settings.max_tokens, extra,
                         anchor if tail else None, heal=tail, start=start)
     if anchors is not None:
         anchors[key] = (ctx.anchor if tail else None, ctx.start)
@@ -72,7 +95,7 @@ def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings,
         model.ready(cancel, deadline)
         prompt = model.prompt(ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
     else:
-        prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens)
+        prompt = layout(model.fim, ctx.lead_tokens, ctx.suffix_tokens, ctx.near_tokens, before)
     return ctx, prompt, postprocess.is_multiline(ctx, settings.ablate), deadline, eol
 
 
@@ -137,6 +160,7 @@ def complete(
     extra: str = "",
     anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
     progress: Callable[[str], None] | None = None,
+    repo: RepoContext | None = None,
 ) -> Completion:
     """The text to insert at character `offset` of `text` (a document identified by `key`).
 
@@ -145,9 +169,10 @@ def complete(
     read and updated here so that the near text ("psm-tail") and the prefix window keep their
     starts; None: none kept.
     `progress(text)`: called with the text generated so far after each token (engine thread).
+    `repo`: repository context (completion/repo.py) to put before the document; None: none.
     """
     t0 = time.perf_counter()
-    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors, repo)
     stop_check = postprocess.early_stop(ctx, multiline, settings.ablate)
     if progress is not None or ctx.healed:
         inner = stop_check
@@ -205,6 +230,7 @@ def alternatives(
     cancel: threading.Event | None = None,
     extra: str = "",
     anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
+    repo: RepoContext | None = None,
 ) -> Alternatives:
     """Up to `n` more suggestions at `offset`, other than `first` (what `complete()` gave there).
 
@@ -222,7 +248,7 @@ def alternatives(
     found: list[str] = []
     if n <= 0 or not first.text or model.remote:
         return Alternatives(found, stats, 0)
-    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    ctx, prompt, multiline, deadline, eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors, repo)
     early = postprocess.early_stop(ctx, multiline, settings.ablate)
 
     def check(so_far: str) -> bool:
@@ -269,6 +295,7 @@ def warm(
     extra: str = "",
     anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
     evict: bool = False,
+    repo: RepoContext | None = None,
 ) -> GenStats | None:
     """Evaluate the prompt a completion at `offset` would use, and generate nothing.
 
@@ -283,7 +310,7 @@ def warm(
     """
     if model.remote or not settings.prompt_cache:
         return None
-    _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors)
+    _ctx, prompt, _multiline, _deadline, _eol = _prepare(model, key, text, offset, settings, cancel, extra, anchors, repo)
     pool = model.pool
     if pool is not None and not evict and pool.free < len(prompt):
         # warming is a guess about the future: it never evicts a document's state (engine/kvcache.py)

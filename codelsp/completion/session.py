@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
 
@@ -19,6 +20,7 @@ from cachetools import LRUCache
 
 from codelsp.completion.neighbors import Neighbors, extra_text
 from codelsp.completion.pipeline import Alternatives, Completion, alternatives, complete, warm
+from codelsp.completion.repo import RepoCache, RepoContext, uri_path
 from codelsp.completion.suggestions import SuggestionCache
 from codelsp.engine.generation import Cancelled, GenStats
 from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
@@ -49,7 +51,8 @@ class CompletionSession:
 
     What the session needs from the server comes in at construction: `loop()` (the event loop,
     None before initialize), `document(uri)` (an open document, any spelling of its URI),
-    `open_texts()` (URI -> text of every open document) and `show_error(message)` (tell the user).
+    `open_texts()` (URI -> text of every open document), `show_error(message)` (tell the user)
+    and `roots()` (the workspace folders' paths: what the repository context may read).
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class CompletionSession:
         document: Callable[[str], OpenDocument | None],
         open_texts: Callable[[], dict[str, str]],
         show_error: Callable[[str], None],
+        roots: Callable[[], list[str]] = list,
     ) -> None:
         self.engine = engine
         self.settings = settings
@@ -68,6 +72,9 @@ class CompletionSession:
         self.document = document
         self.open_texts = open_texts
         self.show_error = show_error
+        self.roots = roots  # the workspace folders' paths (workspaceFolders, else rootUri)
+        self.repo = RepoCache()  # engine thread only
+        self.snippets: dict[str, tuple[tuple[str, str], ...]] = {}  # uri -> the client's (path, text), codelsp/context
         self._reported_error: str | None = None
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
@@ -176,6 +183,21 @@ class CompletionSession:
         others = {u: t for u, t in self.open_texts().items() if unquote(u) != key}
         return self.neighbors.snapshot(key, others), doc.comment
 
+    def _repo_job(self, uri: str) -> Callable[[Any, str, int], RepoContext | None]:
+        """A function for the engine thread: (model, text, offset) -> the document's repository
+        context (completion/repo.py), None when off or outside the workspace."""
+        budget = self.settings.repo_context_tokens
+        path = uri_path(uri)
+        roots = [Path(r) for r in self.roots()] if budget > 0 and path is not None else []
+        snippets = self.snippets.get(uri, ())
+
+        def get(model: Any, text: str, offset: int) -> RepoContext | None:
+            if path is None or not (roots or snippets):
+                return None
+            return self.repo.context(uri, path, roots, text, offset, budget, model.tokenize, snippets)
+
+        return get
+
     def _alternatives(self, uri: str, doc: OpenDocument, text: str, offset: int, first: Completion,
                       more: int) -> Job:
         """Queue the generation of `more` other candidates at `offset` (after `first`); their
@@ -183,12 +205,14 @@ class CompletionSession:
         The job's result is the `Alternatives` found (None without a model)."""
         engine, settings = self.engine, self.settings
         snap = self._extra_snapshot(doc, touch=False)
+        repo = self._repo_job(uri)
 
         def work(job: Job) -> Alternatives | None:
             if engine.model is None:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
-            return alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel, extra, self.anchors)
+            return alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel, extra, self.anchors,
+                                repo(engine.model, text, offset))
 
         job = engine.submit(work, key=uri)
         self._pending_alternatives[uri] = (text, offset, job)
@@ -217,13 +241,14 @@ class CompletionSession:
         """Queue the pipeline for (text, offset) on the engine; newer jobs of `uri` supersede it."""
         engine = self.engine
         snap = self._extra_snapshot(doc, touch=True)
+        repo = self._repo_job(uri)
 
         def work(job: Job) -> Completion | None:
             if engine.model is None:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
             return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
-                            lambda so_far: progress(job, so_far))
+                            lambda so_far: progress(job, so_far), repo(engine.model, text, offset))
 
         def progress(job: Job, so_far: str) -> None:
             job.partial = so_far
@@ -372,6 +397,7 @@ class CompletionSession:
             return
         engine = self.engine
         snap = self._extra_snapshot(doc, touch=False)
+        repo = self._repo_job(uri)
         text = doc.text
         if offset is None:
             offset = min(self.last_offset.get(uri, len(text)), len(text)) if focus else len(text)
@@ -385,7 +411,7 @@ class CompletionSession:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, model.tokenize, snap[1]) if snap else ""
             return warm(model, uri, text, offset, settings, job.cancel,
-                        lambda: engine.more_urgent(job), extra, self.anchors, evict=focus)
+                        lambda: engine.more_urgent(job), extra, self.anchors, evict=focus, repo=repo(model, text, offset))
 
         def count(stats: GenStats) -> None:  # on the event loop
             self.totals["warmed"] += stats.evaluated
@@ -413,11 +439,21 @@ class CompletionSession:
         log.debug("codelsp/didFocus %s: warming it at %s", uri, "the last cursor" if offset is None else f"offset {offset}")
         self.warm(uri, offset, focus=True)
 
+    def set_snippets(self, uri: str, snippets: list[tuple[str, str]]) -> None:
+        """`codelsp/context`: the client's definitions and snippets for `uri`'s prompt (replacing
+        what it sent before; [] clears them). They join its repository context at the next
+        request (completion/repo.py RepoCache)."""
+        doc = self.document(uri)
+        key = doc.uri if doc is not None else uri
+        self.snippets[key] = tuple(snippets)
+
     def close(self, uri: str) -> None:
         """A document was closed: forget its suggestions, jobs and state (its KV state on the
         engine thread)."""
         self.suggestions.forget(uri)
         self.neighbors.forget(unquote(uri))
+        self.repo.forget(uri)  # one dict pop: safe beside the engine thread's reads
+        self.snippets.pop(uri, None)
         self._pending_alternatives.pop(uri, None)
         self.in_flight.pop(uri, None)
         self.offered.pop(uri, None)

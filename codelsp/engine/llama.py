@@ -27,7 +27,7 @@ from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerPa
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
 from codelsp.engine.speculative import LookupDrafter, Speculation
-from codelsp.models.families import FAMILIES, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
+from codelsp.models.families import FAMILIES, REPO_TOKENS, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
 from codelsp.models.gguf import KV_CACHE_TYPES
@@ -344,10 +344,10 @@ class LoadedModel:
         bos = llama_cpp.llama_vocab_bos(v) if llama_cpp.llama_vocab_get_add_bos(v) else None
         if bos is not None and bos < 0:
             bos = None
-        return FimSpec(
-            family=family, pre=pre, suf=suf, mid=mid, order=choose_order(family, settings.fim_order),
-            bos=bos, stop_ids=frozenset(stops), detected_by=how,
-        )
+        repo = [self.lookup_control(t) for t in REPO_TOKENS.get(family, ("", ""))[:2]]  # both, or neither
+        repo = repo if None not in repo else [None, None]
+        return FimSpec(family=family, pre=pre, suf=suf, mid=mid, order=choose_order(family, settings.fim_order),
+                       bos=bos, stop_ids=frozenset(stops), detected_by=how, repo_name=repo[0], file_sep=repo[1])
 
     # --- KV slots (engine/kvcache.py) -----------------------------------------------------
     def cached_tokens(self, key: str) -> int:

@@ -34,6 +34,9 @@ from codelsp.settings import Settings, SettingsLayers, reload_key
 log = logging.getLogger(__name__)
 
 FOCUS = "codelsp/didFocus"  # notification: the editor shows this document now (editors/ send it)
+CONTEXT = "codelsp/context"  # notification: definitions/snippets the client knows for a document
+MAX_SNIPPETS = 32
+MAX_SNIPPET_CHARS = 8000
 
 
 class LspLogHandler(logging.Handler):
@@ -82,8 +85,22 @@ class CodeLspServer(LanguageServer):
         self.session = CompletionSession(
             self.engine, self.settings, loop=lambda: self.loop, document=self._document,
             open_texts=lambda: {u: d.source for u, d in self.workspace.text_documents.items()},
-            show_error=self._show_error,
+            show_error=self._show_error, roots=self._roots,
         )
+
+    def _roots(self) -> list[str]:
+        """The workspace folders' local paths (workspaceFolders, else rootUri/rootPath): the
+        project the repository context reads; none before initialize."""
+        from codelsp.completion.repo import uri_path
+
+        try:
+            ws = self.workspace
+        except RuntimeError:  # pygls: no workspace before initialize
+            return []
+        paths = [p for p in (uri_path(f.uri) for f in ws.folders.values()) if p is not None]
+        if not paths and ws.root_path:
+            paths = [ws.root_path]
+        return [str(p) for p in paths]
 
     def report_server_error(self, error: Exception, source: Any) -> None:
         """A frame that is not JSON gets a ParseError answer (protocol.py), not a message box."""
@@ -302,6 +319,25 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
             log.warning("%s without textDocument.uri: ignored", FOCUS)
             return
         ls.session.focus(uri, ls._focus_offset(uri, position))
+
+    @server.feature(CONTEXT)
+    def on_context(ls: CodeLspServer, params: Any) -> None:
+        """codelsp's own notification: code the client knows is relevant to a document (the
+        definitions its language servers find for the identifiers near the cursor, snippets).
+        Params: {"textDocument": {"uri"}, "snippets": [{"path": string, "text": string}]}; they
+        replace what was sent for that document before. At most MAX_SNIPPETS of at most
+        MAX_SNIPPET_CHARS characters each are kept; malformed entries are left out."""
+        uri = _field(_field(params, "textDocument"), "uri")
+        raw = _field(params, "snippets")
+        if not isinstance(uri, str) or not isinstance(raw, list):
+            log.warning("%s needs textDocument.uri and a snippets list: ignored", CONTEXT)
+            return
+        snippets = []
+        for item in raw[:MAX_SNIPPETS]:
+            path, text = _field(item, "path"), _field(item, "text")
+            if isinstance(path, str) and isinstance(text, str) and text.strip():
+                snippets.append((path, text[:MAX_SNIPPET_CHARS]))
+        ls.session.set_snippets(uri, snippets)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_change(ls: CodeLspServer, params: types.DidChangeTextDocumentParams) -> None:

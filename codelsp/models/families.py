@@ -46,6 +46,15 @@ FAMILIES: dict[str, Family] = {
 }
 
 
+# family -> (repository-name token, file-separator token, text after the repository name); the
+# families' published repository formats (Qwen2.5-Coder technical report, arXiv 2409.12186, as
+# llama.cpp's /infill renders input_extra; StarCoder2, arXiv 2402.19173)
+REPO_TOKENS = {
+    "qwen": ("<|repo_name|>", "<|file_sep|>", "\n"),
+    "starcoder": ("<repo_name>", "<file_sep>", ""),
+}
+
+
 @dataclass
 class FimSpec:
     """What a loaded model offers for FIM."""
@@ -58,6 +67,9 @@ class FimSpec:
     bos: int | None = None  # prepended when the model wants a BOS token
     stop_ids: frozenset[int] = field(default_factory=frozenset)
     detected_by: str = ""
+    # the repository format's control tokens (completion/repo.py REPO_TOKENS), None: no such format
+    repo_name: int | None = None
+    file_sep: int | None = None
 
     @property
     def has_fim(self) -> bool:

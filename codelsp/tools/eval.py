@@ -148,6 +148,11 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--multi-line", action="store_true",
                    help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
                         "scored by exact match and edit similarity (tools/multiline.py)")
+    e.add_argument("--cross-file", action="store_true",
+                   help="lines that use names defined in another file of real projects (sdists fetched into the cache; "
+                        "or FILE: a folder of projects), exact match and edit similarity with no context, "
+                        "extraContextTokens, the repository context and llama-server (tools/crossfile.py)")
+    e.add_argument("--configs", metavar="LIST", help="with --cross-file: the arms to run (default none,extra,repo,server)")
     e.add_argument("--oracle-only", action="store_true",
                    help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
                         "raw generation (what greedy decoding gives; half the model time)")

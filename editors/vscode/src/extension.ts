@@ -21,6 +21,7 @@ import {
   registerCommands,
   writeFunctionParams,
 } from './commands';
+import { contextParams, identifiersNear, snippetsFor, CONTEXT_NOTIFICATION, type Definition } from './context';
 import { focusParams, FOCUS_NOTIFICATION } from './focus';
 import { completionMiddleware } from './middleware';
 import { findExecutable, notFoundMessage, serverCommand, startFailedMessage, type ServerCommand } from './serverCommand';
@@ -35,6 +36,9 @@ class CodelspExtension implements vscode.Disposable {
   private readonly item: vscode.StatusBarItem;
   private state: ModelState = { kind: 'stopped', message: '' };
   private paused: boolean;
+  private readonly contextSent = new Map<string, string>(); // uri -> snippets last sent (codelsp/context)
+  private contextTimer: NodeJS.Timeout | undefined;
+  private contextLine = -1;
   private lastCommand = '';
   private explainPanel: vscode.WebviewPanel | undefined;
   private starting: Promise<void> | undefined;
@@ -60,8 +64,65 @@ class CodelspExtension implements vscode.Disposable {
         menu: () => this.menu(),
       }),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
-      vscode.window.onDidChangeActiveTextEditor((editor) => this.sendFocus(editor)),
+      vscode.window.onDidChangeActiveTextEditor((editor) => {
+        this.sendFocus(editor);
+        this.scheduleContext(editor);
+      }),
+      vscode.window.onDidChangeTextEditorSelection((e) => {
+        if (e.selections[0]?.active.line !== this.contextLine) {
+          this.scheduleContext(e.textEditor); // a new line: its identifiers may need other definitions
+        }
+      }),
     );
+  }
+
+  /** codelsp/context a moment after the user settles on a line: the definitions that VS Code's
+   *  language servers find for the identifiers near the cursor, when they changed. */
+  private scheduleContext(editor: vscode.TextEditor | undefined): void {
+    if (this.contextTimer) {
+      clearTimeout(this.contextTimer);
+    }
+    this.contextTimer = setTimeout(() => {
+      this.sendContext(editor).catch((error: unknown) =>
+        this.output.warn(`${CONTEXT_NOTIFICATION}: ${error instanceof Error ? error.message : String(error)}`));
+    }, 1500);
+  }
+
+  private async sendContext(editor: vscode.TextEditor | undefined): Promise<void> {
+    const client = this.client;
+    if (!client || !client.isRunning() || !editor || this.paused || editor.document.uri.scheme !== 'file') {
+      return;
+    }
+    const doc = editor.document;
+    const cursor = editor.selection.active;
+    this.contextLine = cursor.line;
+    const lines = doc.getText().split(/\r?\n/);
+    const definitions: Definition[] = [];
+    for (const spot of identifiersNear(lines, cursor.line, cursor.character)) {
+      const found = await vscode.commands.executeCommand<(vscode.Location | vscode.LocationLink)[]>(
+        'vscode.executeDefinitionProvider', doc.uri, new vscode.Position(spot.line, spot.character));
+      for (const loc of found ?? []) {
+        const uri = 'targetUri' in loc ? loc.targetUri : loc.uri;
+        const range = 'targetUri' in loc ? (loc.targetSelectionRange ?? loc.targetRange) : loc.range;
+        definitions.push({ uri: client.code2ProtocolConverter.asUri(uri), line: range.start.line });
+      }
+    }
+    const files = new Map<string, readonly string[] | undefined>();
+    for (const d of definitions) {
+      if (!files.has(d.uri)) {
+        try {
+          const opened = await vscode.workspace.openTextDocument(vscode.Uri.parse(d.uri));
+          files.set(d.uri, opened.getText().split(/\r?\n/));
+        } catch {
+          files.set(d.uri, undefined);
+        }
+      }
+    }
+    const current = client.code2ProtocolConverter.asUri(doc.uri);
+    const params = contextParams(current, snippetsFor(definitions, current, (u) => files.get(u)), this.contextSent);
+    if (params) {
+      await client.sendNotification(CONTEXT_NOTIFICATION, params);
+    }
   }
 
   /** codelsp/didFocus for the editor now in front: the server warms that document at the cursor. */

@@ -45,6 +45,7 @@ export const SERVER_KEYS = [
   'systemPrompt',
   'actionMaxTokens',
   'extraContextTokens',
+  'repoContextTokens',
   'backend',
   'url',
   'apiKey',
