@@ -104,6 +104,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "eval":
             from codelsp.tools.eval import run_eval
 
+            if args.next_edit:
+                from codelsp.tools.nexteval import NextEvalError, run_next_edit_eval
+
+                try:
+                    return run_next_edit_eval(args, cli_options(args))
+                except NextEvalError as exc:
+                    print(f"codelsp eval: {exc}", file=sys.stderr)
+                    return 2
             if args.multi_line:
                 from codelsp.tools.multiline import run_multiline
 

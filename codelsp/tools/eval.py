@@ -148,6 +148,9 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--multi-line", action="store_true",
                    help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
                         "scored by exact match and edit similarity (tools/multiline.py)")
+    e.add_argument("--next-edit", action="store_true",
+                   help="next-edit prediction on edit sequences from consecutive package releases, against FIM at the "
+                        "cursor and no edit (tools/nexteval.py)")
     e.add_argument("--oracle-only", action="store_true",
                    help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
                         "raw generation (what greedy decoding gives; half the model time)")
