@@ -106,3 +106,15 @@ def test_a_prediction_moves_with_edits_that_do_not_touch_it_and_is_dropped_by_on
     assert moved == Edit(edit.start + 4, edit.end + 4, "y", "x")
     assert rebase(old, old + "z\n", edit) == edit
     assert rebase(old, old.replace("x", "xy"), edit) is None
+
+
+def test_eval_cases_are_the_next_hunk_after_the_hunks_made_so_far():
+    from codelsp.tools.nexteval import cases_of
+
+    old = "".join(f"x{i} = f(a)\n" for i in range(10))
+    new = old.replace("x2 = f(a)", "x2 = f(a, b)").replace("x5 = f(a)", "x5 = f(a, b)")
+    (case,) = cases_of("pkg", "m.py", old, new)
+    assert case.line == 2 and case.text == old.replace("x2 = f(a)", "x2 = f(a, b)")
+    assert case.text[case.cursor - 1:case.cursor + 1] == ")\n"  # the end of the edited line
+    assert case.expected == new
+    assert [(h.start, h.old, h.new) for h in case.history] == [(2, "x2 = f(a)\n", "x2 = f(a, b)\n")]

@@ -104,6 +104,9 @@ async def test_typing_into_the_predicted_range_drops_the_prediction(model):
         assert all(e["textDocument"]["version"] == 2 for e in got["edits"])
         c = await counts(client)
         assert c["predicted"] == 2 and c["reused"] == 0
+        # the prompt's start (the file up to the change) kept its KV state from the first prediction
+        last = c["last"]
+        assert last["reused"] > 10 and last["evaluated"] < last["promptTokens"] - 10
 
 
 @pytest.mark.asyncio
