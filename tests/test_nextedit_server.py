@@ -139,3 +139,17 @@ async def test_the_history_through_the_server_stays_bounded(model):
             edit(client, URI, n + 1, (line, 0), (line, 1), "w")
         c = await counts(client)
         assert c["hunks"] == 16
+
+
+@pytest.mark.asyncio
+async def test_next_edit_model_predicts_instead_of_the_base_model(model, model_factory):
+    base = model_factory("qwen", "return a + b", default="answer")  # rewrites every region as `return a + b`
+    async with lsp_server("--model", str(base.path), init_options={"nextEdit": True}) as (client, _):
+        open_doc(client, URI, DOC, version=0)
+        rename_parameter(client)
+        assert [e["text"] for e in (await ask(client, 0, 22, 1))["edits"]] != ["ratio"]
+    async with lsp_server("--model", str(base.path), "--next-edit-model", str(model.path),
+                          init_options={"nextEdit": True}) as (client, _):
+        open_doc(client, URI, DOC, version=0)
+        rename_parameter(client)
+        assert [e["text"] for e in (await ask(client, 0, 22, 1))["edits"]] == ["ratio"]
