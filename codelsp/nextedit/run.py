@@ -22,7 +22,7 @@ STOPS = (SEP, "<|endoftext|>")
 @dataclass
 class Prediction:
     """`edit`: what to show (None: nothing); `reason`: "edit", "same" (the model kept the
-    region), or why the edit is not shown (predict.plausible); `answer`: the model's rewrite;
+    region), "empty" (it wrote nothing), or why the edit is not shown (predict.plausible); `answer`: the model's rewrite;
     `prompt_tokens`: the prompt's length."""
 
     edit: Edit | None
@@ -67,6 +67,8 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
     gen = model.generate(key, tokens, max_tokens=budget, sampler=sampler, cancel=cancel, deadline=deadline,
                          check=too_long, stop_texts=STOPS)
     total = (time.perf_counter() - t0) * 1000
+    if not gen.text.strip():  # the model closed the block at once: no opinion
+        return Prediction(None, "empty", gen.text, gen.stats, total, len(tokens))
     edit = answer_edit(text, region, gen.text)
     if edit is None:
         return Prediction(None, "same", gen.text, gen.stats, total, len(tokens))
