@@ -24,6 +24,7 @@ document) for next-edit and for the inline completion at the cursor.
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import io
 import json
@@ -168,11 +169,9 @@ def _pct(xs: list[float], q: float) -> float:
 
 def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
     """`codelsp eval --next-edit [--limit N] [--every K] [--json] [--log FILE]`: every K-th case, at most N."""
-    from codelsp.completion.pipeline import complete
     from codelsp.engine.llama import load_model
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_models
-    from codelsp.nextedit.run import predict
     from codelsp.settings import Settings
 
     settings, problems = Settings().merged({"timeoutMs": 600_000, "temperature": 0.0, **options}, "command line")
@@ -195,39 +194,70 @@ def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int
     lat: dict[str, list[float]] = {"next-edit": [], "fim-cursor": []}
     evald: dict[str, list[int]] = {"next-edit": [], "fim-cursor": []}
     reasons: dict[str, int] = {}
-    for n, case in enumerate(cases):
-        key = f"case-{n}"
-        history = case.history
-        p = predict(nem, key, case.path, history[-1].uri, case.text, case.line, history[:-1] + history[-1:],
-                    history[-1], settings.seed)
-        nem.forget(key)
-        reasons[p.reason] = reasons.get(p.reason, 0) + 1
-        lat["next-edit"].append(p.total_ms)
-        evald["next-edit"].append(p.stats.evaluated)
-        got = None if p.edit is None else _apply(case.text, p.edit.start, p.edit.end, p.edit.text)
-        s = score["next-edit"]
-        s["silent" if got is None else "exact" if got == case.expected else "wrong"] += 1
-        if p.candidate is not None:
-            cand = _apply(case.text, p.candidate.start, p.candidate.end, p.candidate.text)
-            before_threshold["exact" if cand == case.expected else "wrong"] += 1
-        t0 = time.perf_counter()
-        c = complete(model, key, case.text, case.cursor, settings)
-        lat["fim-cursor"].append((time.perf_counter() - t0) * 1000)
-        evald["fim-cursor"].append(c.stats.evaluated)
-        model.forget(key)
-        fim = _apply(case.text, case.cursor, case.cursor, c.text) if c.text.strip() else None
-        s = score["fim-cursor"]
-        s["silent" if fim is None else "exact" if fim == case.expected else "wrong"] += 1
-        score["no-edit"]["silent"] += 1
-        if log_file:
-            log_file.write(json.dumps({"case": case.name, "reason": p.reason, "answer": p.answer,
-                                       "edit": None if p.edit is None else [p.edit.old, p.edit.text],
-                                       "nextEditExact": got == case.expected, "fim": c.text,
-                                       "fimExact": fim == case.expected, "nextEditMs": round(p.total_ms, 1)}) + "\n")
-            log_file.flush()
-        print(f"\r{n + 1}/{len(cases)} next-edit exact {score['next-edit']['exact']} wrong {score['next-edit']['wrong']}",
-              end="", file=sys.stderr, flush=True)
+    done = 0
+    tallies = (score, before_threshold, lat, evald, reasons)
+    saved = copy.deepcopy(tallies)
+    try:
+        for n, case in enumerate(cases):
+            saved = copy.deepcopy(tallies)
+            _one(n, case, model, nem, settings, score, before_threshold, lat, evald, reasons, log_file, len(cases))
+            done += 1
+    except KeyboardInterrupt:  # Ctrl-C: the figures of the whole cases done so far
+        for now, before in zip(tallies, saved):
+            now.clear()
+            now.update(before)
+        print(f"\ninterrupted after {done} cases", file=sys.stderr)
+    if not done:
+        raise NextEvalError("interrupted before the first case")
     print(file=sys.stderr)
+    _report(args, nem, model, done, score, before_threshold, lat, evald, reasons)
+    return 0
+
+
+def _one(n: int, case: Case, model: Any, nem: Any, settings: Any, score: dict, before_threshold: dict,
+         lat: dict, evald: dict, reasons: dict, log_file: Any, total: int) -> None:
+    """Run the three predictors on one case and add up its scores."""
+    from codelsp.completion.pipeline import complete
+    from codelsp.nextedit.run import predict
+
+    key = f"case-{n}"
+    history = case.history
+    p = predict(nem, key, case.path, history[-1].uri, case.text, case.line, history[:-1] + history[-1:],
+                history[-1], settings.seed)
+    nem.forget(key)
+    reasons[p.reason] = reasons.get(p.reason, 0) + 1
+    lat["next-edit"].append(p.total_ms)
+    evald["next-edit"].append(p.stats.evaluated)
+    got = None if p.edit is None else _apply(case.text, p.edit.start, p.edit.end, p.edit.text)
+    s = score["next-edit"]
+    s["silent" if got is None else "exact" if got == case.expected else "wrong"] += 1
+    if p.candidate is not None:
+        cand = _apply(case.text, p.candidate.start, p.candidate.end, p.candidate.text)
+        before_threshold["exact" if cand == case.expected else "wrong"] += 1
+    t0 = time.perf_counter()
+    c = complete(model, key, case.text, case.cursor, settings)
+    lat["fim-cursor"].append((time.perf_counter() - t0) * 1000)
+    evald["fim-cursor"].append(c.stats.evaluated)
+    model.forget(key)
+    fim = _apply(case.text, case.cursor, case.cursor, c.text) if c.text.strip() else None
+    s = score["fim-cursor"]
+    s["silent" if fim is None else "exact" if fim == case.expected else "wrong"] += 1
+    score["no-edit"]["silent"] += 1
+    if log_file:
+        log_file.write(json.dumps({"case": case.name, "reason": p.reason, "answer": p.answer,
+                                   "edit": None if p.edit is None else [p.edit.old, p.edit.text],
+                                   "nextEditExact": got == case.expected, "fim": c.text,
+                                   "fimExact": fim == case.expected, "nextEditMs": round(p.total_ms, 1),
+                                   "nextEditEvaluated": p.stats.evaluated, "fimMs": round(lat["fim-cursor"][-1], 1),
+                                   "fimEvaluated": c.stats.evaluated}) + "\n")
+        log_file.flush()
+    print(f"\r{n + 1}/{total} next-edit exact {score['next-edit']['exact']} wrong {score['next-edit']['wrong']}",
+          end="", file=sys.stderr, flush=True)
+
+
+def _report(args: argparse.Namespace, nem: Any, model: Any, n: int, score: dict, before_threshold: dict,
+            lat: dict, evald: dict, reasons: dict) -> None:
+    cases = range(n)
     result = {"model": os.path.basename(str(nem.path)), "fimModel": os.path.basename(str(model.path)), "cases": len(cases),
               "near": NEAR, "maxHunkLines": MAX_HUNK_LINES, "scores": {}, "reasons": reasons,
               "beforeThreshold": before_threshold, "latencyMs": {}, "promptTokensEvaluated": {}}
@@ -250,4 +280,3 @@ def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int
         for k in lat:
             print(f"  latency {k:10s} p50 {result['latencyMs'][k]['p50']} ms  p95 {result['latencyMs'][k]['p95']} ms  "
                   f"prompt tokens evaluated p50 {result['promptTokensEvaluated'][k]['p50']}")
-    return 0
