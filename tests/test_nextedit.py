@@ -118,3 +118,10 @@ def test_eval_cases_are_the_next_hunk_after_the_hunks_made_so_far():
     assert case.text[case.cursor - 1:case.cursor + 1] == ")\n"  # the end of the edited line
     assert case.expected == new
     assert [(h.start, h.old, h.new) for h in case.history] == [(2, "x2 = f(a)\n", "x2 = f(a, b)\n")]
+
+
+def test_a_markdown_fence_around_the_rewrite_is_not_part_of_it():
+    from codelsp.nextedit.predict import clean_answer
+
+    assert clean_answer("```python\nx = 1\n```\nmore\n") == ("x = 1\n", True)
+    assert clean_answer("x = 1\ny = 2\n") == ("x = 1\ny = 2\n", False)

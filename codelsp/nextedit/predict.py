@@ -103,6 +103,20 @@ def prompt_segments(path: str, text: str, region: Region, hunks: list[Hunk], uri
     return segs
 
 
+def clean_answer(answer: str) -> tuple[str, bool]:
+    """(the model's rewrite without the markdown a small instruct model wraps code in, whether it
+    ended at a closing fence). A first line that opens a fence (```lang) is dropped, and the
+    answer ends before a line that is a fence: the default Qwen2.5-Coder-0.5B-Instruct often
+    closes the block with ``` after the region (an answer that ends there is whole)."""
+    lines = split_lines(answer)
+    if lines and lines[0].lstrip().startswith("```"):
+        lines = lines[1:]
+    for i, line in enumerate(lines):
+        if line.strip().startswith("```"):
+            return "".join(lines[:i]), True
+    return "".join(lines), False
+
+
 def answer_edit(text: str, region: Region, answer: str) -> Edit | None:
     """The edit that turns the region of `text` into `answer` (the model's rewrite of it), as
     the smallest character range; None when they are the same. A final line break the answer

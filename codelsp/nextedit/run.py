@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from codelsp.actions.chat import ChatPrompt, Segment
 from codelsp.engine.generation import GenStats, Model, SamplerParams
 from codelsp.nextedit.history import Hunk, split_lines
-from codelsp.nextedit.predict import MAX_EDIT_LINES, SEP, Edit, answer_edit, plausible, prompt_segments, region_at
+from codelsp.nextedit.predict import (MAX_EDIT_LINES, SEP, Edit, answer_edit, clean_answer, plausible, prompt_segments,
+                                      region_at)
 
-STOPS = (SEP, "<|endoftext|>")
+STOPS = (SEP, "<|endoftext|>", "\n```")  # the last: a markdown fence closing the block (clean_answer)
 
 
 @dataclass
@@ -67,11 +68,23 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
     gen = model.generate(key, tokens, max_tokens=budget, sampler=sampler, cancel=cancel, deadline=deadline,
                          check=too_long, stop_texts=STOPS)
     total = (time.perf_counter() - t0) * 1000
-    if not gen.text.strip():  # the model closed the block at once: no opinion
-        return Prediction(None, "empty", gen.text, gen.stats, total, len(tokens))
-    edit = answer_edit(text, region, gen.text)
+    return judge(is_next_edit_model(model), text, line, last, gen.text, gen.stop_reason == "stop", gen.stats, total, len(tokens), max_lines)
+
+
+def judge(dedicated: bool, text: str, line: int, last: Hunk | None, raw: str, complete: bool, stats: GenStats,
+          total: float = 0.0, prompt_tokens: int = 0, max_lines: int | None = None) -> Prediction:
+    """The prediction from the model's answer `raw` (`complete`: it ended at its stop token):
+    the edit it makes to the region at `line` and the threshold's verdict (`dedicated`: a
+    next-edit model, whose edits may be twice as large). `codelsp eval --next-edit --rescore`
+    judges logged answers again with it."""
+    region = region_at(split_lines(text), line)
+    answer, fenced = clean_answer(raw)
+    complete = complete or fenced
+    if not answer.strip():  # the model closed the block at once: no opinion
+        return Prediction(None, "empty", raw, stats, total, prompt_tokens)
+    edit = answer_edit(text, region, answer)
     if edit is None:
-        return Prediction(None, "same", gen.text, gen.stats, total, len(tokens))
-    limit = max_lines or (2 * MAX_EDIT_LINES if is_next_edit_model(model) else MAX_EDIT_LINES)
-    why = plausible(text, region, gen.text, edit, last, gen.stop_reason == "stop", limit)
-    return Prediction(None if why else edit, why or "edit", gen.text, gen.stats, total, len(tokens), edit)
+        return Prediction(None, "same", raw, stats, total, prompt_tokens)
+    limit = max_lines or (2 * MAX_EDIT_LINES if dedicated else MAX_EDIT_LINES)
+    why = plausible(text, region, answer, edit, last, complete, limit)
+    return Prediction(None if why else edit, why or "edit", raw, stats, total, prompt_tokens, edit)

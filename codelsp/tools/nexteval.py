@@ -167,13 +167,45 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
+def rescore(log: str, dedicated: bool = False) -> dict[str, Any]:
+    """The scores of a `--log` file's cases with the current answer parser and threshold
+    (nextedit/run.py judge): the model's answers do not depend on them (greedy, the same prompt),
+    so this is what a new run would score, without the model. FIM at the cursor as logged."""
+    from codelsp.engine.generation import GenStats
+    from codelsp.nextedit.run import judge
+
+    cases = {c.name: c for c in load_cases(None)}
+    score = {k: {"exact": 0, "wrong": 0, "silent": 0} for k in ("next-edit", "fim-cursor")}
+    reasons: dict[str, int] = {}
+    n = 0
+    with open(log, encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            case = cases.get(rec["case"])
+            if case is None:
+                continue
+            n += 1
+            p = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"],
+                      rec["reason"] != "answer cut short", GenStats())
+            reasons[p.reason] = reasons.get(p.reason, 0) + 1
+            got = None if p.edit is None else _apply(case.text, p.edit.start, p.edit.end, p.edit.text)
+            score["next-edit"]["silent" if got is None else "exact" if got == case.expected else "wrong"] += 1
+            fim = "silent" if not rec["fim"].strip() else "exact" if rec["fimExact"] else "wrong"
+            score["fim-cursor"][fim] += 1
+    return {"cases": n, "scores": score, "reasons": reasons}
+
+
 def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
-    """`codelsp eval --next-edit [--limit N] [--every K] [--json] [--log FILE]`: every K-th case, at most N."""
+    """`codelsp eval --next-edit [--limit N] [--every K] [--json] [--log FILE] [--rescore LOG]`: every K-th
+    case, at most N; `--rescore`: judge a log's answers again (`rescore`)."""
     from codelsp.engine.llama import load_model
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_models
     from codelsp.settings import Settings
 
+    if args.rescore:
+        print(json.dumps(rescore(args.rescore, bool(options.get("nextEditModel"))), indent=2))
+        return 0
     settings, problems = Settings().merged({"timeoutMs": 600_000, "temperature": 0.0, **options}, "command line")
     if problems:
         raise NextEvalError("; ".join(problems))
