@@ -108,6 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from codelsp.tools.crossfile import run_crossfile
 
                 return run_eval(args, cli_options(args), run_crossfile)
+            if args.next_edit:
+                from codelsp.tools.nexteval import NextEvalError, run_next_edit_eval
+
+                try:
+                    return run_next_edit_eval(args, cli_options(args))
+                except NextEvalError as exc:
+                    print(f"codelsp eval: {exc}", file=sys.stderr)
+                    return 2
             if args.multi_line:
                 from codelsp.tools.multiline import run_multiline
 

@@ -142,6 +142,13 @@ class Settings:
     repo_context_tokens: int = setting(
         0, bound="non-negative", flags=("--repo-context-tokens",), metavar="N",
         help="tokens of definitions from the rest of the project to put before the file (default 0: off; try 1024)")
+    next_edit: bool = setting(  # next-edit suggestions (textDocument/copilotInlineEdit); opt-in: off unless asked
+        False, flags=("--next-edit-suggestions",),
+        help="answer textDocument/copilotInlineEdit with predicted next edits (off by default; copilot-lsp.nvim's "
+             "nextEditSuggestions.enabled also turns it on)")
+    next_edit_model: str | None = setting(  # a dedicated next-edit GGUF (Sweep next-edit); default: the base model
+        None, str, optional=True, reload="model", flags=("--next-edit-model",), metavar="PATH",
+        help="a dedicated next-edit model (.gguf, e.g. Sweep next-edit); default: the base model")
     backend: str = setting(  # local | openai | llama-server (see BACKENDS)
         "local", choices=BACKENDS, reload="model", flags=("--backend",), group="remote",
         help="local (default), openai (/v1/completions) or llama-server (/infill)")

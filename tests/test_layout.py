@@ -22,9 +22,10 @@ ALLOWED: dict[str, set[str]] = {
     "engine": {"models", "settings"},
     "completion": {"languages", "engine", "models", "settings"},
     "actions": {"languages", "engine", "models", "settings"},
-    "lsp": {"completion", "actions", "languages", "engine", "models", "settings", "__init__"},
-    "tools": {"lsp", "completion", "actions", "languages", "engine", "models", "settings", "__init__"},
-    "cli": {"lsp", "tools", "completion", "languages", "engine", "models", "settings", "__init__"},
+    "nextedit": {"actions", "languages", "engine", "models", "settings"},
+    "lsp": {"nextedit", "completion", "actions", "languages", "engine", "models", "settings", "__init__"},
+    "tools": {"nextedit", "lsp", "completion", "actions", "languages", "engine", "models", "settings", "__init__"},
+    "cli": {"nextedit", "lsp", "tools", "completion", "languages", "engine", "models", "settings", "__init__"},
     "__main__": {"cli"},
     "__init__": set(),
 }

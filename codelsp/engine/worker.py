@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -54,6 +55,7 @@ class Engine:
     def __init__(self) -> None:
         self.model: Model | None = None  # a LoadedModel, or a RemoteModel (remote.py)
         self.instruct: LoadedModel | None = None
+        self.next_edit: LoadedModel | None = None  # setting nextEditModel (nextedit/run.py); None: the base model
         self.model_error: str | None = None
         self._jobs: list[Job] = []
         self._running: Job | None = None
@@ -221,8 +223,14 @@ class Engine:
                     self.model_error = str(exc)
                     status("error", str(exc))
                     raise
-            old = (self.model, self.instruct)
-            self.model, self.instruct = base, instruct
+            next_edit = None
+            if settings.next_edit_model:
+                try:  # outside the memory plan: a small model on the CPU's share (README, Next edits)
+                    next_edit = load_model(os.path.expanduser(settings.next_edit_model), planned, instruct=True)
+                except ModelError as exc:
+                    log.error("nextEditModel: %s; next edits use the base model", exc)
+            old = (self.model, self.instruct, self.next_edit)
+            self.model, self.instruct, self.next_edit = base, instruct, next_edit
             self.model_error = None
             for m in old:
                 if m is not None:
@@ -253,8 +261,8 @@ class Engine:
         except BackendError as exc:
             log.warning("%s; trying again on the next completion", exc)
             status("error", str(exc))
-        old = (self.model, self.instruct)
-        self.model, self.instruct = remote, None  # code actions use remote.chat()
+        old = (self.model, self.instruct, self.next_edit)
+        self.model, self.instruct, self.next_edit = remote, None, None  # code actions use remote.chat()
         self.model_error = None
         for m in old:
             if m is not None:
@@ -266,7 +274,7 @@ class Engine:
         self._thread.join(timeout=10)
         if self._thread.is_alive():
             return  # still inside llama.cpp: freeing its memory now would crash; the process exits anyway
-        for m in (self.model, self.instruct):
+        for m in (self.model, self.instruct, self.next_edit):
             if m is not None:
                 m.close()
-        self.model = self.instruct = None
+        self.model = self.instruct = self.next_edit = None

@@ -151,3 +151,17 @@ class DocumentWorkspace(Workspace):
     def open_document(self, uri: str) -> Document | None:
         """The open document for `uri` (any spelling of it), or None."""
         return self._text_documents.get(unquote(uri))  # type: ignore[return-value]
+
+
+def position_at(text: str, offset: int, encoding: str) -> types.Position:
+    """The LSP position of character `offset` of `text` (lines broken as `lsp_lines` does,
+    characters counted in `encoding`'s units)."""
+    line = 0
+    start = 0
+    for piece in lsp_lines(text):
+        body = len(_line_body(piece))
+        if offset <= start + body or start + len(piece) > offset:
+            break
+        start += len(piece)
+        line += 1
+    return types.Position(line=line, character=sum(_units(c, encoding) for c in text[start:offset]))

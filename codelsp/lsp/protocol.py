@@ -45,6 +45,7 @@ PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
+EXECUTE_COMMAND_NOTIFICATION = "codelsp/executeCommandNotification"  # lsp/nextedit.py handles it
 
 
 _NOT_JSON = (json.JSONDecodeError, UnicodeDecodeError)  # what json.loads raises for a bad frame
@@ -126,6 +127,10 @@ class CodeLspProtocol(LanguageServerProtocol):
             if isinstance(method, str):
                 self.send_error(None, INVALID_REQUEST, f"invalid request id {data['id']!r}")
             return ANSWERED
+        if not has_id and method == types.WORKSPACE_EXECUTE_COMMAND:
+            # copilot.el accepts a next edit with executeCommand sent as a notification (no id):
+            # handled by lsp/nextedit.py's notification, never dropped as invalid
+            data = {**data, "method": EXECUTE_COMMAND_NOTIFICATION}
         if has_id and isinstance(method, str) and self._is_notification(method):
             log.warning("%s is a notification but was sent with id %r: handled as a notification", method, data["id"])
             self.send_error(data["id"], INVALID_REQUEST, f"{method} is a notification: it takes no id")

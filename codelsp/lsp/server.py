@@ -29,6 +29,8 @@ from codelsp.engine.generation import Cancelled
 from codelsp.languages import comment_prefix, language_of
 from codelsp.lsp.protocol import CodeLspProtocol
 from codelsp.lsp.code_actions import register as register_actions
+from codelsp.lsp.nextedit import copilot_opt_in
+from codelsp.lsp.nextedit import register as register_next_edits
 from codelsp.settings import Settings, SettingsLayers, reload_key
 
 log = logging.getLogger(__name__)
@@ -277,6 +279,9 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
     async def on_config(ls: CodeLspServer, params: types.DidChangeConfigurationParams) -> None:
         settings = params.settings
+        opt_in = copilot_opt_in(settings)  # copilot-lsp.nvim's nextEditSuggestions.enabled
+        if opt_in is not None:
+            ls.next_edits.opted_in = opt_in
         others_only = False
         if isinstance(settings, dict) and "codelsp" in settings:
             settings = settings["codelsp"]
@@ -308,6 +313,7 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
 
     @server.feature(types.TEXT_DOCUMENT_DID_OPEN)
     def on_open(ls: CodeLspServer, params: types.DidOpenTextDocumentParams) -> None:
+        ls.next_edits.opened(params.text_document.uri, params.text_document.text)
         ls.session.warm(params.text_document.uri)
 
     @server.feature(FOCUS)
@@ -341,10 +347,12 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     def on_change(ls: CodeLspServer, params: types.DidChangeTextDocumentParams) -> None:
+        ls.next_edits.changed(params.text_document.uri)
         ls.session.after_change(params.text_document.uri)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def on_close(ls: CodeLspServer, params: types.DidCloseTextDocumentParams) -> None:
+        ls.next_edits.closed(params.text_document.uri)
         ls.session.close(params.text_document.uri)
 
     @server.feature(
@@ -381,6 +389,7 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
         ls.engine.stop()
 
     register_actions(server)  # code actions and their commands (code_actions.py)
+    register_next_edits(server)  # textDocument/copilotInlineEdit and its notifications (nextedit.py)
     return server
 
 

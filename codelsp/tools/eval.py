@@ -153,6 +153,11 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
                         "or FILE: a folder of projects), exact match and edit similarity with no context, "
                         "extraContextTokens, the repository context and llama-server (tools/crossfile.py)")
     e.add_argument("--configs", metavar="LIST", help="with --cross-file: the arms to run (default none,extra,repo,server)")
+    e.add_argument("--next-edit", action="store_true",
+                   help="next-edit prediction on edit sequences from consecutive package releases, against FIM at the "
+                        "cursor and no edit (tools/nexteval.py)")
+    e.add_argument("--rescore", metavar="LOG", help="with --next-edit: score a --log file's answers again with the current parser "
+                   "and threshold, without the model")
     e.add_argument("--oracle-only", action="store_true",
                    help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
                         "raw generation (what greedy decoding gives; half the model time)")

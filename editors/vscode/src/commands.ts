@@ -4,7 +4,9 @@
  * Commands the server advertises (executeCommandProvider). vscode-languageclient registers VS
  * Code commands with exactly these ids, so the extension's own ids must differ.
  */
-export const SERVER_COMMANDS = ['codelsp.explain', 'codelsp.writeFunction', 'codelsp.document', 'codelsp.fix'] as const;
+export const SERVER_COMMANDS = [
+  'codelsp.explain', 'codelsp.writeFunction', 'codelsp.document', 'codelsp.fix', 'codelsp.nextEdit.accept',
+] as const;
 
 /** The extension's own commands (package.json contributes.commands), by handler name. */
 export const COMMANDS = {
@@ -14,6 +16,7 @@ export const COMMANDS = {
   showLog: 'codelsp.showLog',
   togglePause: 'codelsp.togglePause',
   menu: 'codelsp.menu',
+  applyNextEdit: 'codelsp.applyNextEdit',
 } as const;
 
 export type CommandName = keyof typeof COMMANDS;

@@ -23,6 +23,7 @@ import {
 } from './commands';
 import { contextParams, identifiersNear, snippetsFor, CONTEXT_NOTIFICATION, type Definition } from './context';
 import { focusParams, FOCUS_NOTIFICATION } from './focus';
+import { decorationText, nextEditParams, NEXT_EDIT_DELAY_MS, NEXT_EDIT_REQUEST, pickEdit, SHOWN_NOTIFICATION, type NextEdit } from './nextEdit';
 import { completionMiddleware } from './middleware';
 import { findExecutable, notFoundMessage, serverCommand, startFailedMessage, type ServerCommand } from './serverCommand';
 import { answerConfiguration, serverSettings, SERVER_KEYS, type ServerKey } from './settings';
@@ -43,6 +44,12 @@ class CodelspExtension implements vscode.Disposable {
   private explainPanel: vscode.WebviewPanel | undefined;
   private starting: Promise<void> | undefined;
   private readonly disposables: vscode.Disposable[] = [];
+  private readonly nextEditStyle = vscode.window.createTextEditorDecorationType({
+    textDecoration: 'line-through',
+    after: { color: new vscode.ThemeColor('editorGhostText.foreground'), fontStyle: 'italic' },
+  });
+  private nextEdit: { edit: NextEdit; editor: vscode.TextEditor } | undefined;
+  private nextEditTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly context: vscode.ExtensionContext) {
     this.output = vscode.window.createOutputChannel('codelsp', { log: true });
@@ -62,7 +69,10 @@ class CodelspExtension implements vscode.Disposable {
         showLog: () => this.output.show(true),
         togglePause: () => this.togglePause(),
         menu: () => this.menu(),
+        applyNextEdit: () => this.applyNextEdit(),
       }),
+      this.nextEditStyle,
+      vscode.workspace.onDidChangeTextDocument((e) => this.scheduleNextEdit(e.document)),
       vscode.workspace.onDidChangeConfiguration((e) => this.onConfigurationChanged(e)),
       vscode.window.onDidChangeActiveTextEditor((editor) => {
         this.sendFocus(editor);
@@ -122,6 +132,81 @@ class CodelspExtension implements vscode.Disposable {
     const params = contextParams(current, snippetsFor(definitions, current, (u) => files.get(u)), this.contextSent);
     if (params) {
       await client.sendNotification(CONTEXT_NOTIFICATION, params);
+    }
+  }
+
+  // --- next edits (codelsp.nextEdit): a decoration, and a command to apply it ---------------
+  private scheduleNextEdit(document: vscode.TextDocument): void {
+    this.clearNextEdit();
+    if (this.nextEditTimer) {
+      clearTimeout(this.nextEditTimer);
+    }
+    if (!this.config().get<boolean>('nextEdit', false) || this.paused) {
+      return;
+    }
+    this.nextEditTimer = setTimeout(() => void this.askNextEdit(document), NEXT_EDIT_DELAY_MS);
+  }
+
+  private async askNextEdit(document: vscode.TextDocument): Promise<void> {
+    const client = this.client;
+    const editor = vscode.window.activeTextEditor;
+    if (!client || !client.isRunning() || !editor || editor.document !== document) {
+      return;
+    }
+    const uri = client.code2ProtocolConverter.asUri(document.uri);
+    const version = document.version;
+    const { line, character } = editor.selection.active;
+    let result: unknown;
+    try {
+      result = await client.sendRequest(NEXT_EDIT_REQUEST, nextEditParams(uri, version, line, character));
+    } catch (error) {
+      this.output.warn(`${NEXT_EDIT_REQUEST}: ${error instanceof Error ? error.message : String(error)}`);
+      return;
+    }
+    const edit = pickEdit(result, uri, version);
+    if (!edit || document.version !== version || vscode.window.activeTextEditor !== editor) {
+      return; // typed on meanwhile: its range is in an older version's coordinates
+    }
+    const r = edit.range;
+    const range = new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
+    editor.setDecorations(this.nextEditStyle, [{
+      range,
+      hoverMessage: `codelsp next edit: codelsp: Apply Next Edit`,
+      renderOptions: { after: { contentText: decorationText(edit) } },
+    }]);
+    this.nextEdit = { edit, editor };
+    if (edit.command) {
+      void client.sendNotification(SHOWN_NOTIFICATION, { item: { command: edit.command } });
+    }
+  }
+
+  private clearNextEdit(): void {
+    if (this.nextEdit) {
+      this.nextEdit.editor.setDecorations(this.nextEditStyle, []);
+      this.nextEdit = undefined;
+    }
+  }
+
+  private async applyNextEdit(): Promise<void> {
+    const shown = this.nextEdit;
+    if (!shown) {
+      void vscode.window.showInformationMessage('codelsp: no next edit shown');
+      return;
+    }
+    const { edit, editor } = shown;
+    if (editor.document.version !== edit.textDocument.version) {
+      this.clearNextEdit();
+      return;
+    }
+    const r = edit.range;
+    const range = new vscode.Range(r.start.line, r.start.character, r.end.line, r.end.character);
+    this.clearNextEdit();
+    editor.selection = new vscode.Selection(range.start, range.start);
+    editor.revealRange(range);
+    if (await editor.edit((b) => b.replace(range, edit.text)) && edit.command && this.client) {
+      void this.client.sendRequest(ExecuteCommandRequest.type, {
+        command: edit.command.command, arguments: edit.command.arguments ?? [],
+      }).catch(() => undefined);
     }
   }
 

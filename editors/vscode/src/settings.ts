@@ -18,6 +18,8 @@ export const EXTENSION_KEYS = [
 export const SERVER_KEYS = [
   'model',
   'instructModel',
+  'nextEdit',
+  'nextEditModel',
   'hfRepo',
   'hfFile',
   'instructHfRepo',
@@ -54,9 +56,9 @@ export const SERVER_KEYS = [
 export type ServerKey = (typeof SERVER_KEYS)[number];
 
 /** Settings whose empty value in VS Code means "the server decides" (null on the wire). */
-const PATHS: ReadonlySet<string> = new Set(['model', 'instructModel']);
+const PATHS: ReadonlySet<string> = new Set(['model', 'instructModel', 'nextEditModel']);
 const EMPTY_IS_NULL: ReadonlySet<string> = new Set([
-  'model', 'instructModel', 'hfRepo', 'hfFile', 'instructHfRepo', 'instructHfFile', 'fimTemplate', 'url', 'apiKey',
+  'model', 'instructModel', 'nextEditModel', 'hfRepo', 'hfFile', 'instructHfRepo', 'instructHfFile', 'fimTemplate', 'url', 'apiKey',
 ]);
 
 /** `~` and `~/x` -> the home folder; `${workspaceFolder}` -> the first workspace folder. */
