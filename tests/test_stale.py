@@ -69,11 +69,12 @@ class Held:
 
 
 async def edit_while_the_model_works(client, held: Held, menu: bool, text: str, line: int, col: int,
-                                     change: tuple[int, int, int, int, str], full: bool, version: int) -> str:
+                                     change: tuple[int, int, int, int, str], full: bool, version: int,
+                                     whole: bool = False) -> str:
     """Ask at (line, col) of `text`; while the backend holds its answer, replace the range
     `change` (line, char, end line, end char, new text) as one didChange (the whole text when
     `full`); then let the answer go. The line of the item applied to the changed text (the
-    changed line itself when there is no item)."""
+    changed line itself when there is no item); `whole`: all of that text."""
     held.reset()
     where = position(line, col)
     if menu:
@@ -96,13 +97,12 @@ async def edit_while_the_model_works(client, held: Held, menu: bool, text: str, 
     assert seen.text == changed  # the server has the change before the answer comes
     held.gate.set()
     result = await asyncio.wait_for(task, 30)
-    changed_line = changed.split("\n")[line + changed.count("\n") - text.count("\n")]
-    if not result.items:
-        return changed_line
-    item = result.items[0]
-    after = apply(changed, item.text_edit.range, item.text_edit.new_text) if menu else \
-        apply(changed, item.range, item.insert_text)
-    return after.split("\n")[line + changed.count("\n") - text.count("\n")]
+    after = changed
+    if result.items:
+        item = result.items[0]
+        after = apply(changed, item.text_edit.range, item.text_edit.new_text) if menu else \
+            apply(changed, item.range, item.insert_text)
+    return after if whole else after.split("\n")[line + changed.count("\n") - text.count("\n")]
 
 
 GREETED = '    print(f"Hello, {name}")'
@@ -143,6 +143,39 @@ async def test_an_answer_for_text_changed_since_is_carried_over_or_dropped(menu)
                                                            change, full, version)
                     assert got == expected, (what, "full" if full else "incremental")
             assert len(srv.posts("/v1/completions")) == 2 * len(CHANGES)
+
+
+# The VS Code end-to-end step that types `def mul(a, b):`, Enter (VS Code indents the new line) and
+# accepts `return a * b`: answers for the text before the Enter, still in flight when the Enter
+# and its indentation arrive, must never land at column 0 or on the `def` line.
+ENTERED = [
+    # (the text, where the request was made, the change made while the model worked, the text after
+    # the item is applied to the changed text: no item where the answer does not fit it)
+    ("answer for the `:`, Enter and indentation typed", "def mul(a, b):", (0, 14), (0, 14, 0, 14, "\n    "),
+     "def mul(a, b):\n    "),
+    ("answer for the empty line, a def and its body's indentation typed", "import math\n\n", (2, 0),
+     (2, 0, 2, 0, "def mul(a, b):\n    "), "import math\n\ndef mul(a, b):\n    "),
+    ("answer for the indented line, a line added above", "def mul(a, b):\n    ", (1, 4),
+     (0, 0, 0, 0, "import math\n"), "import math\ndef mul(a, b):\n    return a * b"),
+]
+
+
+@pytest.mark.parametrize("menu", [False, True], ids=["inline", "menu"])
+async def test_an_answer_in_flight_across_an_enter_and_its_indentation(menu):
+    held = Held("return a * b")
+    with FakeOpenAI(completions=held, models=MODELS) as srv:
+        async with lsp_server(*remote(srv.url)) as (client, _):
+            version = 1
+            for full in (False, True):
+                for what, text, (line, col), change, expected in ENTERED:
+                    version += 1
+                    client.text_document_did_close(types.DidCloseTextDocumentParams(
+                        text_document=types.TextDocumentIdentifier(uri=URI)))
+                    open_doc(client, URI, text, version=version)
+                    version += 1
+                    got = await edit_while_the_model_works(client, held, menu, text, line, col, change, full, version,
+                                                           whole=True)
+                    assert got == expected, (what, "full" if full else "incremental")
 
 
 # --- kind 4: the completion menu's selected item ---------------------------------------------------

@@ -238,6 +238,14 @@ def _focus_params(params: Any) -> tuple[str | None, types.Position | None]:
     return uri, None
 
 
+def _at(p: types.Position) -> str:
+    return f"{p.line}:{p.character}"
+
+
+def _span(r: types.Range) -> str:
+    return f"{_at(r.start)}-{_at(r.end)}"
+
+
 def _selected_edit(text: str, lines: list[str], selected: types.SelectedCompletionInfo, offset: int,
                    encoding: str, uri: str) -> Edit | None:
     """The completion menu's selected item as an edit of the document: it replaces its range
@@ -336,17 +344,28 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
         types.CompletionOptions(trigger_characters=[".", "(", " ", ":", "\n"], resolve_provider=False),
     )
     async def on_completion(ls: CodeLspServer, params: types.CompletionParams) -> types.CompletionList | None:
+        where = _at(params.position)  # before the await: completion_at may clamp it
         found = await ls.completion_at(params.text_document.uri, params.position)
-        return menu_list(found, ls.client, ls.model_name())
+        menu = menu_list(found, ls.client, ls.model_name())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("menu %s at %s: %s", params.text_document.uri, where,
+                      [(_span(i.text_edit.range), i.text_edit.new_text) for i in menu.items if i.text_edit] or "nothing")
+        return menu
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def on_inline(ls: CodeLspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
         context = params.context
         invoked = context is not None and context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        selected = context.selected_completion_info if context is not None else None
+        where = _at(params.position)
         found = await ls.completion_at(params.text_document.uri, params.position,
-                                       more=ls.settings.candidates - 1, now=invoked,
-                                       selected=context.selected_completion_info if context is not None else None)
-        return inline_list(found)
+                                       more=ls.settings.candidates - 1, now=invoked, selected=selected)
+        inline = inline_list(found)
+        if log.isEnabledFor(logging.DEBUG):  # what the editor is told: the e2e test's record
+            log.debug("inline %s at %s%s: %s", params.text_document.uri, where,
+                      f" (menu item {_span(selected.range)} {selected.text!r} selected)" if selected else "",
+                      [(_span(i.range), i.insert_text) for i in inline.items if i.range] or "nothing")
+        return inline
 
     @server.feature("codelsp/stats")
     async def on_stats(ls: CodeLspServer, params: Any) -> dict[str, Any]:

@@ -18,6 +18,9 @@ EXT="$(cd "$HERE/.." && pwd)"
 REPO="$(cd "$EXT/../.." && pwd)"
 E2E_HOME=${CODELSP_E2E_HOME:-$HOME/.cache/codelsp-vscode-e2e}
 VENV=${CODELSP_VENV:-$REPO/.venv}
+# the server runs this checkout's code whichever venv provides the packages (a worktree, or a
+# venv made for another checkout): code-server passes the environment on to the extension's server
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 
 if [ ! -x "$VENV/bin/codelsp" ]; then
@@ -115,7 +118,11 @@ if [ "$rc" = 0 ]; then
 fi
 if [ "$rc" != 0 ]; then
     echo "--- code-server log (tail)"; tail -40 "$WORK/code-server.log"
-    if [ -n "$log" ]; then echo "--- codelsp output channel ($log)"; tail -60 "$log"; fi
+    if [ -n "$log" ]; then
+        echo "--- codelsp output channel ($log)"; tail -60 "$log"
+        # each answer the editor was given (the server's debug log): position, range, text
+        echo "--- codelsp answers"; grep -E '\] (inline|menu) file:' "$log" | tail -40 || true
+    fi
 fi
 echo "e2e: $([ "$rc" = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - start )) s"
 exit "$rc"
