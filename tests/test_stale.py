@@ -18,6 +18,7 @@ import pytest
 from lsprotocol import types
 
 from support import lsp_server, open_doc
+from rawlsp import RawLsp
 from fakeserver import FakeOpenAI, Reply
 
 URI = "file:///w/greet.py"
@@ -211,3 +212,21 @@ async def test_the_selected_menu_item_is_in_the_prompt_and_the_item_extends_it()
             open_doc(client, "file:///w/other.js", JS, language="javascript")
             params.text_document = types.TextDocumentIdentifier(uri="file:///w/other.js")
             assert list((await client.text_document_inline_completion_async(params)).items) == []
+
+
+
+def test_the_selected_range_is_read_in_the_array_shape_too():
+    """A client that passes VS Code's context through unconverted sends the selected item's range
+    as VS Code writes a Range in JSON, `[start, end]`: read as the LSP `{start, end}`, not refused
+    as invalid params (pytest-lsp cannot send that shape: rawlsp.py)."""
+    with FakeOpenAI(completions=lambda body: Reply(answer_events("('root');")), models=MODELS) as srv:
+        with RawLsp(*remote(srv.url), "--no-warm") as s:
+            s.initialize()
+            s.open(JS_URI, JS, language="javascript")
+            result = s.result("textDocument/inlineCompletion", {
+                "textDocument": {"uri": JS_URI}, "position": {"line": 0, "character": 26},
+                "context": {"triggerKind": 2, "selectedCompletionInfo": {
+                    "range": [{"line": 0, "character": 22}, {"line": 0, "character": 26}], "text": "getElementById"}},
+            })
+            assert result["items"] == [{"insertText": "getElementById('root');", "range": {
+                "start": {"line": 0, "character": 22}, "end": {"line": 0, "character": 26}}}]
