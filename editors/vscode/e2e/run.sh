@@ -11,7 +11,8 @@
 # saves a screenshot to e2e/screenshot.png (E2E_SCREENSHOT=... puts it elsewhere).
 #
 # The server runs from the project's venv: CODELSP_VENV (default: <repo>/.venv, made by the
-# README's set-up command) must have codelsp and the test extras (gguf, numpy) installed.
+# README's set-up command) must have codelsp's dependencies and the test extras (gguf, numpy)
+# installed; the code it runs is this checkout's (PYTHONPATH).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 EXT="$(cd "$HERE/.." && pwd)"
