@@ -10,6 +10,7 @@ LSP side (lsp/server.py) turns positions into offsets and answers into items.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from cachetools import LRUCache
 
 from codelsp.completion.neighbors import Neighbors, extra_text
 from codelsp.completion.pipeline import Alternatives, Completion, alternatives, complete, warm
+from codelsp.completion.placement import Edit, carry
 from codelsp.completion.repo import RepoCache, RepoContext, uri_path
 from codelsp.completion.suggestions import SuggestionCache
 from codelsp.engine.generation import Cancelled, GenStats
@@ -37,6 +39,16 @@ class OpenDocument:
     uri: str  # the spelling of its didOpen (requests may spell it otherwise)
     text: str  # its whole text, as the client has it
     comment: str  # the line-comment prefix of its language (for the other files' extra context)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A completion placed in the document as it is now: `edits` (one per candidate, best first)
+    are offsets of `text`, the document's text when the answer was ready (placement.py)."""
+
+    completion: Completion
+    text: str
+    edits: list[Edit]
 
 
 class CompletionSession:
@@ -112,6 +124,43 @@ class CompletionSession:
 
     # --- completion -------------------------------------------------------------------
     async def completion_at(
+        self, uri: str, doc: OpenDocument, offset: int, *, more: int = 0, now: bool = False,
+        selected: Edit | None = None,
+    ) -> Answer | None:
+        """The completion at `offset` of `doc.text`, placed in the document's text as it is when
+        the answer is ready; None when there is nothing to offer.
+
+        The user may have changed the document while the model worked: the answer's edits are
+        carried through that change (placement.py: lines added or deleted above, text typed
+        that agrees with it), or the answer is dropped; never an edit in the old text's offsets.
+        `selected`: the completion menu's selected item (LSP `selectedCompletionInfo`), an edit
+        of `doc.text`: the prompt is built with it applied, and each edit replaces its range
+        (to the cursor at least) with its text and what the model writes after it; no answer
+        when the model writes nothing more. `more`, `now`: `_complete`.
+        """
+        base = doc.text
+        start = end = offset
+        head = ""
+        if selected is not None:
+            start, end, head = selected.start, max(selected.end, offset), selected.text
+            doc = dataclasses.replace(doc, text=base[:start] + head + base[end:])
+            offset = start + len(head)
+        result = await self._complete(uri, doc, offset, more=more, now=now)
+        if result is None or not result.text:
+            return None
+        current = self.document(uri)
+        if current is None:
+            return None  # closed meanwhile
+        edits = [e for t in [result.text, *result.others] if (e := carry(base, Edit(start, end, head + t), current.text))]
+        if not edits:
+            log.debug("completion for %s dropped: the document changed meanwhile and the answer does not fit it", uri)
+            return None
+        if current.text != base or selected is not None:  # what accepting it will look like (after_change)
+            first = edits[0]
+            self._offer(uri, current.text[:first.start] + current.text[first.end:], first.start, first.text)
+        return Answer(result, current.text, edits)
+
+    async def _complete(
         self, uri: str, doc: OpenDocument, offset: int, *, more: int = 0, now: bool = False
     ) -> Completion | None:
         """Run the pipeline for `offset` of `doc.text`; None when there is nothing to offer.

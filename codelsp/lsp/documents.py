@@ -90,6 +90,18 @@ def resolve(lines: Sequence[str], position: types.Position, encoding: str) -> tu
     return start + len(body), types.Position(line=position.line, character=units), problem
 
 
+def position_at(text: str, offset: int, encoding: str) -> types.Position:
+    """The LSP position of character `offset` of `text` (the inverse of `resolve`)."""
+    lines = lsp_lines(text[:offset])
+    if not lines:
+        return types.Position(line=0, character=0)
+    if lines[-1].endswith(("\n", "\r")):
+        if lines[-1].endswith("\r") and text.startswith("\n", offset):  # inside a \r\n: its line's end
+            return types.Position(line=len(lines) - 1, character=sum(_units(c, encoding) for c in lines[-1][:-1]))
+        return types.Position(line=len(lines), character=0)
+    return types.Position(line=len(lines) - 1, character=sum(_units(c, encoding) for c in lines[-1]))
+
+
 class Document(TextDocument):
     """A pygls TextDocument with LSP line semantics and safe position handling."""
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from lsprotocol import types
 
-from codelsp.completion.pipeline import Completion
+from codelsp.completion.session import Answer
 from codelsp.lsp.capabilities import Client
+from codelsp.lsp.documents import position_at
 
 WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 LABEL_MAX = 60
@@ -23,21 +24,22 @@ def word_before(text: str, offset: int) -> str:
     return text[i:offset]
 
 
-def menu_list(found: tuple[Completion, str] | None, position: types.Position, doc: Any, codec: Any,
-              client: Client, model: str) -> types.CompletionList:
-    """The completion menu's answer: one item that replaces the word before the cursor with the
-    word and the completion (`found`: the completion and that word; None: no item). `doc`: the open
-    document (None if closed meanwhile), `codec`: the workspace's position codec, `model`: the
-    model's name for the item's detail."""
-    if not found or not found[0].text:
+def menu_list(found: tuple[Answer, Any] | None, client: Client, model: str) -> types.CompletionList:
+    """The completion menu's answer: one item that replaces the word before its edit, and the
+    edit's range, with the word and the edit's text (`found`: the answer, placed in the document
+    as it is now, and that document; None: no item). `model`: the model's name for the detail."""
+    if not found:
         return types.CompletionList(is_incomplete=True, items=[])
-    result, word = found
-    start = _position_minus(codec, position, word) if word else position
-    full = word + result.text
+    answer, doc = found
+    edit = answer.edits[0]
+    word = word_before(answer.text, edit.start)
+    start = position_at(answer.text, edit.start - len(word), doc.encoding)
+    end = position_at(answer.text, edit.end, doc.encoding)
+    full = word + edit.text
     first, *more = full.split("\n")
-    label = first.strip() or result.text.strip().split("\n", 1)[0]
+    label = first.strip() or edit.text.strip().split("\n", 1)[0]
     snippet = client.snippets
-    line = doc.lines[position.line] if doc is not None and position.line < len(doc.lines) else ""
+    line = doc.lines[start.line] if start.line < len(doc.lines) else ""
     indent = line[: len(line) - len(line.lstrip(" \t"))]
     if snippet:
         # Clients that insert the label while an item is selected (Neovim 0.11) show the whole
@@ -51,7 +53,7 @@ def menu_list(found: tuple[Completion, str] | None, position: types.Position, do
             label = label[: LABEL_MAX - 1] + "…"
         elif more:
             label += " …"
-    language = doc.language_id if doc is not None and doc.language_id else ""
+    language = doc.language_id or ""
     item = types.CompletionItem(
         label=label,
         label_details=details,
@@ -62,21 +64,22 @@ def menu_list(found: tuple[Completion, str] | None, position: types.Position, do
         sort_text="0",
         preselect=True,
         insert_text_format=types.InsertTextFormat.Snippet if snippet else types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=start, end=position), new_text=new_text),
+        text_edit=types.TextEdit(range=types.Range(start=start, end=end), new_text=new_text),
     )
     return types.CompletionList(is_incomplete=True, items=[item])
 
 
-def inline_list(found: tuple[Completion, str] | None, position: types.Position) -> types.InlineCompletionList:
-    """Inline completion's answer: the completion and its other candidates, inserted at `position`
-    (`found` as for `menu_list`; the word before the cursor is not used)."""
-    if not found or not found[0].text:
+def inline_list(found: tuple[Answer, Any] | None) -> types.InlineCompletionList:
+    """Inline completion's answer: the completion and its other candidates, each replacing its
+    edit's range (`found` as for `menu_list`)."""
+    if not found:
         return types.InlineCompletionList(items=[])
-    result, _ = found
-    here = types.Range(start=position, end=position)
-    return types.InlineCompletionList(
-        items=[types.InlineCompletionItem(insert_text=t, range=here) for t in [result.text, *result.others]]
-    )
+    answer, doc = found
+    return types.InlineCompletionList(items=[
+        types.InlineCompletionItem(insert_text=e.text, range=types.Range(
+            start=position_at(answer.text, e.start, doc.encoding), end=position_at(answer.text, e.end, doc.encoding)))
+        for e in answer.edits
+    ])
 
 
 def item_documentation(text: str, language: str, client: Client) -> types.MarkupContent | str:
@@ -105,6 +108,3 @@ def _snippet_escape(text: str) -> str:
     """Plain text as an LSP snippet: `\\`, `$` and `}` are escaped, nothing is a placeholder."""
     return text.replace("\\", "\\\\").replace("$", "\\$").replace("}", "\\}")
 
-
-def _position_minus(doc_codec, position: types.Position, text: str) -> types.Position:
-    return types.Position(line=position.line, character=position.character - doc_codec.client_num_units(text))

@@ -98,6 +98,19 @@ def _logged(handler):
     return run
 
 
+def _selected_range_as_object(data: dict[str, Any]) -> None:
+    """An inline completion request's `context.selectedCompletionInfo.range` sent as
+    `[start, end]` (VS Code's own JSON of a Range: clients that pass the editor's context
+    through unconverted) made the LSP `{start, end}`, in place; any other shape is left to fail
+    as invalid params."""
+    params = data.get("params")
+    context = params.get("context") if isinstance(params, dict) else None
+    info = context.get("selectedCompletionInfo") if isinstance(context, dict) else None
+    rng = info.get("range") if isinstance(info, dict) else None
+    if isinstance(rng, list) and len(rng) == 2:
+        info["range"] = {"start": rng[0], "end": rng[1]}
+
+
 class CodeLspProtocol(LanguageServerProtocol):
     exit_code: int = 0
 
@@ -135,6 +148,8 @@ class CodeLspProtocol(LanguageServerProtocol):
             log.warning("%s is a notification but was sent with id %r: handled as a notification", method, data["id"])
             self.send_error(data["id"], INVALID_REQUEST, f"{method} is a notification: it takes no id")
             data = {k: v for k, v in data.items() if k != "id"}
+        if method == types.TEXT_DOCUMENT_INLINE_COMPLETION:
+            _selected_range_as_object(data)
         try:
             return self._structure(data)
         except Exception as exc:  # noqa: BLE001 - answered below, in one log line

@@ -18,12 +18,12 @@ from lsprotocol import types
 from pygls.lsp.server import LanguageServer
 
 from codelsp import __version__
-from codelsp.completion.pipeline import Completion
-from codelsp.completion.session import CompletionSession, OpenDocument
+from codelsp.completion.placement import Edit
+from codelsp.completion.session import Answer, CompletionSession, OpenDocument
 from codelsp.lsp.capabilities import Client
 from codelsp.lsp.documents import lsp_lines
 from codelsp.lsp.documents import resolve as resolve_position
-from codelsp.lsp.items import inline_list, menu_list, word_before
+from codelsp.lsp.items import inline_list, menu_list
 from codelsp.engine.worker import Engine
 from codelsp.engine.generation import Cancelled
 from codelsp.languages import comment_prefix, language_of
@@ -180,27 +180,32 @@ class CodeLspServer(LanguageServer):
 
     # --- completion -------------------------------------------------------------------
     async def completion_at(
-        self, uri: str, position: types.Position, *, more: int = 0, now: bool = False
-    ) -> tuple[Completion, str] | None:
-        """The completion at an LSP position and the word before it (items.py); None when there is
-        nothing to offer. `more` and `now`: CompletionSession.completion_at."""
+        self, uri: str, position: types.Position, *, more: int = 0, now: bool = False,
+        selected: types.SelectedCompletionInfo | None = None,
+    ) -> tuple[Answer, Any] | None:
+        """The completion at an LSP position, placed in the document as it is when the answer is
+        ready, and that document (for positions: items.py); None when there is nothing to offer.
+        `selected`: inline completion's `context.selectedCompletionInfo`; `more` and `now`:
+        CompletionSession.completion_at."""
         doc = self.workspace.open_document(uri)  # any spelling of the URI (documents.py)
         if doc is None:
             log.warning("completion requested for a document that is not open: %s", uri)
             return None
-        text = doc.source
-        encoding = doc.position_codec.encoding or types.PositionEncodingKind.Utf16
-        offset, where, problem = resolve_position(lsp_lines(text), position, encoding)
+        text = doc.source  # read before any await: the position is in this text
+        lines = lsp_lines(text)
+        offset, where, problem = resolve_position(lines, position, doc.encoding)
         if problem and where.line < position.line:
             log.warning("%s of %s: nothing to complete", problem, uri)
             return None
         if problem:  # LSP: past the end of the line means its end; inside a character, its start
             log.warning("%s of %s: completing at %d:%d", problem, uri, where.line, where.character)
-            position.character = where.character  # the answer's ranges use the position
-        word = word_before(text, offset)
+        chosen = _selected_edit(text, lines, selected, offset, doc.encoding, uri) if selected is not None else None
         view = _open_document(doc)
-        result = await self.session.completion_at(uri, view, offset, more=more, now=now)
-        return None if result is None else (result, word)
+        answer = await self.session.completion_at(uri, view, offset, more=more, now=now, selected=chosen)
+        current = self.workspace.open_document(uri)
+        if answer is None or current is None or current.source != answer.text:
+            return None  # closed, or changed again after the answer was placed (not on the loop: never)
+        return answer, current
 
     def _document(self, uri: str) -> OpenDocument | None:
         """The session's view of an open document (any spelling of its URI), or None."""
@@ -250,6 +255,29 @@ def _focus_params(params: Any) -> tuple[str | None, types.Position | None]:
     if valid(line) and valid(character):
         return uri, types.Position(line=line, character=character)
     return uri, None
+
+
+def _at(p: types.Position) -> str:
+    return f"{p.line}:{p.character}"
+
+
+def _span(r: types.Range) -> str:
+    return f"{_at(r.start)}-{_at(r.end)}"
+
+
+def _selected_edit(text: str, lines: list[str], selected: types.SelectedCompletionInfo, offset: int,
+                   encoding: str, uri: str) -> Edit | None:
+    """The completion menu's selected item as an edit of the document: it replaces its range
+    with its text. None (and a log line) when its range does not hold the cursor's line up to
+    the cursor (the item is then ignored)."""
+    start, _, p1 = resolve_position(lines, selected.range.start, encoding)
+    end, _, p2 = resolve_position(lines, selected.range.end, encoding)
+    span = text[start:max(end, offset)]
+    if p1 or p2 or start > end or start > offset or "\n" in span or "\r" in span:
+        log.warning("selectedCompletionInfo of %s: range %s is not on the cursor's line, from before it: ignored",
+                    uri, selected.range)
+        return None
+    return Edit(start, end, selected.text)
 
 
 def _open_document(doc: Any) -> OpenDocument:
@@ -360,16 +388,28 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
         types.CompletionOptions(trigger_characters=[".", "(", " ", ":", "\n"], resolve_provider=False),
     )
     async def on_completion(ls: CodeLspServer, params: types.CompletionParams) -> types.CompletionList | None:
+        where = _at(params.position)  # before the await: completion_at may clamp it
         found = await ls.completion_at(params.text_document.uri, params.position)
-        doc = ls.workspace.open_document(params.text_document.uri)
-        return menu_list(found, params.position, doc, ls.workspace.position_codec, ls.client, ls.model_name())
+        menu = menu_list(found, ls.client, ls.model_name())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("menu %s at %s: %s", params.text_document.uri, where,
+                      [(_span(i.text_edit.range), i.text_edit.new_text) for i in menu.items if i.text_edit] or "nothing")
+        return menu
 
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def on_inline(ls: CodeLspServer, params: types.InlineCompletionParams) -> types.InlineCompletionList | None:
-        invoked = params.context is not None and params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        context = params.context
+        invoked = context is not None and context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+        selected = context.selected_completion_info if context is not None else None
+        where = _at(params.position)
         found = await ls.completion_at(params.text_document.uri, params.position,
-                                       more=ls.settings.candidates - 1, now=invoked)
-        return inline_list(found, params.position)
+                                       more=ls.settings.candidates - 1, now=invoked, selected=selected)
+        inline = inline_list(found)
+        if log.isEnabledFor(logging.DEBUG):  # what the editor is told: the e2e test's record
+            log.debug("inline %s at %s%s: %s", params.text_document.uri, where,
+                      f" (menu item {_span(selected.range)} {selected.text!r} selected)" if selected else "",
+                      [(_span(i.range), i.insert_text) for i in inline.items if i.range] or "nothing")
+        return inline
 
     @server.feature("codelsp/stats")
     async def on_stats(ls: CodeLspServer, params: Any) -> dict[str, Any]:

@@ -11,13 +11,17 @@
 # saves a screenshot to e2e/screenshot.png (E2E_SCREENSHOT=... puts it elsewhere).
 #
 # The server runs from the project's venv: CODELSP_VENV (default: <repo>/.venv, made by the
-# README's set-up command) must have codelsp and the test extras (gguf, numpy) installed.
+# README's set-up command) must have codelsp's dependencies and the test extras (gguf, numpy)
+# installed; the code it runs is this checkout's (PYTHONPATH).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 EXT="$(cd "$HERE/.." && pwd)"
 REPO="$(cd "$EXT/../.." && pwd)"
 E2E_HOME=${CODELSP_E2E_HOME:-$HOME/.cache/codelsp-vscode-e2e}
 VENV=${CODELSP_VENV:-$REPO/.venv}
+# the server runs this checkout's code whichever venv provides the packages (a worktree, or a
+# venv made for another checkout): code-server passes the environment on to the extension's server
+export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
 
 if [ ! -x "$VENV/bin/codelsp" ]; then
@@ -115,7 +119,11 @@ if [ "$rc" = 0 ]; then
 fi
 if [ "$rc" != 0 ]; then
     echo "--- code-server log (tail)"; tail -40 "$WORK/code-server.log"
-    if [ -n "$log" ]; then echo "--- codelsp output channel ($log)"; tail -60 "$log"; fi
+    if [ -n "$log" ]; then
+        echo "--- codelsp output channel ($log)"; tail -60 "$log"
+        # each answer the editor was given (the server's debug log): position, range, text
+        echo "--- codelsp answers"; grep -E '\] (inline|menu) file:' "$log" | tail -40 || true
+    fi
 fi
 echo "e2e: $([ "$rc" = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - start )) s"
 exit "$rc"
