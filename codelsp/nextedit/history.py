@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ def line_diff(old: str, new: str) -> tuple[int, list[str], list[str]] | None:
     if old == new:
         return None
     a, b = split_lines(old), split_lines(new)
+    head, tail = common_ends(a, b)
+    return head, a[head:len(a) - tail], b[head:len(b) - tail]
+
+
+def common_ends(a: Sequence[Any], b: Sequence[Any]) -> tuple[int, int]:
+    """(head, tail): how many items `a` and `b` share at their start, and then at their end (the
+    two never overlap: head + tail <= the shorter length). Strings compare by character, lists of
+    lines by line."""
     n = min(len(a), len(b))
     head = 0
     while head < n and a[head] == b[head]:
@@ -66,7 +75,7 @@ def line_diff(old: str, new: str) -> tuple[int, list[str], list[str]] | None:
     tail = 0
     while tail < n - head and a[len(a) - 1 - tail] == b[len(b) - 1 - tail]:
         tail += 1
-    return head, a[head:len(a) - tail], b[head:len(b) - tail]
+    return head, tail
 
 
 @dataclass

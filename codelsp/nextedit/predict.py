@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from codelsp.nextedit.history import Hunk, line_diff, split_lines
+from codelsp.nextedit.history import Hunk, common_ends, line_diff, split_lines
 
 SEP = "<|file_sep|>"
 REGION_BEFORE = 2  # lines of the region above the cursor's line
@@ -130,13 +130,7 @@ def answer_edit(text: str, region: Region, answer: str) -> Edit | None:
     if answer == cur:
         return None
     base = sum(len(x) for x in lines[:region.start])
-    n = min(len(cur), len(answer))
-    head = 0
-    while head < n and cur[head] == answer[head]:
-        head += 1
-    tail = 0
-    while tail < n - head and cur[len(cur) - 1 - tail] == answer[len(answer) - 1 - tail]:
-        tail += 1
+    head, tail = common_ends(cur, answer)
     return Edit(base + head, base + len(cur) - tail, answer[head:len(answer) - tail], cur[head:len(cur) - tail])
 
 
@@ -167,13 +161,7 @@ def rebase(old_text: str, new_text: str, edit: Edit) -> Edit | None:
     touches the edit's range nor ends or starts right next to it; None when it does."""
     if old_text == new_text:
         return edit
-    n = min(len(old_text), len(new_text))
-    head = 0
-    while head < n and old_text[head] == new_text[head]:
-        head += 1
-    tail = 0
-    while tail < n - head and old_text[len(old_text) - 1 - tail] == new_text[len(new_text) - 1 - tail]:
-        tail += 1
+    head, tail = common_ends(old_text, new_text)
     changed_end = len(old_text) - tail  # the change replaced old [head, changed_end)
     if edit.end < head:  # a change touching the edit's range (next to it too) drops it
         return edit

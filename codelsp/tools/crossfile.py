@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from codelsp.completion.repo import Project, imported_uses, project_files, _dotted, _parse
-from codelsp.tools.multiline import edit_similarity
+from codelsp.tools.multiline import Block, edit_similarity
 
 PROJECTS = (("requests", "2.31.0"), ("click", "8.1.7"), ("attrs", "23.2.0"), ("httpx", "0.27.0"),
             ("jinja2", "3.1.4"), ("flask", "3.0.3"), ("rich", "13.7.1"), ("marshmallow", "3.21.1"))
@@ -65,26 +65,12 @@ def cache_dir() -> Path:
 
 
 @dataclasses.dataclass
-class Case:
-    task_id: str
-    root: Path  # the project's folder
-    path: Path  # file A
-    prompt: str  # the lines above the removed one
-    hole: str  # the removed line, with its indentation
-    suffix: str  # the lines below it
-    open_files: list[Path]  # the project files A imports names from, in import order
-
-    @property
-    def indent(self) -> str:
-        return self.hole[: len(self.hole) - len(self.hole.lstrip(" \t"))]
-
-    @property
-    def document(self) -> str:
-        return self.prompt + self.indent + "\n" + self.suffix
-
-    @property
-    def cursor(self) -> tuple[int, int]:
-        return self.prompt.count("\n"), len(self.indent)
+class Case(Block):
+    """One case: a multi-line eval `Block` whose hole is one line, in a project (`root`), file A
+    (`path`), and the project files A imports names from (`open_files`, in import order)."""
+    root: Path
+    path: Path
+    open_files: list[Path]
 
     @property
     def offset(self) -> int:
@@ -174,8 +160,8 @@ def cases_of(project: Project, path: Path) -> list[Case]:
     rel = path.relative_to(project.root).as_posix()
     picked = sorted(rows, key=lambda r: zlib.crc32(f"{rel}:{r}".encode()))[:PER_FILE]
     opened = list(dict.fromkeys(u.path for u in uses))
-    return [Case(f"{project.root.name}/{rel}:{r + 1}", project.root, path,
-                 "".join(ln + "\n" for ln in lines[:r]), lines[r], "\n".join(lines[r + 1:]), opened)
+    return [Case(f"{project.root.name}/{rel}:{r + 1}", "".join(ln + "\n" for ln in lines[:r]), lines[r],
+                 "\n".join(lines[r + 1:]), project.root, path, opened)
             for r in sorted(picked)]
 
 
