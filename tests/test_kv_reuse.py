@@ -71,19 +71,24 @@ async def test_typing_on_a_line_costs_only_its_new_tokens_in_every_family(model_
         assert evaluated + generated <= 1.3 * floor, (family, evaluated, generated, floor)
 
 
-async def test_the_plain_psm_order_can_still_be_forced(model_factory):
+@pytest.mark.parametrize("move_runs", [False, True])
+async def test_the_plain_psm_order_can_still_be_forced(model_factory, move_runs):
     """`fimOrder psm`: the prompt ends with the middle token (the model answers only there), and
-    the whole suffix comes after the changed token: it is moved into place after the new token
-    (engine/reuse.py), not evaluated again."""
+    the whole suffix comes after the changed token: evaluated again by default; with `moveRuns`
+    moved into place after the new token (engine/reuse.py) instead."""
     model = model_factory("starcoder")  # answers only right after the middle token
     uri = "file:///w/a.py"
-    async with lsp_server("--model", str(model.path), "--fim-order", "psm") as (client, _):
+    flags = ["--move-runs"] if move_runs else []
+    async with lsp_server("--model", str(model.path), "--fim-order", "psm", *flags) as (client, _):
         open_doc(client, uri, DOC)
         assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"
         type_at(client, uri, 2, LINE, 4, "x")
         assert (await inline_at(client, uri, LINE, 5)).items[0].insert_text == "return a + b"
         s2 = as_dict((await stats(client, uri))["last"])
-        assert s2["shifted"] > 100 and s2["evaluated"] <= 6, s2
+        if move_runs:
+            assert s2["shifted"] > 100 and s2["evaluated"] <= 6, s2
+        else:
+            assert s2["evaluated"] > 100 and s2["shifted"] == 0, s2
 
 
 async def test_switching_documents_keeps_each_documents_state(model_factory):

@@ -73,7 +73,7 @@ async def test_a_move_costs_the_lines_new_where_they_stand_not_the_suffix_window
     window; the answer is the one a server without the prompt cache gives."""
     model = model_factory("qwen", default="answer")
     uri = "file:///w/big.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
         open_doc(client, uri, BIG)
         await inline_at(client, uri, BIG_LINE, 4)
         assert (await last(client, uri))["evaluated"] > 1000
@@ -100,7 +100,7 @@ async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(mod
     window, which is moved into place instead of evaluated again."""
     model = model_factory("qwen", default="answer")
     a, b = "file:///w/a.py", "file:///w/b.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
         open_doc(client, a, BIG)
         open_doc(client, b, BIG.replace("helper", "other"))
         await inline_at(client, a, BIG_LINE, 4)

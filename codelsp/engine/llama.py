@@ -474,8 +474,10 @@ class LoadedModel:
             self.pool.clear(slot)
         common = 0
         if reuse:
-            got_back = reuse_cached(self.mem, self.pool, slot, prompt, spare=(self.kv.n_seq, self.kv.n_seq + 1),
-                                    decode=lambda t: [self._decode(slot, t[i:i + N_BATCH]) for i in range(0, len(t), N_BATCH)])
+            moving = self.settings.move_runs  # runs past new text: opt-in (settings.py)
+            got_back = reuse_cached(self.mem, self.pool, slot, prompt, spare=(self.kv.n_seq, self.kv.n_seq + 1) if moving else None,
+                                    decode=(lambda t: [self._decode(slot, t[i:i + N_BATCH]) for i in range(0, len(t), N_BATCH)])
+                                    if moving else None)
             common, stats.shifted = got_back.kept, got_back.shifted
             stats.evaluated = got_back.evaluated
         stats.reused = common - stats.evaluated

@@ -32,6 +32,7 @@ export const SERVER_KEYS = [
   'promptCacheBytes',
   'hostCacheBytes',
   'kvCacheType',
+  'moveRuns',
   'warmDocuments',
   'temperature',
   'topK',
