@@ -500,8 +500,11 @@ class LoadedModel:
 
         def pick(i: int) -> int:  # the token the model gives at output `i` of the last batch
             if chain is None:
-                logits = llama_cpp.llama_get_logits_ith(self.ctx, i)
-                return int(np.argmax(np.ctypeslib.as_array(logits, shape=(self.n_vocab,))))
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+                best = int(np.argmax(logits))
+                top = float(logits[best])  # log-softmax of the pick: its confidence (GenStats.logprobs)
+                stats.logprobs.append(-float(np.log(np.exp(logits - top, dtype=np.float64).sum())))
+                return best
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
         spec = Speculation(LookupDrafter(prompt)) if sampler.speculative == "lookup" else None
@@ -511,12 +514,12 @@ class LoadedModel:
         stops = [t.encode("utf-8") for t in (self.stop_texts if stop_texts is None else stop_texts) if t]
         out: list[int] = []
         data = b""
-        reason = "length"
+        reason, ended = "length", 0
         try:
             while len(out) < max_tokens:
                 tok = ready.pop(0) if ready else pick(-1)
                 if self.is_stop(tok):
-                    reason = "stop"
+                    reason, ended = "stop", 1  # the stop token's pick is kept in stats.logprobs
                     break
                 out.append(tok)
                 piece = self.piece(tok)
@@ -558,6 +561,7 @@ class LoadedModel:
             if spec is not None:
                 stats.drafted, stats.accepted, stats.verifies = spec.drafted, spec.accepted, spec.batches
             stats.generated = len(out)
+            del stats.logprobs[len(out) + ended:]  # picks a verify batch made past the end
             stats.gen_ms = (time.perf_counter() - t1) * 1000
         return Generation(complete_text(data), out, reason, stats)
 

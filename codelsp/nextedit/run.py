@@ -33,6 +33,7 @@ class Prediction:
     total_ms: float = 0.0
     prompt_tokens: int = 0
     candidate: Edit | None = None  # the edit found before the threshold (eval: false positives)
+    pieces: list[str] = field(default_factory=list)  # the text of each generated token (stats.logprobs' tokens)
 
 
 def is_next_edit_model(model: Model) -> bool:
@@ -68,7 +69,9 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
     gen = model.generate(key, tokens, max_tokens=budget, sampler=sampler, cancel=cancel, deadline=deadline,
                          check=too_long, stop_texts=STOPS)
     total = (time.perf_counter() - t0) * 1000
-    return judge(is_next_edit_model(model), text, line, last, gen.text, gen.stop_reason == "stop", gen.stats, total, len(tokens), max_lines)
+    p = judge(is_next_edit_model(model), text, line, last, gen.text, gen.stop_reason == "stop", gen.stats, total, len(tokens), max_lines)
+    p.pieces = [model.piece(t).decode("utf-8", "replace") for t in gen.tokens]
+    return p
 
 
 def judge(dedicated: bool, text: str, line: int, last: Hunk | None, raw: str, complete: bool, stats: GenStats,

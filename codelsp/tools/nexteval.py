@@ -281,7 +281,9 @@ def _one(n: int, case: Case, model: Any, nem: Any, settings: Any, score: dict, b
                                    "nextEditExact": got == case.expected, "fim": c.text,
                                    "fimExact": fim == case.expected, "nextEditMs": round(p.total_ms, 1),
                                    "nextEditEvaluated": p.stats.evaluated, "fimMs": round(lat["fim-cursor"][-1], 1),
-                                   "fimEvaluated": c.stats.evaluated}) + "\n")
+                                   "fimEvaluated": c.stats.evaluated, "pieces": p.pieces,
+                                   "logprobs": [round(x, 4) for x in p.stats.logprobs],
+                                   "stop": p.reason != "answer cut short"}) + "\n")
         log_file.flush()
     print(f"\r{n + 1}/{total} next-edit exact {score['next-edit']['exact']} wrong {score['next-edit']['wrong']}",
           end="", file=sys.stderr, flush=True)
