@@ -16,13 +16,15 @@ from codelsp.engine.generation import GenStats, Model, SamplerParams
 from codelsp.nextedit.history import Hunk, split_lines
 from codelsp.nextedit.predict import (MAX_EDIT_LINES, SEP, Edit, answer_edit, clean_answer, plausible, prompt_segments,
                                       region_at)
+from codelsp.nextedit.repeat import repeat_edit
 
 STOPS = (SEP, "<|endoftext|>", "\n```")  # the last: a markdown fence closing the block (clean_answer)
 
 
 @dataclass
 class Prediction:
-    """`edit`: what to show (None: nothing); `reason`: "edit", "same" (the model kept the
+    """`edit`: what to show (None: nothing); `reason`: "repeat" (the last edit repeated, no model:
+    repeat.py), "edit", "same" (the model kept the
     region), "empty" (it wrote nothing), or why the edit is not shown (predict.plausible); `answer`: the model's rewrite;
     `prompt_tokens`: the prompt's length."""
 
@@ -48,9 +50,14 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
             max_lines: int | None = None) -> Prediction:
     """Predict the next edit in `text` (the document `uri`, shown to the model as `path`) with
     the cursor on `line`, given the recent `hunks` (oldest first) and the document's open hunk
-    `last`. Greedy decoding with prompt-lookup drafts (the rewrite mostly copies the region).
-    A remote backend predicts nothing (reason "remote")."""
+    `last`. First the last edit repeated on a line below (repeat.py, no model); else the model's
+    rewrite of the region, greedy with prompt-lookup drafts (the rewrite mostly copies the
+    region). A remote backend predicts only the repeated edit (else reason "remote")."""
     t0 = time.perf_counter()
+    quick = repeat_edit(text, last, uri)
+    if quick is not None:  # the user's last edit again, nearby: shown without the model (repeat.py)
+        found = Edit(*quick)
+        return Prediction(found, "repeat", total_ms=(time.perf_counter() - t0) * 1000, candidate=found)
     if model.remote:
         return Prediction(None, "remote")
     region = region_at(split_lines(text), line)
