@@ -501,9 +501,8 @@ class LoadedModel:
         def pick(i: int) -> int:  # the token the model gives at output `i` of the last batch
             if chain is None:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-                best = int(np.argmax(logits))
-                top = float(logits[best])  # log-softmax of the pick: its confidence (GenStats.logprobs)
-                stats.logprobs.append(-float(np.log(np.exp(logits - top, dtype=np.float64).sum())))
+                best = int(np.argmax(logits))  # and its log-softmax, the pick's confidence (GenStats.logprobs)
+                stats.logprobs.append(-float(np.log(np.exp(logits - logits[best], dtype=np.float64).sum())))
                 return best
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
