@@ -7,17 +7,16 @@ rules and applies them to the nearest line below it where they change something:
 
 - the hunk's old and new lines are split into tokens (a word, a run of white space, one other
   character) and diffed with difflib;
-- each change is a rule: a replacement or deletion of tokens that hold a word or a symbol (not
-  only white space) applies wherever those tokens stand (at token boundaries); an insertion applies
-  between the two tokens it was inserted between (its context);
+- each change is a rule: a replacement or deletion of tokens that hold a word applies wherever
+  those tokens stand (at token boundaries); an insertion, or a replacement of symbols only,
+  applies between the two tokens it stood between (its context);
 - a change that spans a line break (lines added or removed, a statement restructured) is no rule,
   nor is a hunk of more than `MAX_RULES` distinct changes: the stage then proposes nothing.
 
 The proposal is the first line below the hunk, within `REACH` lines, that every rule changes
-(the whole edit again, not a part of it), together with the lines right after it that every rule
-changes too (a block of `;` added line by line), provided that line is like the line the user
-edited (difflib ratio >= `LIKE`; else nothing: a different edit). It is shown without asking the
-model (run.py): on the eval's cases (`codelsp eval --next-edit`, README) it is right far more
+(the whole edit again, not a part of it) and that is like the line the user edited (difflib ratio
+>= `LIKE`), together with the lines right after it that every rule changes too (a block of `;`
+added line by line). It is shown without asking the model (run.py): on the eval's cases (`codelsp eval --next-edit`, README) it is right far more
 often than wrong, and it costs no model time. Lines above the hunk are not searched: the eval's
 cases, made top to bottom, could not tell whether that helps.
 """
@@ -95,7 +94,8 @@ def apply_rules(line: str, rules: list[tuple[tuple[str, ...], tuple[str, ...], t
 def repeat_edit(text: str, last: Hunk | None, uri: str) -> tuple[int, int, str, str] | None:
     """(start, end, new text, old text) — characters [start, end) of `text` replaced — that
     repeats the document's last hunk `last` on the nearest lines it applies to; None when it
-    applies nowhere within `REACH` lines, or the hunk is no pattern (`rules_of`)."""
+    applies to no line like the edited one within `REACH` lines, or the hunk is no pattern
+    (`rules_of`)."""
     if last is None or last.uri != uri:
         return None
     rules = rules_of(last.old, last.new)
@@ -112,7 +112,7 @@ def repeat_edit(text: str, last: Hunk | None, uri: str) -> tuple[int, int, str, 
         if not whole(lines[at]):
             continue
         if max((difflib.SequenceMatcher(None, x, lines[at].strip()).ratio() for x in edited), default=0.0) < LIKE:
-            return None  # the nearest line it applies to is unlike the edited one: a different edit
+            continue  # unlike the line the user edited: a different edit there
         stop = at + 1
         while stop < len(lines) and stop - at < MAX_BLOCK and whole(lines[stop]):
             stop += 1
