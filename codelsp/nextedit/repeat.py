@@ -16,9 +16,10 @@ rules and applies them to the nearest line below it where they change something:
 The proposal is the first line below the hunk, within `REACH` lines, that every rule changes
 (the whole edit again, not a part of it) and that is like the line the user edited (difflib ratio
 >= `LIKE`), together with the lines right after it that every rule changes too (a block of `;`
-added line by line). It is shown without asking the model (run.py): on the eval's cases (`codelsp eval --next-edit`, README) it is right far more
-often than wrong, and it costs no model time. Lines above the hunk are not searched: the eval's
-cases, made top to bottom, could not tell whether that helps.
+added line by line). It is shown without asking the model (run.py): on the eval's cases
+(`codelsp eval --next-edit`, README) it is right far more often than wrong, and it costs no model
+time. Lines above the hunk are not searched: the eval's cases, made top to bottom, could not tell
+whether that helps.
 """
 
 from __future__ import annotations
