@@ -10,7 +10,8 @@ the user making them; the next hunk is the answer.
 Three predictors run on the same cases, with the same model, in one process, one after the
 other per case:
 
-- `next-edit`: nextedit/run.py's predict() (the prompt of nextedit/predict.py);
+- `next-edit`: nextedit/run.py's predict(): the last edit repeated (nextedit/repeat.py, no
+  model), else the model's rewrite of the region (the prompt of nextedit/predict.py);
 - `fim-cursor`: the completion pipeline (completion/pipeline.py) at the cursor, its suggestion
   inserted there;
 - `no-edit`: never shows anything.
