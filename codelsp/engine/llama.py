@@ -502,7 +502,7 @@ class LoadedModel:
             if chain is None:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
                 best = int(np.argmax(logits))  # and its log-softmax, the pick's confidence (GenStats.logprobs)
-                stats.logprobs.append(-float(np.log(np.exp(logits - logits[best], dtype=np.float64).sum())))
+                stats.logprobs.append(-float(np.log(np.exp(logits - logits[best]).sum(dtype=np.float64))))
                 return best
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
