@@ -189,6 +189,9 @@ return {
   --   settings = { codelsp = { maxTokens = 32, temperature = 0.2 } },
   -- (An empty `codelsp = {}` would be sent as a JSON array: leave it out, or use vim.empty_dict().)
   settings = {},
+  -- This file's own option, not a codelsp setting: send the definitions that the buffer's other
+  -- language servers know for the identifiers near the cursor (codelsp/context; see CONTEXT).
+  -- send_definitions = false,
   -- Tell the server which buffer you are in (codelsp's own `codelsp/didFocus` notification; LSP
   -- has no message for it): it evaluates that document's prompt at the cursor in the background,
   -- so the first keystroke after a buffer switch finds it ready. An on_attach of your own given
