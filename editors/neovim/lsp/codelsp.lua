@@ -34,7 +34,8 @@ for w in ([[and as assert async await break class const continue def del elif el
 end
 
 -- The identifiers before the cursor on its line and on CONTEXT.lookback lines above, nearest
--- first, each name once: { row, col } (0-based, col in bytes).
+-- first, each name once, keywords left out, at most CONTEXT.identifiers: { row, col, name }
+-- (0-based, col in bytes).
 local function identifiers_near(bufnr, row, col)
   local out, seen = {}, {}
   for r = row, math.max(0, row - CONTEXT.lookback), -1 do
