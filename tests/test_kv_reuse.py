@@ -74,11 +74,11 @@ async def test_typing_on_a_line_costs_only_its_new_tokens_in_every_family(model_
 @pytest.mark.parametrize("move_runs", [False, True])
 async def test_the_plain_psm_order_can_still_be_forced(model_factory, move_runs):
     """`fimOrder psm`: the prompt ends with the middle token (the model answers only there), and
-    the whole suffix comes after the changed token: evaluated again by default; with `moveRuns`
-    moved into place after the new token (engine/reuse.py) instead."""
+    the whole suffix comes after the changed token: with `moveRuns` (the default) moved into place
+    after the new token (engine/reuse.py), with it off evaluated again."""
     model = model_factory("starcoder")  # answers only right after the middle token
     uri = "file:///w/a.py"
-    flags = ["--move-runs"] if move_runs else []
+    flags = [] if move_runs else ["--no-move-runs"]
     async with lsp_server("--model", str(model.path), "--fim-order", "psm", *flags) as (client, _):
         open_doc(client, uri, DOC)
         assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"

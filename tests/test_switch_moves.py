@@ -74,7 +74,7 @@ async def test_a_move_costs_the_lines_new_where_they_stand_not_the_suffix_window
     is the one a server without the prompt cache gives."""
     model = model_factory("qwen", default="answer")
     uri = "file:///w/big.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
         open_doc(client, uri, BIG)
         await inline_at(client, uri, BIG_LINE, 4)
         assert (await last(client, uri))["evaluated"] > 1000
@@ -101,7 +101,7 @@ async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(mod
     window, which is moved into place instead of evaluated again."""
     model = model_factory("qwen", default="answer")
     a, b = "file:///w/a.py", "file:///w/b.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
         open_doc(client, a, BIG)
         open_doc(client, b, BIG.replace("helper", "other"))
         await inline_at(client, a, BIG_LINE, 4)
@@ -152,12 +152,12 @@ def test_runs_keep_their_section_of_the_fim_layout():
 
 async def test_a_warmed_documents_suffix_is_not_moved_from_its_prefix_state(model_factory):
     """The warm-up on open evaluates the document as one long prefix (a short file: in one batch).
-    A first request in the middle evaluates its suffix after the suffix token, with `moveRuns` on
-    too, instead of moving the warm-up's state of the same text there."""
+    A first request in the middle evaluates its suffix after the suffix token, by default
+    too (`moveRuns`), instead of moving the warm-up's state of the same text there."""
     model = model_factory("qwen", default="answer")
     uri = "file:///w/a.py"
     body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(12))
-    async with lsp_server("--model", str(model.path), "--move-runs", warm=True) as (client, _):
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
         open_doc(client, uri, body + "def add(a, b):\n    \n" + body)
         await wait_for_total(client, uri, "warmed", 300)
         assert as_dict(await stats(client, uri))["cachedTokens"] > 300  # the whole file, as prefix

@@ -476,7 +476,7 @@ class LoadedModel:
             self.pool.clear(slot)
         common = 0
         if reuse:
-            moving = self.settings.move_runs  # runs past new text: opt-in (settings.py)
+            moving = self.settings.move_runs  # runs past new text (settings.py; on by default)
             got_back = reuse_cached(self.mem, self.pool, slot, prompt, spare=(self.kv.n_seq, self.kv.n_seq + 1) if moving else None,
                                     decode=(lambda t: [self._decode(slot, t[i:i + N_BATCH]) for i in range(0, len(t), N_BATCH)])
                                     if moving else None,
