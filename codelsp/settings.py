@@ -98,10 +98,10 @@ class Settings:
     prompt_cache: bool = setting(  # keep and reuse prompt (KV) state per document
         True, reload="model", flags=("--no-prompt-cache",),
         help="turn off all prompt/KV reuse (the benchmark baseline)")
-    move_runs: bool = setting(  # reuse.py: move cached runs past new text (moves, switches back); off: quality
-        False, reload="model", flags=("--move-runs",),
-        help="move cached prompt runs past new text instead of evaluating them (cheaper moves and switches; "
-             "an approximation that cost HumanEval single-line pass@1 70%% -> 52%%: off by default)")
+    move_runs: bool = setting(  # reuse.py: move cached runs past new text (moves, switches back), within their FIM section
+        True, reload="model", flags=("--no-move-runs",),
+        help="evaluate cached prompt text again after new text instead of moving its state into place "
+             "(the baseline for moves and switches back; answers are the same on HumanEval single-line)")
     warm_documents: bool = setting(  # evaluate an opened document's prompt in the background (low priority)
         True, flags=("--no-warm",), help="do not evaluate opened documents in the background")
     prompt_cache_bytes: int | None = setting(  # KV pool for cached documents, bytes; None: from the memory plan

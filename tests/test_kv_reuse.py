@@ -74,11 +74,11 @@ async def test_typing_on_a_line_costs_only_its_new_tokens_in_every_family(model_
 @pytest.mark.parametrize("move_runs", [False, True])
 async def test_the_plain_psm_order_can_still_be_forced(model_factory, move_runs):
     """`fimOrder psm`: the prompt ends with the middle token (the model answers only there), and
-    the whole suffix comes after the changed token: evaluated again by default; with `moveRuns`
-    moved into place after the new token (engine/reuse.py) instead."""
+    the whole suffix comes after the changed token: with `moveRuns` (the default) moved into place
+    after the new token (engine/reuse.py), with it off evaluated again."""
     model = model_factory("starcoder")  # answers only right after the middle token
     uri = "file:///w/a.py"
-    flags = ["--move-runs"] if move_runs else []
+    flags = [] if move_runs else ["--no-move-runs"]
     async with lsp_server("--model", str(model.path), "--fim-order", "psm", *flags) as (client, _):
         open_doc(client, uri, DOC)
         assert (await inline_at(client, uri, LINE, 4)).items[0].insert_text == "return a + b"
@@ -351,3 +351,36 @@ def test_bench_editing_replay_reports_each_kind_of_event(model_factory):
     assert tail["cause"].split()[0] in editing.KINDS, tail
     assert arm["model_p50_ms"] > 0 and "model_p95_x_floor" in arm
     assert report["floor_ms"] > 0
+
+
+def test_bench_editing_replay_in_a_workspace_carries_the_repository_context(model_factory, tmp_path):
+    """`codelsp bench --editing --workspace DIR`: the files are opened under their own URIs in
+    that workspace, so `--repo-context-tokens` puts what they import before each prompt (more
+    tokens reused on every keystroke), while a keystroke still evaluates only its new tokens."""
+    import json
+
+    from support import run_cli
+    from codelsp.tools import editing
+
+    model = model_factory("qwen", default="answer")
+    (tmp_path / "shapes.py").write_text("".join(
+        f"def area_{i}(width, height):\n    \"\"\"The area of shape {i}.\"\"\"\n    return width * height * {i}\n\n"
+        for i in range(6)))
+    files = []
+    for n, src in enumerate(editing.DEFAULT_FILES):
+        f = tmp_path / f"user{n}.py"
+        f.write_text("from shapes import " + ", ".join(f"area_{i}" for i in range(6)) + "\n" + src.read_text())
+        files.append(str(f))
+
+    def reused_per_keystroke(*flags: str) -> float:
+        proc = run_cli("bench", "--editing", *files, "--workspace", str(tmp_path), "--model", str(model.path),
+                       "--json", *flags, timeout=600)
+        assert proc.returncode == 0, proc.stderr
+        (arm,) = json.loads(proc.stdout)["arms"]
+        typed = [r for r in arm["rows"] if r["kind"] == "type" and r["source"] == "model"]
+        assert typed and max(r["evaluated"] for r in typed) <= 3, typed
+        return sum(r["reused"] for r in typed) / len(typed)
+
+    off = reused_per_keystroke()
+    on = reused_per_keystroke("--repo-context-tokens", "256")
+    assert on > off + 60, (off, on)

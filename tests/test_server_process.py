@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -335,3 +336,46 @@ def test_tcp_mode_on_another_address_warns(model):
     finally:
         proc.kill()
         proc.wait(10)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_tool_stopped_by_a_signal_stops_the_server_it_started(tmp_path, how):
+    """`codelsp eval`/`bench` start llama-server through tools/procs.serving; stopping the tool
+    with SIGTERM (or killing it) must not leave that server running."""
+    port = free_port()
+    pidfile = tmp_path / "child.pid"
+    script = (
+        "import os, sys, time\n"
+        "from codelsp.tools.procs import serving\n"
+        f"cmd = [sys.executable, '-m', 'http.server', '{port}', '--bind', '127.0.0.1']\n"
+        f"with serving(cmd, 'http.server', 'http://127.0.0.1:{port}/'):\n"
+        "    import subprocess\n"
+        "    out = subprocess.run(['pgrep', '-P', str(os.getpid())], capture_output=True, text=True).stdout\n"
+        f"    open({str(pidfile)!r}, 'w').write(out.split()[0])\n"
+        "    time.sleep(120)\n"
+    )
+    tool = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": os.getcwd()})
+    try:
+        for _ in range(300):
+            if pidfile.exists() and pidfile.read_text():
+                break
+            assert tool.poll() is None, "the tool exited early"
+            time.sleep(0.1)
+        child = int(pidfile.read_text())
+        os.kill(tool.pid, how)
+        tool.wait(30)
+        for _ in range(100):
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().split()[2] == "Z":
+                    break  # exited, not yet reaped
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError(f"the server {child} outlived the tool stopped by {how.name}")
+    finally:
+        if tool.poll() is None:
+            tool.kill()

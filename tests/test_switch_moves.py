@@ -5,7 +5,7 @@ any `codelsp/didFocus`, even when the cursor is somewhere else now (issue 22, it
 
 from __future__ import annotations
 
-from support import inline_at, lsp_server, open_doc, stats, type_at
+from support import inline_at, lsp_server, open_doc, stats, type_at, wait_for_total
 from codelsp.tools.lspclient import as_dict
 from test_kv_reuse import BIG, BIG_LINE
 
@@ -69,17 +69,18 @@ def line_end(row: int) -> int:
 async def test_a_move_costs_the_lines_new_where_they_stand_not_the_suffix_window(model_factory):
     """psm-tail puts the suffix window after the prefix: a move up puts lines in front of it, a
     move down takes lines out of it into the near text. The cached window is moved into place
-    (engine/reuse.py), so a move evaluates about the lines that are new where they stand, not the
-    window; the answer is the one a server without the prompt cache gives."""
+    (engine/reuse.py), so a move evaluates about the lines that are new where they stand (the
+    lines that went from prefix to suffix or back, in their new role), not the window; the answer
+    is the one a server without the prompt cache gives."""
     model = model_factory("qwen", default="answer")
     uri = "file:///w/big.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
         open_doc(client, uri, BIG)
         await inline_at(client, uri, BIG_LINE, 4)
         assert (await last(client, uri))["evaluated"] > 1000
         answers = []
         row = BIG_LINE
-        for step, most in ((-3, 30), (-10, 60), (-5, 60), (+6, 60), (+20, 150)):
+        for step, most in ((-3, 40), (-10, 100), (-5, 60), (+6, 100), (+20, 300)):
             row += step
             answers.append((await inline_at(client, uri, row, line_end(row))).items[0].insert_text)
             moved = await last(client, uri)
@@ -100,7 +101,7 @@ async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(mod
     window, which is moved into place instead of evaluated again."""
     model = model_factory("qwen", default="answer")
     a, b = "file:///w/a.py", "file:///w/b.py"
-    async with lsp_server("--model", str(model.path), "--ctx", "2048", "--move-runs") as (client, _):
+    async with lsp_server("--model", str(model.path), "--ctx", "2048") as (client, _):
         open_doc(client, a, BIG)
         open_doc(client, b, BIG.replace("helper", "other"))
         await inline_at(client, a, BIG_LINE, 4)
@@ -111,7 +112,7 @@ async def test_a_switch_back_after_editing_the_other_file_costs_what_changed(mod
         got = await inline_at(client, a, BIG_LINE - 6, 4)
         back = await last(client, a)
         assert got.items[0].insert_text == "return a + b"
-        assert back["evaluated"] <= 40 and back["shifted"] > 100, back
+        assert back["evaluated"] <= 60 and back["shifted"] > 100, back
 
 
 def test_the_reuse_plan_moves_runs_past_insertions_deletions_and_reorders():
@@ -130,3 +131,36 @@ def test_the_reuse_plan_moves_runs_past_insertions_deletions_and_reorders():
     assert runs == [Run(3, 85, 40), Run(44, 3, 40)]
     assert plan_reuse(cached, cached) == (len(cached) - 1, [])
     assert plan_reuse(cached, [1, 2, 3] + a[:15] + [0]) == (18, [])  # shorter than a run
+
+
+def test_runs_keep_their_section_of_the_fim_layout():
+    """Text cached as prefix is never moved behind the suffix token (nor suffix text into the
+    prefix): the run's state was computed for its old role (issue 22: the warm-up's prefix state of
+    the suffix window, moved there, cost single-line pass@1 70 % -> 52 %)."""
+    from codelsp.engine.reuse import Run, plan_reuse
+
+    P, S, M = 1, 2, 3
+    a, b = list(range(100, 140)), list(range(200, 240))
+    cached = [P] + a + b + [S, M]  # the warm-up: the whole document as prefix
+    prompt = [P] + a + [S] + b + [M]  # a request between a and b
+    assert plan_reuse(cached, prompt) == (41, [Run(42, 41, 40)])  # without sections: b moved
+    assert plan_reuse(cached, prompt, controls={P, S, M}) == (41, [])
+    moved = [P] + a[:5] + [S] + a[5:] + b + [M]  # a move up: the suffix's own text still moves
+    common, runs = plan_reuse([P] + a[:10] + [S] + a[10:] + b + [M], moved, controls={P, S, M})
+    assert common == 6 and runs == [Run(12, 12, 70)]  # a[5:10] is evaluated as suffix text
+
+
+async def test_a_warmed_documents_suffix_is_not_moved_from_its_prefix_state(model_factory):
+    """The warm-up on open evaluates the document as one long prefix (a short file: in one batch).
+    A first request in the middle evaluates its suffix after the suffix token, by default
+    too (`moveRuns`), instead of moving the warm-up's state of the same text there."""
+    model = model_factory("qwen", default="answer")
+    uri = "file:///w/a.py"
+    body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(12))
+    async with lsp_server("--model", str(model.path), warm=True) as (client, _):
+        open_doc(client, uri, body + "def add(a, b):\n    \n" + body)
+        await wait_for_total(client, uri, "warmed", 300)
+        assert as_dict(await stats(client, uri))["cachedTokens"] > 300  # the whole file, as prefix
+        assert (await inline_at(client, uri, body.count("\n") + 1, 4)).items[0].insert_text == "return a + b"
+        first = await last(client, uri)
+        assert first["reused"] > 150 and first["shifted"] == 0 and first["evaluated"] > 150, first

@@ -145,6 +145,8 @@ class LoadedModel:
         self._piece_buf = ctypes.create_string_buffer(256)
         self._spm = llama_cpp.llama_vocab_type(self.vocab) == llama_cpp.LLAMA_VOCAB_TYPE_SPM
         self.fim = self._fim_spec(settings)
+        # the sections of a FIM prompt (reuse.py moves cached runs only within their own section)
+        self.fim_controls = frozenset(t for t in (self.fim.pre, self.fim.suf, self.fim.mid) if t is not None)
         if not self.fim.has_fim and not instruct:
             log.warning(
                 "%s has no FIM tokens: completions continue the prefix only (prefix-only) and "
@@ -474,10 +476,11 @@ class LoadedModel:
             self.pool.clear(slot)
         common = 0
         if reuse:
-            moving = self.settings.move_runs  # runs past new text: opt-in (settings.py)
+            moving = self.settings.move_runs  # runs past new text (settings.py; on by default)
             got_back = reuse_cached(self.mem, self.pool, slot, prompt, spare=(self.kv.n_seq, self.kv.n_seq + 1) if moving else None,
                                     decode=(lambda t: [self._decode(slot, t[i:i + N_BATCH]) for i in range(0, len(t), N_BATCH)])
-                                    if moving else None)
+                                    if moving else None,
+                                    controls=self.fim_controls)
             common, stats.shifted = got_back.kept, got_back.shifted
             stats.evaluated = got_back.evaluated
         stats.reused = common - stats.evaluated

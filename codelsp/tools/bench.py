@@ -54,6 +54,9 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                    help="with --editing: replay the same session against llama.cpp's llama-server driven as llama.vim "
                         "drives it (/infill, --cache-reuse 256); builds and caches the binary on first use (~10 min)")
     b.add_argument("--progress", action="store_true", help="with --editing: a line per event on stderr")
+    b.add_argument("--workspace", metavar="DIR",
+                   help="with --editing: open the files under their own URIs in workspace DIR (rootUri), so the "
+                        "repository context (--repo-context-tokens) can read what they import")
     b.add_argument("--visits", type=int, choices=(1, 2), default=1,
                    help="with --editing: places visited per file (1: its middle; 2: at 35%% and 70%%, a long move "
                         "between them)")
@@ -112,6 +115,9 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     files = list(args.file or [])
     if len(files) > (5 if args.editing or args.speculative_compare else 1):
         print("codelsp bench: too many files (one, or up to five with --editing)", file=sys.stderr)
+        return 2
+    if args.workspace and not args.editing:
+        print("codelsp bench: --workspace goes with --editing", file=sys.stderr)
         return 2
     if args.llama_server and not args.editing:
         print("codelsp bench: --llama-server goes with --editing", file=sys.stderr)
@@ -320,7 +326,15 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
     events = editing.session(texts, visits=args.visits)
     if not args.json:
         print(f"replaying an editing session of {len(events)} events over {len(texts)} files (codelsp) ...", file=sys.stderr)
-    arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress))
+    uris = root = None
+    if args.workspace:  # the files' own URIs under a workspace: the repository context can read it
+        root = Path(args.workspace).resolve()
+        if not root.is_dir():
+            print(f"codelsp bench: --workspace {args.workspace}: not a folder", file=sys.stderr)
+            return 2
+        uris = [p.resolve().as_uri() for p in paths] + [f"file:///codelsp-bench/edit{i}.py" for i in range(len(paths), len(texts))]
+    arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress,
+                                                    uris=uris, root_uri=root.as_uri() if root else None))
     arms = [arm]
     if args.llama_server:
         from codelsp.models.errors import ModelError

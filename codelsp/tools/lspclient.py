@@ -50,11 +50,13 @@ async def codelsp_client(
     name: str = "codelsp-bench",
     env: dict[str, str] | None = None,
     on_show: Callable[[types.ShowMessageParams], None] | None = None,
+    root_uri: str | None = None,
 ) -> AsyncIterator[Any]:
     """An initialized pygls `LanguageClient` talking to a `codelsp serve` subprocess.
 
     `env` is added to this process's environment. `window/showMessage` goes to `on_show`, else to
-    stderr as "<name>: server says: ...". Leaving the block normally shuts the server down
+    stderr as "<name>: server says: ...". `root_uri`: the workspace (rootUri and the one workspace
+    folder sent with initialize; none by default). Leaving the block normally shuts the server down
     (shutdown + exit); an exception only stops it.
     """
     from pygls.lsp.client import LanguageClient
@@ -89,7 +91,9 @@ async def codelsp_client(
 
     reader = asyncio.create_task(drain())
     try:
-        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid()))
+        folders = [types.WorkspaceFolder(uri=root_uri, name=root_uri.rstrip("/").rsplit("/", 1)[-1])] if root_uri else None
+        await client.initialize_async(types.InitializeParams(capabilities=types.ClientCapabilities(), process_id=os.getpid(),
+                                                             root_uri=root_uri, workspace_folders=folders))
         client.initialized(types.InitializedParams())
         yield client
         await client.shutdown_async(None)

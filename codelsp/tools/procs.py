@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -29,6 +33,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM it when the process that started it dies, even
+    by SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere nothing."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through `serving`'s finally: the server is stopped
+
+
 @contextlib.contextmanager
 def serving(cmd: list[str], name: str, health_url: str, *, error: type[Exception] = RuntimeError,
             timeout_s: float = 120) -> Iterator[None]:
@@ -36,10 +52,17 @@ def serving(cmd: list[str], name: str, health_url: str, *, error: type[Exception
     answers 200; stop it afterwards whatever happens (stop_process).
 
     Raises `error` with one line when the server exits first ("<name> exited with code N: <its
-    last line of output>") or does not answer within `timeout_s` seconds.
+    last line of output>") or does not answer within `timeout_s` seconds. A SIGTERM to this
+    process (called from the main thread) exits it through the block (SystemExit 143), stopping
+    the server; on Linux the server also gets SIGTERM when this process dies any other way.
     """
     with tempfile.TemporaryFile() as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=_die_with_parent)
+        previous = None
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -59,3 +82,5 @@ def serving(cmd: list[str], name: str, health_url: str, *, error: type[Exception
             yield
         finally:
             stop_process(proc)
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
