@@ -26,7 +26,7 @@ import llama_cpp
 from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text, cut_at
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
-from codelsp.engine.speculative import LookupDrafter, Speculation
+from codelsp.engine.speculative import LookupDrafter, Speculation, greedy_pick
 from codelsp.models.families import FAMILIES, REPO_TOKENS, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
@@ -504,9 +504,7 @@ class LoadedModel:
         def pick(i: int) -> int:  # the token the model gives at output `i` of the last batch
             if chain is None:
                 logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
-                best = int(np.argmax(logits))  # and its log-softmax, the pick's confidence (GenStats.logprobs)
-                stats.logprobs.append(-float(np.log(np.exp(logits - logits[best]).sum(dtype=np.float64))))
-                return best
+                return greedy_pick(logits, stats.logprobs)  # the argmax; its log-probability kept
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
         spec = Speculation(LookupDrafter(prompt)) if sampler.speculative == "lookup" else None
@@ -516,12 +514,12 @@ class LoadedModel:
         stops = [t.encode("utf-8") for t in (self.stop_texts if stop_texts is None else stop_texts) if t]
         out: list[int] = []
         data = b""
-        reason, ended = "length", 0
+        reason = "length"
         try:
             while len(out) < max_tokens:
                 tok = ready.pop(0) if ready else pick(-1)
                 if self.is_stop(tok):
-                    reason, ended = "stop", 1  # the stop token's pick is kept in stats.logprobs
+                    reason = "stop"
                     break
                 out.append(tok)
                 piece = self.piece(tok)
@@ -562,8 +560,7 @@ class LoadedModel:
                 llama_cpp.llama_sampler_free(chain)
             if spec is not None:
                 stats.drafted, stats.accepted, stats.verifies = spec.drafted, spec.accepted, spec.batches
-            stats.generated = len(out)
-            del stats.logprobs[len(out) + ended:]  # picks a verify batch made past the end
+            stats.generated, stats.logprobs[:] = len(out), stats.logprobs[:len(stats.logprobs) - len(ready)]  # untaken picks dropped
             stats.gen_ms = (time.perf_counter() - t1) * 1000
         return Generation(complete_text(data), out, reason, stats)
 
