@@ -150,3 +150,17 @@ def test_the_last_edit_is_repeated_on_the_next_line_it_applies_to_whole():
     # the nearest line it applies to is unlike the edited one (a docstring, not the signature)
     doc = "def evolve(*args, **changes):\n    :param inst: Instance of a class.\n"
     assert nxt(doc, "def evolve(inst, **changes):\n", "def evolve(*args, **changes):\n", 0) is None
+
+
+def test_a_confidence_floor_hides_an_answer_with_a_token_the_model_guessed():
+    from codelsp.engine.generation import GenStats
+    from codelsp.nextedit.run import judge
+
+    text = "a = 1\nb = 2\nc = 3\n"
+    answer = "a = 1\nb = 20\nc = 3\n"
+    sure, guess = GenStats(logprobs=[-0.01, -0.2, -0.05]), GenStats(logprobs=[-0.01, -2.5, -0.05])
+    assert judge(False, text, 1, None, answer, True, sure, floor=-1.0).reason == "edit"
+    hidden = judge(False, text, 1, None, answer, True, guess, floor=-1.0)
+    assert (hidden.edit, hidden.reason) == (None, "unsure") and hidden.candidate is not None
+    assert judge(False, text, 1, None, answer, True, guess, floor=None).reason == "edit"  # off (the default)
+    assert judge(True, text, 1, None, answer, True, guess, floor=-1.0).reason == "edit"  # a next-edit model: not gated

@@ -27,9 +27,9 @@ STOPS = (SEP, "<|endoftext|>", "\n```")  # the last: a markdown fence closing th
 @dataclass
 class Prediction:
     """`edit`: what to show (None: nothing); `reason`: "repeat" (the last edit repeated, no model:
-    repeat.py), "edit", "same" (the model kept the
-    region), "empty" (it wrote nothing), or why the edit is not shown (predict.plausible); `answer`: the model's rewrite;
-    `prompt_tokens`: the prompt's length."""
+    repeat.py), "edit", "same" (the model kept the region), "empty" (it wrote nothing), "unsure"
+    (a token under the confidence floor, judge), or why the edit is not shown (predict.plausible);
+    `answer`: the model's rewrite; `prompt_tokens`: the prompt's length."""
 
     edit: Edit | None
     reason: str
