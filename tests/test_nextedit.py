@@ -1,4 +1,4 @@
-"""The next-edit history and predictor as plain functions (nextedit/history.py, predict.py)."""
+"""The next-edit history and predictor as plain functions (nextedit/history.py, predict.py, repeat.py)."""
 
 from __future__ import annotations
 
@@ -125,3 +125,42 @@ def test_a_markdown_fence_around_the_rewrite_is_not_part_of_it():
 
     assert clean_answer("```python\nx = 1\n```\nmore\n") == ("x = 1\n", True)
     assert clean_answer("x = 1\ny = 2\n") == ("x = 1\ny = 2\n", False)
+
+
+def test_the_last_edit_is_repeated_on_the_next_line_it_applies_to_whole():
+    from codelsp.nextedit.repeat import repeat_edit
+
+    def nxt(text: str, old: str, new: str, at: int) -> str | None:
+        found = repeat_edit(text, Hunk("u", at, old, new, 1), "u")
+        return None if found is None else text[:found[0]] + found[2] + text[found[1]:]
+
+    chain = '    if k == "a":\n        x = 1\n    elif k == "b":\n        x = 2\n    elif k == "c":\n'
+    done = chain.replace('elif k == "b"', 'if k == "b"')  # the user made the first one
+    assert nxt(done, '    elif k == "b":\n', '    if k == "b":\n', 2) == done.replace('elif k == "c"', 'if k == "c"')
+    # an insertion repeats between the same neighbours: a `;` after `)` at the line's end
+    fish = "a = f(x);\nb = g(y)\nc = 1\n"
+    assert nxt(fish, "a = f(x)\n", "a = f(x);\n", 0) == "a = f(x);\nb = g(y);\nc = 1\n"
+    # a line that takes only a part of the edit is a different edit: nothing
+    typed = "x: Optional[List[str]]\ny: Dict[str, str]\n"
+    assert nxt(typed, "x: List[str]\n", "x: Optional[List[str]]\n", 0) is None
+    # white space only, a statement restructured over lines, nothing to repeat below: nothing
+    assert nxt("a  = 1\na = 2\n", "a = 1\n", "a  = 1\n", 0) is None
+    assert nxt("y = (\n 1)\nraise E(y)\n", "raise E(1)\n", "y = (\n 1)\n", 0) is None
+    assert nxt("def f(ratio):\n    pass\n", "def f(factor):\n", "def f(ratio):\n", 0) is None
+    # the nearest line it applies to is unlike the edited one (a docstring, not the signature)
+    doc = "def evolve(*args, **changes):\n    :param inst: Instance of a class.\n"
+    assert nxt(doc, "def evolve(inst, **changes):\n", "def evolve(*args, **changes):\n", 0) is None
+
+
+def test_a_confidence_floor_hides_an_answer_with_a_token_the_model_guessed():
+    from codelsp.engine.generation import GenStats
+    from codelsp.nextedit.run import judge
+
+    text = "a = 1\nb = 2\nc = 3\n"
+    answer = "a = 1\nb = 20\nc = 3\n"
+    sure, guess = GenStats(logprobs=[-0.01, -0.2, -0.05]), GenStats(logprobs=[-0.01, -2.5, -0.05])
+    assert judge(False, text, 1, None, answer, True, sure, floor=-1.0).reason == "edit"
+    hidden = judge(False, text, 1, None, answer, True, guess, floor=-1.0)
+    assert (hidden.edit, hidden.reason) == (None, "unsure") and hidden.candidate is not None
+    assert judge(False, text, 1, None, answer, True, guess, floor=None).reason == "edit"  # off (the default)
+    assert judge(True, text, 1, None, answer, True, guess, floor=-1.0).reason == "edit"  # a next-edit model: not gated

@@ -46,8 +46,18 @@ async def counts(client) -> dict:
 
 
 def rename_parameter(client) -> None:
-    """The user renames the parameter in the signature: version 0 -> 1."""
+    """The user renames the parameter in the signature: version 0 -> 1. Its other use below is
+    the same edit again: the repeat stage (nextedit/repeat.py) predicts it without the model."""
     edit(client, URI, 1, (0, 17), (0, 23), "ratio")
+
+
+def add_parameter(client) -> None:
+    """The user adds a parameter to `def scale(value):` (DOC0): version 0 -> 1, the text DOC with
+    `ratio` in the signature. No pattern to repeat: the model predicts the next edit."""
+    edit(client, URI, 1, (0, 15), (0, 15), ", ratio")
+
+
+DOC0 = "def scale(value):\n    return value*factor"
 
 
 def apply(text: str, e: dict) -> str:
@@ -61,8 +71,8 @@ def apply(text: str, e: dict) -> str:
 @pytest.mark.asyncio
 async def test_the_next_edit_below_the_cursor_in_copilot_shape_and_after_further_typing(model):
     async with lsp_server("--model", str(model.path), init_options={"nextEdit": True}) as (client, _):
-        open_doc(client, URI, DOC, version=0)  # copilot.el opens at version 0
-        rename_parameter(client)
+        open_doc(client, URI, DOC0, version=0)  # copilot.el opens at version 0
+        add_parameter(client)
         got = await ask(client, 0, 22, 1)
         assert got == {"edits": [{
             "text": "ratio",
@@ -71,6 +81,7 @@ async def test_the_next_edit_below_the_cursor_in_copilot_shape_and_after_further
             "command": {"title": "Accept next edit", "command": "codelsp.nextEdit.accept", "arguments": [URI, 1]},
         }]}
         assert apply(DOC.replace("factor", "ratio", 1), got["edits"][0]) == REWRITE
+        assert (await counts(client))["last"]["reason"] == "edit"  # the model's rewrite
 
         # the user types a line above: the same edit, in the new version's coordinates
         edit(client, URI, 2, (0, 0), (0, 0), "# scaling\n")
@@ -95,8 +106,8 @@ async def test_the_next_edit_below_the_cursor_in_copilot_shape_and_after_further
 @pytest.mark.asyncio
 async def test_typing_into_the_predicted_range_drops_the_prediction(model):
     async with lsp_server("--model", str(model.path), init_options={"nextEdit": True}) as (client, _):
-        open_doc(client, URI, DOC, version=0)
-        rename_parameter(client)
+        open_doc(client, URI, DOC0, version=0)
+        add_parameter(client)
         assert (await ask(client, 0, 22, 1))["edits"]
         edit(client, URI, 2, (1, 23), (1, 23), "s")  # "factors": the old range is stale
         got = await ask(client, 1, 24, 2)
@@ -124,8 +135,8 @@ async def test_copilot_lsp_nvim_opts_in_with_next_edit_suggestions_enabled(model
     async with lsp_server("--model", str(model.path)) as (client, _):
         client.workspace_did_change_configuration(
             types.DidChangeConfigurationParams(settings={"nextEditSuggestions": {"enabled": True}}))
-        open_doc(client, URI, DOC, version=0)
-        rename_parameter(client)
+        open_doc(client, URI, DOC0, version=0)
+        add_parameter(client)
         got = await ask(client, 0, 22, 1)
         assert [e["text"] for e in got["edits"]] == ["ratio"]
 
@@ -145,11 +156,24 @@ async def test_the_history_through_the_server_stays_bounded(model):
 async def test_next_edit_model_predicts_instead_of_the_base_model(model, model_factory):
     base = model_factory("qwen", "return a + b", default="answer")  # rewrites every region as `return a + b`
     async with lsp_server("--model", str(base.path), init_options={"nextEdit": True}) as (client, _):
-        open_doc(client, URI, DOC, version=0)
-        rename_parameter(client)
+        open_doc(client, URI, DOC0, version=0)
+        add_parameter(client)
         assert [e["text"] for e in (await ask(client, 0, 22, 1))["edits"]] != ["ratio"]
     async with lsp_server("--model", str(base.path), "--next-edit-model", str(model.path),
                           init_options={"nextEdit": True}) as (client, _):
+        open_doc(client, URI, DOC0, version=0)
+        add_parameter(client)
+        assert [e["text"] for e in (await ask(client, 0, 22, 1))["edits"]] == ["ratio"]
+
+
+@pytest.mark.asyncio
+async def test_a_renamed_name_s_next_use_is_predicted_without_the_model(model_factory):
+    wrong = model_factory("qwen", "return a + b", default="answer")  # rewrites every region as `return a + b`
+    async with lsp_server("--model", str(wrong.path), init_options={"nextEdit": True}) as (client, _):
         open_doc(client, URI, DOC, version=0)
         rename_parameter(client)
-        assert [e["text"] for e in (await ask(client, 0, 22, 1))["edits"]] == ["ratio"]
+        got = await ask(client, 0, 22, 1)
+        assert [(e["text"], e["range"]) for e in got["edits"]] == [
+            ("ratio", {"start": {"line": 1, "character": 17}, "end": {"line": 1, "character": 23}})]
+        c = await counts(client)
+        assert c["last"]["reason"] == "repeat" and c["generated"] == 0 and c["evaluated"] == 0

@@ -91,6 +91,12 @@ def test_the_same_text_and_kv_with_and_without_drafting(model, info, prefix, tem
     assert (on.text, on.tokens, on.stop_reason) == (off.text, off.tokens, off.stop_reason)
     assert kv_on == kv_off  # the slot holds what plain decoding evaluated, nothing more
     assert off.stats.drafted == 0
+    if temperature == 0.0:  # greedy: each pick's log-probability, the stop token's too; drafts change none
+        assert len(on.stats.logprobs) == len(off.stats.logprobs) == len(off.tokens) + 1
+        assert on.stats.logprobs == pytest.approx(off.stats.logprobs, abs=1e-3)
+        assert all(-0.01 < x <= 0.0 for x in off.stats.logprobs)  # the generated model is sure of each
+    else:
+        assert on.stats.logprobs == off.stats.logprobs == []
     if prefix == REPEATS:
         assert on.stats.accepted >= 4 and on.stats.verifies >= 1
         assert on.stats.verifies + on.stats.drafted - on.stats.accepted < len(off.tokens)  # fewer batches
@@ -208,3 +214,4 @@ def test_bench_speculative_compare_reports_the_same_texts(model_factory, tmp_pat
     assert report["holes"] == report["same_text"] == 2
     assert report["off"]["generated"] == report["lookup"]["generated"] > 0
     assert report["off"]["drafted"] == 0 and report["lookup"]["accepted"] > 0
+

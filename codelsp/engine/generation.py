@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import codecs
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, Sequence
 
 from codelsp.models.families import FimSpec
@@ -43,6 +43,9 @@ class GenStats:
     verifies: int = 0  # batches that checked drafts (each also gives one token of the model's own)
     prompt_ms: float = 0.0
     gen_ms: float = 0.0
+    # greedy decoding on a local model: the natural log-probability of each token picked, in order
+    # (the generated tokens, then the stop token where it stopped at one): a confidence measure
+    logprobs: list[float] = field(default_factory=list)
 
 
 @dataclass

@@ -26,7 +26,7 @@ import llama_cpp
 from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text, cut_at
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
-from codelsp.engine.speculative import LookupDrafter, Speculation
+from codelsp.engine.speculative import LookupDrafter, Speculation, greedy_pick
 from codelsp.models.families import FAMILIES, REPO_TOKENS, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
 from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
@@ -503,8 +503,8 @@ class LoadedModel:
 
         def pick(i: int) -> int:  # the token the model gives at output `i` of the last batch
             if chain is None:
-                logits = llama_cpp.llama_get_logits_ith(self.ctx, i)
-                return int(np.argmax(np.ctypeslib.as_array(logits, shape=(self.n_vocab,))))
+                logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx, i), shape=(self.n_vocab,))
+                return greedy_pick(logits, stats.logprobs)  # the argmax; its log-probability kept
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
         spec = Speculation(LookupDrafter(prompt)) if sampler.speculative == "lookup" else None
@@ -560,7 +560,7 @@ class LoadedModel:
                 llama_cpp.llama_sampler_free(chain)
             if spec is not None:
                 stats.drafted, stats.accepted, stats.verifies = spec.drafted, spec.accepted, spec.batches
-            stats.generated = len(out)
+            stats.generated, stats.logprobs[:] = len(out), stats.logprobs[:len(stats.logprobs) - len(ready)]  # untaken picks dropped
             stats.gen_ms = (time.perf_counter() - t1) * 1000
         return Generation(complete_text(data), out, reason, stats)
 

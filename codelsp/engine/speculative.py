@@ -127,3 +127,12 @@ class Speculation:
         self._recent = (d, a)
         if d >= GIVE_UP_DRAFTED and a < GIVE_UP_RATE * d:
             self.on = False
+
+
+def greedy_pick(logits: np.ndarray, logprobs: list[float]) -> int:
+    """The token of the largest of `logits` (one per vocabulary token: a greedy pick); its natural
+    log-probability (log-softmax) is appended to `logprobs` (GenStats.logprobs: how sure the model
+    was of each token, a confidence measure for next edits)."""
+    best = int(np.argmax(logits))
+    logprobs.append(-float(np.log(np.exp(logits - logits[best]).sum(dtype=np.float64))))
+    return best

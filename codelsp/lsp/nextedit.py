@@ -33,7 +33,7 @@ from codelsp.engine.worker import Job
 from codelsp.lsp.documents import position_at
 from codelsp.nextedit.history import EditHistory
 from codelsp.nextedit.predict import Edit, rebase
-from codelsp.nextedit.run import Prediction, predict
+from codelsp.nextedit.run import Prediction, predict, repeated
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +145,18 @@ class NextEdits:
                 return None
             return predict(model, f"next-edit {key}", path, key, text, line, hunks, last, seed, job.cancel)
 
-        job = engine.submit(work, key=f"next-edit {key}")
-        try:
-            found = await asyncio.shield(asyncio.wrap_future(job.future))
-        except asyncio.CancelledError:
-            engine.cancel(job)
-            raise
-        except Cancelled:
-            return None
+        found = repeated(text, last, key)  # the last edit again below: no need to wait for the engine
         if found is None:
-            return None
+            job = engine.submit(work, key=f"next-edit {key}")
+            try:
+                found = await asyncio.shield(asyncio.wrap_future(job.future))
+            except asyncio.CancelledError:
+                engine.cancel(job)
+                raise
+            except Cancelled:
+                return None
+            if found is None:
+                return None
         self.totals["predicted"] += 1
         self.totals["evaluated"] += found.stats.evaluated
         self.totals["generated"] += found.stats.generated

@@ -16,15 +16,20 @@ from codelsp.engine.generation import GenStats, Model, SamplerParams
 from codelsp.nextedit.history import Hunk, split_lines
 from codelsp.nextedit.predict import (MAX_EDIT_LINES, SEP, Edit, answer_edit, clean_answer, plausible, prompt_segments,
                                       region_at)
+from codelsp.nextedit.repeat import repeat_edit
 
+# the confidence floor of the default (not next-edit) model's answers: one token picked with a
+# log-probability under it and the edit is not shown (chosen on the eval's logged cases, README)
+MIN_LOGPROB: float | None = None
 STOPS = (SEP, "<|endoftext|>", "\n```")  # the last: a markdown fence closing the block (clean_answer)
 
 
 @dataclass
 class Prediction:
-    """`edit`: what to show (None: nothing); `reason`: "edit", "same" (the model kept the
-    region), "empty" (it wrote nothing), or why the edit is not shown (predict.plausible); `answer`: the model's rewrite;
-    `prompt_tokens`: the prompt's length."""
+    """`edit`: what to show (None: nothing); `reason`: "repeat" (the last edit repeated, no model:
+    repeat.py), "edit", "same" (the model kept the region), "empty" (it wrote nothing), "unsure"
+    (a token under the confidence floor, judge), or why the edit is not shown (predict.plausible);
+    `answer`: the model's rewrite; `prompt_tokens`: the prompt's length."""
 
     edit: Edit | None
     reason: str
@@ -33,6 +38,7 @@ class Prediction:
     total_ms: float = 0.0
     prompt_tokens: int = 0
     candidate: Edit | None = None  # the edit found before the threshold (eval: false positives)
+    pieces: list[str] = field(default_factory=list)  # the text of each generated token (stats.logprobs' tokens)
 
 
 def is_next_edit_model(model: Model) -> bool:
@@ -42,14 +48,30 @@ def is_next_edit_model(model: Model) -> bool:
     return "sweep" in name or "next-edit" in name
 
 
+def repeated(text: str, last: Hunk | None, uri: str) -> Prediction | None:
+    """The first stage, without the model: the document's last hunk `last` repeated on the next
+    line below it that it applies to (repeat.py), reason "repeat"; None where it applies nowhere.
+    Cheap (no engine thread needed): lsp/nextedit.py asks it before queueing the model."""
+    t0 = time.perf_counter()
+    quick = repeat_edit(text, last, uri)
+    if quick is None:
+        return None
+    found = Edit(*quick)
+    return Prediction(found, "repeat", total_ms=(time.perf_counter() - t0) * 1000, candidate=found)
+
+
 def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, hunks: list[Hunk],
             last: Hunk | None, seed: int = 0, cancel=None, deadline: float | None = None,
             max_lines: int | None = None) -> Prediction:
     """Predict the next edit in `text` (the document `uri`, shown to the model as `path`) with
     the cursor on `line`, given the recent `hunks` (oldest first) and the document's open hunk
-    `last`. Greedy decoding with prompt-lookup drafts (the rewrite mostly copies the region).
-    A remote backend predicts nothing (reason "remote")."""
+    `last`. First the last edit repeated on a line below (repeat.py, no model); else the model's
+    rewrite of the region, greedy with prompt-lookup drafts (the rewrite mostly copies the
+    region). A remote backend predicts only the repeated edit (else reason "remote")."""
     t0 = time.perf_counter()
+    quick = repeated(text, last, uri)
+    if quick is not None:
+        return quick
     if model.remote:
         return Prediction(None, "remote")
     region = region_at(split_lines(text), line)
@@ -68,11 +90,14 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
     gen = model.generate(key, tokens, max_tokens=budget, sampler=sampler, cancel=cancel, deadline=deadline,
                          check=too_long, stop_texts=STOPS)
     total = (time.perf_counter() - t0) * 1000
-    return judge(is_next_edit_model(model), text, line, last, gen.text, gen.stop_reason == "stop", gen.stats, total, len(tokens), max_lines)
+    p = judge(is_next_edit_model(model), text, line, last, gen.text, gen.stop_reason == "stop", gen.stats, total, len(tokens), max_lines)
+    p.pieces = [model.piece(t).decode("utf-8", "replace") for t in gen.tokens]
+    return p
 
 
 def judge(dedicated: bool, text: str, line: int, last: Hunk | None, raw: str, complete: bool, stats: GenStats,
-          total: float = 0.0, prompt_tokens: int = 0, max_lines: int | None = None) -> Prediction:
+          total: float = 0.0, prompt_tokens: int = 0, max_lines: int | None = None,
+          floor: float | None = MIN_LOGPROB) -> Prediction:
     """The prediction from the model's answer `raw` (`complete`: it ended at its stop token):
     the edit it makes to the region at `line` and the threshold's verdict (`dedicated`: a
     next-edit model, whose edits may be twice as large). `codelsp eval --next-edit --rescore`
@@ -87,4 +112,6 @@ def judge(dedicated: bool, text: str, line: int, last: Hunk | None, raw: str, co
         return Prediction(None, "same", raw, stats, total, prompt_tokens)
     limit = max_lines or (2 * MAX_EDIT_LINES if dedicated else MAX_EDIT_LINES)
     why = plausible(text, region, answer, edit, last, complete, limit)
+    if why is None and floor is not None and not dedicated and stats.logprobs and min(stats.logprobs) < floor:
+        why = "unsure"  # a token of the answer was a guess (its log-probability under the floor)
     return Prediction(None if why else edit, why or "edit", raw, stats, total, prompt_tokens, edit)

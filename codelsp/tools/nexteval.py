@@ -10,7 +10,8 @@ the user making them; the next hunk is the answer.
 Three predictors run on the same cases, with the same model, in one process, one after the
 other per case:
 
-- `next-edit`: nextedit/run.py's predict() (the prompt of nextedit/predict.py);
+- `next-edit`: nextedit/run.py's predict(): the last edit repeated (nextedit/repeat.py, no
+  model), else the model's rewrite of the region (the prompt of nextedit/predict.py);
 - `fim-cursor`: the completion pipeline (completion/pipeline.py) at the cursor, its suggestion
   inserted there;
 - `no-edit`: never shows anything.
@@ -167,16 +168,29 @@ def _pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def rescore(log: str, dedicated: bool = False) -> dict[str, Any]:
-    """The scores of a `--log` file's cases with the current answer parser and threshold
-    (nextedit/run.py judge): the model's answers do not depend on them (greedy, the same prompt),
-    so this is what a new run would score, without the model. FIM at the cursor as logged."""
+def rescore(log: str, dedicated: bool = False, floors: tuple[float, ...] = ()) -> dict[str, Any]:
+    """The scores of a `--log` file's cases with the current predictor: the repeat stage
+    (nextedit/repeat.py, no model) and else the logged model answer judged again with the current
+    parser and threshold (nextedit/run.py judge, its confidence floor included: a log written
+    with the token log-probabilities). The model's answers do not depend on them (greedy, the same
+    prompt), so this is what a new run would score, without the model. FIM at the cursor as
+    logged. Latency: the repeat stage's own time where it answers, else the logged request's.
+    `floors`: also the model stage's scores at each of these confidence floors (choosing one).
+    `repeatAll`: the repeat stage alone on every case (it needs no model)."""
     from codelsp.engine.generation import GenStats
+    from codelsp.nextedit.repeat import repeat_edit
     from codelsp.nextedit.run import judge
 
-    cases = {c.name: c for c in load_cases(None)}
-    score = {k: {"exact": 0, "wrong": 0, "silent": 0} for k in ("next-edit", "fim-cursor")}
+    every = load_cases(None)
+    cases = {c.name: c for c in every}
+
+    def outcome(case: Case, start: int, end: int, new: str) -> str:
+        return "exact" if _apply(case.text, start, end, new) == case.expected else "wrong"
+    blank = {"exact": 0, "wrong": 0, "silent": 0}
+    score = {k: dict(blank) for k in ("next-edit", "repeat stage", "model stage", "fim-cursor")}
+    sweep = {f: dict(blank) for f in floors}
     reasons: dict[str, int] = {}
+    lat: list[float] = []
     n = 0
     with open(log, encoding="utf-8") as f:
         for line in f:
@@ -185,14 +199,38 @@ def rescore(log: str, dedicated: bool = False) -> dict[str, Any]:
             if case is None:
                 continue
             n += 1
-            p = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"],
-                      rec["reason"] != "answer cut short", GenStats())
-            reasons[p.reason] = reasons.get(p.reason, 0) + 1
-            got = None if p.edit is None else _apply(case.text, p.edit.start, p.edit.end, p.edit.text)
-            score["next-edit"]["silent" if got is None else "exact" if got == case.expected else "wrong"] += 1
-            fim = "silent" if not rec["fim"].strip() else "exact" if rec["fimExact"] else "wrong"
-            score["fim-cursor"][fim] += 1
-    return {"cases": n, "scores": score, "reasons": reasons}
+            t0 = time.perf_counter()
+            quick = repeat_edit(case.text, case.history[-1], case.history[-1].uri)
+            if quick is not None:
+                lat.append((time.perf_counter() - t0) * 1000)
+                got = outcome(case, *quick[:3])
+                reasons["repeat"] = reasons.get("repeat", 0) + 1
+                for k in ("next-edit", "repeat stage"):
+                    score[k][got] += 1
+                score["model stage"]["silent"] += 1
+            else:
+                lat.append(rec["nextEditMs"])
+                score["repeat stage"]["silent"] += 1
+                stats = GenStats(logprobs=rec.get("logprobs", []))
+                p = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"], rec.get("stop", rec["reason"] != "answer cut short"), stats)
+                reasons[p.reason] = reasons.get(p.reason, 0) + 1
+                got = "silent" if p.edit is None else outcome(case, p.edit.start, p.edit.end, p.edit.text)
+                for k in ("next-edit", "model stage"):
+                    score[k][got] += 1
+                for floor in floors:
+                    q = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"], rec.get("stop", True), stats, floor=floor)
+                    sweep[floor]["silent" if q.edit is None else outcome(case, q.edit.start, q.edit.end, q.edit.text)] += 1
+            score["fim-cursor"]["silent" if not rec["fim"].strip() else "exact" if rec["fimExact"] else "wrong"] += 1
+    alone = dict(blank)
+    for case in every:
+        quick = repeat_edit(case.text, case.history[-1], case.history[-1].uri)
+        alone["silent" if quick is None else outcome(case, *quick[:3])] += 1
+    fim_ms = [json.loads(x)["fimMs"] for x in open(log, encoding="utf-8") if json.loads(x)["case"] in cases]
+    return {"cases": n, "scores": score, "reasons": reasons, "floors": {str(k): v for k, v in sweep.items()},
+            "latencyMs": {"next-edit": {"p50": round(statistics.median(lat), 1) if lat else None, "p95": round(_pct(lat, 0.95), 1)},
+                          "fim-cursor": {"p50": round(statistics.median(fim_ms), 1) if fim_ms else None,
+                                         "p95": round(_pct(fim_ms, 0.95), 1)}},
+            "repeatAll": {"cases": len(every), **alone}}
 
 
 def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -204,7 +242,8 @@ def run_next_edit_eval(args: argparse.Namespace, options: dict[str, Any]) -> int
     from codelsp.settings import Settings
 
     if args.rescore:
-        print(json.dumps(rescore(args.rescore, bool(options.get("nextEditModel"))), indent=2))
+        floors = (-0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+        print(json.dumps(rescore(args.rescore, bool(options.get("nextEditModel")), floors), indent=2))
         return 0
     settings, problems = Settings().merged({"timeoutMs": 600_000, "temperature": 0.0, **options}, "command line")
     if problems:
@@ -281,7 +320,9 @@ def _one(n: int, case: Case, model: Any, nem: Any, settings: Any, score: dict, b
                                    "nextEditExact": got == case.expected, "fim": c.text,
                                    "fimExact": fim == case.expected, "nextEditMs": round(p.total_ms, 1),
                                    "nextEditEvaluated": p.stats.evaluated, "fimMs": round(lat["fim-cursor"][-1], 1),
-                                   "fimEvaluated": c.stats.evaluated}) + "\n")
+                                   "fimEvaluated": c.stats.evaluated, "pieces": p.pieces,
+                                   "logprobs": [round(x, 4) for x in p.stats.logprobs],
+                                   "stop": p.reason != "answer cut short"}) + "\n")
         log_file.flush()
     print(f"\r{n + 1}/{total} next-edit exact {score['next-edit']['exact']} wrong {score['next-edit']['wrong']}",
           end="", file=sys.stderr, flush=True)
