@@ -161,6 +161,8 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--oracle-only", action="store_true",
                    help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
                         "raw generation (what greedy decoding gives; half the model time)")
+    e.add_argument("--replay-log", metavar="LOG", help="with --multi-line: no model; the oracle's raw generations come from "
+                   "LOG (the --log of an --oracle run), post-processing replayed on them with today's rules")
     model_flags(e)
 
 

@@ -174,6 +174,28 @@ def stdlib_blocks(root: Path | None = None) -> list[Block]:
     return out
 
 
+def logged_raw(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """{case id: eval.Raw} from the "oracle" lines of a `--log` file of an `--oracle` run (the raw
+    text, the text after each token, why it stopped and the pipeline's DocContext): what replaying
+    post-processing needs, without the model. The last line of a case wins."""
+    from codelsp.completion.context import DocContext
+    from codelsp.tools.eval import Raw
+
+    out: dict[str, Any] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    d = json.loads(line)
+                    if d.get("stage") == "oracle" and "prefixes" in d:
+                        out[d["task"]] = Raw(d["raw"], d["prefixes"], d["reason"], DocContext(**d["ctx"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise error(f"{path}:{n}: not an --oracle log line ({exc.__class__.__name__}: {exc})") from None
+    except OSError as exc:
+        raise error(f"--replay-log: cannot read {path}: {exc}") from None
+    return out
+
+
 # --- the run --------------------------------------------------------------------------------
 
 def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -183,11 +205,19 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.models.modelfile import resolve_model
     from codelsp.tools.eval import (EvalError, Progress, ablate_rules, _codelsp_answers, _server_args, oracle_candidates,
                                     oracle_raw, replay, select)
+    from codelsp.tools.evalserver import find_server_bin, server_answers
 
     root = Path(args.file or args.path or sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise EvalError(f"--multi-line takes a folder of Python files (default the standard library), not {root}")
     tasks = select(stdlib_blocks(root), args.task, args.every, args.limit)
+    logged: dict[str, Any] = {}
+    if args.replay_log:
+        logged = logged_raw(Path(args.replay_log), EvalError)
+        tasks = [t for t in tasks if t.task_id in logged]  # the cases the recorded run got to
+        if not tasks:
+            raise EvalError(f"--replay-log: {args.replay_log} holds no oracle generation of the selected cases")
+        args.oracle_only = True
     options = dict(options)
     options.setdefault("temperature", 0.0)
     options.setdefault("timeoutMs", 600_000)
@@ -200,7 +230,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     per_task: dict[str, dict[str, Any]] = {t.task_id: {"task": t.task_id, "hole": t.hole} for t in tasks}
     n = len(tasks)
     report: dict[str, Any] = {"source": str(root), "tasks": n, "model": str(model_path), "ablate": ablate,
-                              "fim_order": options.get("fimOrder", "auto")}
+                              "fim_order": options.get("fimOrder", "auto"), "replay_log": args.replay_log}
 
     def record(stage: str, task: Block, **fields: Any) -> None:
         if log_file is not None:
@@ -233,7 +263,8 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         rule_es = dict.fromkeys(variants, 0.0)
         best_exact, best_es, agree = 0, 0.0, 0
         t0 = time.monotonic()
-        for task, raw in oracle_raw(options, tasks, args.oracle_tokens):  # type: ignore[arg-type]
+        raws = ((t, logged[t.task_id]) for t in tasks) if logged else oracle_raw(options, tasks, args.oracle_tokens)  # type: ignore[arg-type]
+        for task, raw in raws:
             cuts = oracle_candidates(raw.text)
             ok = any(task.exact(c) for c in cuts)
             es = max(task.similarity(c) for c in cuts)
@@ -250,7 +281,8 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
                     info["replayed"] = answer
                 rule_exact[name] += task.exact(answer)
                 rule_es[name] += task.similarity(answer)
-            record("oracle", task, raw=raw.text, solvable=ok, best_es=round(es, 3))
+            record("oracle", task, raw=raw.text, solvable=ok, best_es=round(es, 3), reason=raw.reason,
+                   prefixes=raw.prefixes, ctx=dataclasses.asdict(raw.ctx))  # enough to replay the rules offline
             if not args.oracle_only:
                 bar.step(ok)
         report["oracle"] = {"exact": best_exact, "exact_match": best_exact / n, "edit_similarity": best_es / n,
@@ -261,6 +293,23 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
                            "replay_agrees_with_server": None if args.oracle_only else agree}
     report["codelsp"] = {"exact": sums["exact"], "exact_match": sums["exact"] / n, "edit_similarity": sums["es"] / n,
                          "seconds": seconds, "replayed": bool(args.oracle_only)}
+    if args.compare_server:
+        binary = find_server_bin(args.server_bin)
+        if binary is None:
+            raise EvalError("--compare-server: no llama-server binary (build one, see README, or pass --server-bin)")
+        bar = Progress("llama-server", n, False)
+        s_exact, s_es, t0 = 0, 0.0, time.monotonic()
+        for task, answer in server_answers(binary, str(model_path), tasks, options, EvalError):
+            exact, es = task.exact(answer), task.similarity(answer)
+            s_exact += exact
+            s_es += es
+            per_task[task.task_id].update(server_answer=answer, server_exact=exact, server_es=round(es, 3))
+            record("llama-server", task, answer=answer, exact=exact, es=round(es, 3))
+            bar.step(exact)
+        report["llama_server"] = {"binary": binary, "exact": s_exact, "exact_match": s_exact / n,
+                                  "edit_similarity": s_es / n, "seconds": round(time.monotonic() - t0, 1),
+                                  "codelsp_ratio_exact": sums["exact"] / s_exact if s_exact else None,
+                                  "codelsp_ratio_es": sums["es"] / s_es if s_es else None}
     if log_file is not None:
         log_file.close()
     if args.json:
@@ -284,5 +333,12 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
               + (f" (agrees with the server on {agreed}/{n} answers):" if agreed is not None else ":"))
         for name, value in r["replayed_exact"].items():
             print(f"  {name:<18} exact {value:4d}/{n}   edit similarity {r['replayed_es'][name]:.3f}")
+    if "llama_server" in report:
+        s = report["llama_server"]
+        ratio = f"   codelsp = {s['codelsp_ratio_es']:.2f}x (edit similarity)" if s["codelsp_ratio_es"] else ""
+        if s["codelsp_ratio_exact"] is not None:
+            ratio += f", {s['codelsp_ratio_exact']:.2f}x (exact)"
+        print(f"llama-server   exact {100 * s['exact_match']:5.1f}% ({s['exact']}/{n})   edit similarity "
+              f"{s['edit_similarity']:.3f}{ratio}")
     sys.stdout.flush()
     return 0
