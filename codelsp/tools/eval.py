@@ -144,7 +144,7 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--server-bin", metavar="PATH", help=f"llama-server binary (default: {SERVER_CACHE}/*/llama-server, then PATH)")
     e.add_argument("--mid-line", action="store_true",
                    help="cut each task's line inside a bracket pair or string, the line's rest after the cursor (tasks without one are left out)")
-    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,suffix,indent,unfinished,closecut)")
+    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,blank,suffix,indent,unfinished,closecut)")
     e.add_argument("--multi-line", action="store_true",
                    help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
                         "scored by exact match and edit similarity (tools/multiline.py)")
