@@ -135,6 +135,21 @@ def test_eval_multi_line_scores_the_inserted_block(model_factory, tmp_path):
     assert report["per_task"][0]["es"] == round(1 - 1 / len(hole), 3) == round(1 - 1 / len(got), 3)
 
 
+def test_eval_multi_line_ceiling_in_the_block_leaves_out_cuts_past_its_end(model_factory, tmp_path):
+    # the second line leaves the block (column 0): the edit-similarity ceiling takes it (its length
+    # fits the removed block), the ceiling over cuts in the cursor's block does not
+    (tmp_path / "m.py").write_text(SOURCE)
+    model = model_factory("qwen", answer="total = a - b\nreturn total")
+    report = json.loads(_multi(model, tmp_path, "--oracle-only").stdout)
+    hole = "    total = a + b\n    return total"
+    outside = 1 - 5 / len(hole)  # "    total = a - b\nreturn total": one letter and four spaces
+    inside = 1 - (1 + len("\n    return total")) / len(hole)  # "    total = a - b"
+    assert report["oracle"]["edit_similarity"] == pytest.approx(outside)
+    assert report["oracle"]["edit_similarity_in_block"] == pytest.approx(inside)
+    assert report["codelsp"]["edit_similarity"] == pytest.approx(inside)  # the block rule cut there
+    assert report["oracle"]["share_es_in_block"] == pytest.approx(1.0)
+
+
 def test_eval_multi_line_replays_a_log_and_compares_llama_server(model_factory, tmp_path):
     binary = heval.find_server_bin(None)
     if binary is None:

@@ -70,6 +70,11 @@ class Block:
     def similarity(self, answer: str) -> float:
         return edit_similarity(_plain(self.block(answer)), _plain(self.hole))
 
+    def in_block(self, answer: str) -> bool:
+        """Does `answer` stay in the block the cursor is in (no line indented less than the
+        cursor's)? A removed body always does; a cut that leaves the block cannot be exact."""
+        return all(_width(ln) >= len(self.indent) for ln in self.block(answer).split("\n") if ln.strip())
+
 
 def _lines(text: str) -> list[str]:
     return [" ".join(ln.split()) for ln in text.split("\n") if ln.strip()]
@@ -261,17 +266,19 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         variants = {"all rules": (), **{f"without {r}": (r,) for r in RULES}, "no rules": RULES}
         rule_exact = dict.fromkeys(variants, 0)
         rule_es = dict.fromkeys(variants, 0.0)
-        best_exact, best_es, agree = 0, 0.0, 0
+        best_exact, best_es, block_es, agree = 0, 0.0, 0.0, 0
         t0 = time.monotonic()
         raws = ((t, logged[t.task_id]) for t in tasks) if logged else oracle_raw(options, tasks, args.oracle_tokens)  # type: ignore[arg-type]
         for task, raw in raws:
             cuts = oracle_candidates(raw.text)
             ok = any(task.exact(c) for c in cuts)
             es = max(task.similarity(c) for c in cuts)
+            inside = max(task.similarity(c) for c in [*(c for c in cuts if task.in_block(c)), ""])
             best_exact += ok
             best_es += es
+            block_es += inside
             info = per_task[task.task_id]
-            info.update(raw=raw.text, solvable=ok, best_es=round(es, 3))
+            info.update(raw=raw.text, solvable=ok, best_es=round(es, 3), best_es_in_block=round(inside, 3))
             for name, off in variants.items():
                 answer = replay(raw, max_tokens, tuple(off) + tuple(ablate))
                 if name == "all rules":
@@ -288,7 +295,10 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         report["oracle"] = {"exact": best_exact, "exact_match": best_exact / n, "edit_similarity": best_es / n,
                             "tokens": args.oracle_tokens, "seconds": round(time.monotonic() - t0, 1),
                             "share_exact": sums["exact"] / best_exact if best_exact else None,
-                            "share_es": sums["es"] / best_es if best_es else None}
+                            "share_es": sums["es"] / best_es if best_es else None,
+                            # the same ceiling over the cuts that stay in the cursor's block (see Block.in_block)
+                            "edit_similarity_in_block": block_es / n,
+                            "share_es_in_block": sums["es"] / block_es if block_es else None}
         report["rules"] = {"replayed_exact": rule_exact, "replayed_es": {k: v / n for k, v in rule_es.items()},
                            "replay_agrees_with_server": None if args.oracle_only else agree}
     report["codelsp"] = {"exact": sums["exact"], "exact_match": sums["exact"] / n, "edit_similarity": sums["es"] / n,
@@ -323,10 +333,14 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if "oracle" in report:
         o = report["oracle"]
         share = ""
-        if o["share_exact"] is not None:
-            share = f"   codelsp = {100 * o['share_exact']:.0f}% of it (edit similarity {100 * o['share_es']:.0f}%)"
+        if o["share_es"] is not None:
+            share = (f"   codelsp = {100 * o['share_es']:.0f}% of it (edit similarity)"
+                     + (f", {100 * o['share_exact']:.0f}% (exact)" if o["share_exact"] is not None else ""))
         print(f"line-cut ceiling exact {100 * o['exact_match']:5.1f}% ({o['exact']}/{n})   edit similarity "
               f"{o['edit_similarity']:.3f}{share}")
+        if o["share_es_in_block"] is not None:
+            print(f"  cuts in the cursor's block only: edit similarity {o['edit_similarity_in_block']:.3f}   "
+                  f"codelsp = {100 * o['share_es_in_block']:.0f}% of it")
         r = report["rules"]
         agreed = r["replay_agrees_with_server"]
         print("post-processing rules replayed on the raw generations"
