@@ -139,7 +139,7 @@ def test_eval_multi_line_ceiling_in_the_block_leaves_out_cuts_past_its_end(model
     # the second line leaves the block (column 0): the edit-similarity ceiling takes it (its length
     # fits the removed block), the ceiling over cuts in the cursor's block does not
     (tmp_path / "m.py").write_text(SOURCE)
-    model = model_factory("qwen", answer="total = a - b\nreturn total")
+    model = model_factory("qwen", answer="total = a - b\nreturn total\n    pass")
     report = json.loads(_multi(model, tmp_path, "--oracle-only").stdout)
     hole = "    total = a + b\n    return total"
     outside = 1 - 5 / len(hole)  # "    total = a - b\nreturn total": one letter and four spaces
@@ -148,6 +148,10 @@ def test_eval_multi_line_ceiling_in_the_block_leaves_out_cuts_past_its_end(model
     assert report["oracle"]["edit_similarity_in_block"] == pytest.approx(inside)
     assert report["codelsp"]["edit_similarity"] == pytest.approx(inside)  # the block rule cut there
     assert report["oracle"]["share_es_in_block"] == pytest.approx(1.0)
+    # generation stops once the line that leaves the block is finished: "pass" is never generated
+    tokens = report["rules"]["replayed_tokens"]
+    assert tokens["no rules"] == len(model.answer_ids)
+    assert tokens["all rules"] == tokens["without blank"] < tokens["without block"] == len(model.answer_ids)
 
 
 def test_eval_multi_line_replays_a_log_and_compares_llama_server(model_factory, tmp_path):

@@ -415,7 +415,13 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
 
 
 def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
-    """What the pipeline inserts for this raw generation with rules `off` turned off.
+    """What the pipeline inserts for this raw generation with rules `off` turned off."""
+    return replay_generation(raw, max_tokens, off)[0]
+
+
+def replay_generation(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> tuple[str, int]:
+    """(what the pipeline inserts, how many tokens it generated) for this raw generation with
+    rules `off` turned off.
 
     Greedy generation is deterministic, so the server's generation is the raw one stopped where
     the pipeline's early-stop check or maxTokens stops it; then clean() runs as in pipeline.py.
@@ -425,16 +431,16 @@ def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
     ablate = frozenset(off)
     multiline = postprocess.is_multiline(raw.ctx, ablate)
     check = postprocess.early_stop(raw.ctx, multiline, ablate)
-    text, reason = "", raw.reason
-    for k, prefix in enumerate(raw.prefixes, 1):
+    text, reason, used = "", raw.reason, 0
+    for used, prefix in enumerate(raw.prefixes, 1):
         text = prefix
         if check(prefix):
             reason = "check"
             break
-        if k >= max_tokens:
+        if used >= max_tokens:
             reason = "length"
             break
-    return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate)
+    return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate), used
 
 
 # --- the command ------------------------------------------------------------------------------

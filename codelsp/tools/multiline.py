@@ -209,7 +209,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
     from codelsp.tools.eval import (EvalError, Progress, ablate_rules, _codelsp_answers, _server_args, oracle_candidates,
-                                    oracle_raw, replay, select)
+                                    oracle_raw, replay_generation, select)
     from codelsp.tools.evalserver import find_server_bin, server_answers
 
     root = Path(args.file or args.path or sysconfig.get_paths()["stdlib"])
@@ -266,6 +266,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         variants = {"all rules": (), **{f"without {r}": (r,) for r in RULES}, "no rules": RULES}
         rule_exact = dict.fromkeys(variants, 0)
         rule_es = dict.fromkeys(variants, 0.0)
+        rule_tokens = dict.fromkeys(variants, 0)  # tokens generated before the pipeline stops
         best_exact, best_es, block_es, agree = 0, 0.0, 0.0, 0
         t0 = time.monotonic()
         raws = ((t, logged[t.task_id]) for t in tasks) if logged else oracle_raw(options, tasks, args.oracle_tokens)  # type: ignore[arg-type]
@@ -280,7 +281,8 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
             info = per_task[task.task_id]
             info.update(raw=raw.text, solvable=ok, best_es=round(es, 3), best_es_in_block=round(inside, 3))
             for name, off in variants.items():
-                answer = replay(raw, max_tokens, tuple(off) + tuple(ablate))
+                answer, used = replay_generation(raw, max_tokens, tuple(off) + tuple(ablate))
+                rule_tokens[name] += used
                 if name == "all rules":
                     agree += answer == info.get("answer")
                     if args.oracle_only:
@@ -300,6 +302,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
                             "edit_similarity_in_block": block_es / n,
                             "share_es_in_block": sums["es"] / block_es if block_es else None}
         report["rules"] = {"replayed_exact": rule_exact, "replayed_es": {k: v / n for k, v in rule_es.items()},
+                           "replayed_tokens": {k: v / n for k, v in rule_tokens.items()},
                            "replay_agrees_with_server": None if args.oracle_only else agree}
     report["codelsp"] = {"exact": sums["exact"], "exact_match": sums["exact"] / n, "edit_similarity": sums["es"] / n,
                          "seconds": seconds, "replayed": bool(args.oracle_only)}
@@ -346,7 +349,8 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print("post-processing rules replayed on the raw generations"
               + (f" (agrees with the server on {agreed}/{n} answers):" if agreed is not None else ":"))
         for name, value in r["replayed_exact"].items():
-            print(f"  {name:<18} exact {value:4d}/{n}   edit similarity {r['replayed_es'][name]:.3f}")
+            print(f"  {name:<18} exact {value:4d}/{n}   edit similarity {r['replayed_es'][name]:.3f}   "
+                  f"tokens generated {r['replayed_tokens'][name]:.1f}")
     if "llama_server" in report:
         s = report["llama_server"]
         ratio = f"   codelsp = {s['codelsp_ratio_es']:.2f}x (edit similarity)" if s["codelsp_ratio_es"] else ""
