@@ -135,6 +135,49 @@ def test_eval_multi_line_scores_the_inserted_block(model_factory, tmp_path):
     assert report["per_task"][0]["es"] == round(1 - 1 / len(hole), 3) == round(1 - 1 / len(got), 3)
 
 
+def test_eval_multi_line_ceiling_in_the_block_leaves_out_cuts_past_its_end(model_factory, tmp_path):
+    # the second line leaves the block (column 0): the edit-similarity ceiling takes it (its length
+    # fits the removed block), the ceiling over cuts in the cursor's block does not
+    (tmp_path / "m.py").write_text(SOURCE)
+    model = model_factory("qwen", answer="total = a - b\nreturn total\n    pass")
+    report = json.loads(_multi(model, tmp_path, "--oracle-only").stdout)
+    hole = "    total = a + b\n    return total"
+    outside = 1 - 5 / len(hole)  # "    total = a - b\nreturn total": one letter and four spaces
+    inside = 1 - (1 + len("\n    return total")) / len(hole)  # "    total = a - b"
+    assert report["oracle"]["edit_similarity"] == pytest.approx(outside)
+    assert report["oracle"]["edit_similarity_in_block"] == pytest.approx(inside)
+    assert report["codelsp"]["edit_similarity"] == pytest.approx(inside)  # the block rule cut there
+    assert report["oracle"]["share_es_in_block"] == pytest.approx(1.0)
+    # generation stops once the line that leaves the block is finished: "pass" is never generated
+    tokens = report["rules"]["replayed_tokens"]
+    assert tokens["no rules"] == len(model.answer_ids)
+    assert tokens["all rules"] == tokens["without blank"] < tokens["without block"] == len(model.answer_ids)
+
+
+def test_eval_multi_line_replays_a_log_and_compares_llama_server(model_factory, tmp_path):
+    binary = heval.find_server_bin(None)
+    if binary is None:
+        pytest.skip("no llama-server binary (~/.cache/codelsp/llama-server/*/llama-server or PATH)")
+    (tmp_path / "m.py").write_text(SOURCE)
+    # a model that answers after any ordinary token: llama-server puts the line head after <fim_middle>
+    model = model_factory("qwen", answer="total = a - b\n    return total", default="answer")
+    log = tmp_path / "raw.jsonl"
+    recorded = json.loads(_multi(model, tmp_path, "--oracle-only", "--log", str(log)).stdout)
+    log_lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["stage"] for x in log_lines] == ["codelsp", "oracle"]
+    assert log_lines[1]["raw"] == "total = a - b\n    return total" and log_lines[1]["prefixes"][-1] == log_lines[1]["raw"]
+    # the recorded generation, replayed without the model, and llama-server on the same case
+    report = json.loads(_multi(model, tmp_path, "--replay-log", str(log), "--compare-server", "--server-bin", binary).stdout)
+    assert report["replay_log"] == str(log) and report["tasks"] == 1
+    assert report["codelsp"] == {**recorded["codelsp"], "seconds": report["codelsp"]["seconds"]}
+    assert report["oracle"]["edit_similarity"] == recorded["oracle"]["edit_similarity"]
+    task = report["per_task"][0]
+    assert task["server_answer"] == "total = a - b\n    return total" and task["server_exact"] is False
+    assert task["server_es"] == task["es"] == round(1 - 1 / len("    total = a + b\n    return total"), 3)
+    server = report["llama_server"]
+    assert server["exact"] == 0 and server["codelsp_ratio_exact"] is None and server["codelsp_ratio_es"] == 1.0
+
+
 def test_eval_multi_line_without_a_folder_is_one_line(model_factory, tmp_path):
     model = model_factory("qwen", answer="x")
     proc = run_cli("eval", "--multi-line", str(tmp_path / "nowhere"), "--model", str(model.path))

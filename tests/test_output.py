@@ -99,8 +99,8 @@ async def test_suggestion_that_starts_with_the_next_line_is_cut_there(model_fact
 
 
 async def test_suggestion_that_repeats_the_next_line_in_its_middle_is_cut_there(model_factory):
-    # the repeat differs in whitespace (a blank line before it, two spaces after "return")
-    model = model_factory("starcoder", answer="\n    assert ok\n\n    return  w * h\nresult = area", default="answer")
+    # the repeat differs in whitespace (a tab in its indentation, two spaces after "return")
+    model = model_factory("starcoder", answer="\n    assert ok\n  \treturn  w * h\nresult = area", default="answer")
     async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
         open_doc(client, URI, AREA)
         assert await texts(client, URI, 0, 15) == ["\n    assert ok"]
@@ -114,6 +114,20 @@ async def test_a_line_inserted_into_existing_code_is_one_line(model_factory):
         assert await texts(client, URI, 1, 4) == ["y = x"]
         open_doc(client, "file:///work/end.py", "def f(x):\n    \n\nprint(f(1))\n")
         assert await texts(client, "file:///work/end.py", 1, 4) == ["y = x\n    z += 2"]
+
+
+async def test_a_block_suggestion_ends_at_its_first_blank_line(model_factory):
+    # where a block is expected, the suggestion is its first paragraph (Continue's noDoubleNewLine):
+    # a 0.5B model's block runs on past a blank line with code the file does not have (issue 22)
+    answer = "total = a + b\n    assert total\n\n    print(result)"
+    model = model_factory("starcoder", answer=answer)
+    async with lsp_server("--model", str(model.path), "--threads", "1") as (client, _):
+        open_doc(client, URI, "def add(a, b):\n    \n")
+        assert await texts(client, URI, 1, 4) == ["total = a + b\n    assert total"]
+        # generation stopped at the blank line: the paragraph after it was never generated
+        last = (await stats(client, URI))["last"]
+        last = last if isinstance(last, dict) else last._asdict()
+        assert last["generated"] < len(model.answer_ids) - 2, last
 
 
 # --- 5: indentation consistent with the cursor's line and the file -----------------------------

@@ -3,7 +3,9 @@
 Rules (each measured with `codelsp eval`, see README "Completion quality"):
 - single line (code right of the cursor, or an indentation-only line before code indented at least
   as deep): the first line, without what already follows the cursor;
-- multi-line: the block the cursor is in (a line indented less than the cursor's ends it);
+- multi-line: the block the cursor is in (a line indented less than the cursor's ends it), and
+  of it the first paragraph: a blank line after code of the suggestion ends it (as Continue's
+  noDoubleNewLine does; the next request suggests the next paragraph);
 - no line that repeats the code after the cursor: cut where the suggestion starts to repeat the
   next line of the suffix (whitespace-normalised), and drop a tail that repeats its first lines;
 - indentation: the first line does not restate the indentation the cursor's line already has,
@@ -28,7 +30,7 @@ from codelsp.completion.context import DocContext
 # The rules clean() applies. For measurement only, the rule functions take `ablate`: the rules
 # turned off (setting `ablate`: `codelsp eval --ablate RULE,...` starts `codelsp serve --ablate
 # RULE,...`), to show what each is worth.
-RULES = ("oneline", "block", "suffix", "indent", "unfinished", "closecut")
+RULES = ("oneline", "block", "blank", "suffix", "indent", "unfinished", "closecut")
 
 
 # --- line endings -------------------------------------------------------------------------
@@ -244,9 +246,13 @@ def early_stop(ctx: DocContext, multiline: bool, ablate: frozenset[str] = frozen
         # a finished line (not the first) that is indented less than the cursor's line: the block
         # the user is writing has ended; a finished line that repeats the next line of the suffix:
         # the rest would be cut anyway
+        code = bool(lines[0].strip())  # the suggestion (with the cursor's line) holds code so far
         for line in lines[1:-1]:
             if line.strip() and _indent_width(line) < base and "block" not in ablate:
                 return True
+            if not line.strip() and code and "blank" not in ablate:
+                return True
+            code = code or bool(line.strip())
             if following and line.strip() and _repeats(line, following[0]) and "suffix" not in ablate:
                 return True
         return False
@@ -291,6 +297,13 @@ def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True,
         if line.strip() and _indent_width(line) < base and "block" not in ablate:
             break
         kept.append(line)
+    if "blank" not in ablate:  # the first paragraph: up to a blank line after code
+        code = bool((ctx.line_prefix + kept[0]).strip())
+        for i in range(1, len(kept)):
+            if not kept[i].strip() and code:
+                kept = kept[:i]
+                break
+            code = code or bool(kept[i].strip())
 
     following = _following(ctx)
     if following and "suffix" not in ablate:

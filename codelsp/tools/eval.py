@@ -144,7 +144,7 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--server-bin", metavar="PATH", help=f"llama-server binary (default: {SERVER_CACHE}/*/llama-server, then PATH)")
     e.add_argument("--mid-line", action="store_true",
                    help="cut each task's line inside a bracket pair or string, the line's rest after the cursor (tasks without one are left out)")
-    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,suffix,indent,unfinished,closecut)")
+    e.add_argument("--ablate", metavar="RULES", help="comma-separated post-processing rules to turn off (oneline,block,blank,suffix,indent,unfinished,closecut)")
     e.add_argument("--multi-line", action="store_true",
                    help="multi-line blocks removed from the standard library's files (or FILE: a folder of Python files), "
                         "scored by exact match and edit similarity (tools/multiline.py)")
@@ -161,6 +161,8 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
     e.add_argument("--oracle-only", action="store_true",
                    help="with --multi-line: no server run; codelsp's answer is the pipeline replayed on the oracle's "
                         "raw generation (what greedy decoding gives; half the model time)")
+    e.add_argument("--replay-log", metavar="LOG", help="with --multi-line: no model; the oracle's raw generations come from "
+                   "LOG (the --log of an --oracle run), post-processing replayed on them with today's rules")
     model_flags(e)
 
 
@@ -413,7 +415,13 @@ def oracle_raw(options: dict[str, Any], tasks: list[Task], budget: int) -> Itera
 
 
 def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
-    """What the pipeline inserts for this raw generation with rules `off` turned off.
+    """What the pipeline inserts for this raw generation with rules `off` turned off."""
+    return replay_generation(raw, max_tokens, off)[0]
+
+
+def replay_generation(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> tuple[str, int]:
+    """(what the pipeline inserts, how many tokens it generated) for this raw generation with
+    rules `off` turned off.
 
     Greedy generation is deterministic, so the server's generation is the raw one stopped where
     the pipeline's early-stop check or maxTokens stops it; then clean() runs as in pipeline.py.
@@ -423,16 +431,16 @@ def replay(raw: Raw, max_tokens: int, off: Iterable[str] = ()) -> str:
     ablate = frozenset(off)
     multiline = postprocess.is_multiline(raw.ctx, ablate)
     check = postprocess.early_stop(raw.ctx, multiline, ablate)
-    text, reason = "", raw.reason
-    for k, prefix in enumerate(raw.prefixes, 1):
+    text, reason, used = "", raw.reason, 0
+    for used, prefix in enumerate(raw.prefixes, 1):
         text = prefix
         if check(prefix):
             reason = "check"
             break
-        if k >= max_tokens:
+        if used >= max_tokens:
             reason = "length"
             break
-    return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate)
+    return postprocess.clean(text, raw.ctx, multiline, finished=reason not in ("length", "time"), ablate=ablate), used
 
 
 # --- the command ------------------------------------------------------------------------------

@@ -70,6 +70,11 @@ class Block:
     def similarity(self, answer: str) -> float:
         return edit_similarity(_plain(self.block(answer)), _plain(self.hole))
 
+    def in_block(self, answer: str) -> bool:
+        """Does `answer` stay in the block the cursor is in (no line indented less than the
+        cursor's)? A removed body always does; a cut that leaves the block cannot be exact."""
+        return all(_width(ln) >= len(self.indent) for ln in self.block(answer).split("\n") if ln.strip())
+
 
 def _lines(text: str) -> list[str]:
     return [" ".join(ln.split()) for ln in text.split("\n") if ln.strip()]
@@ -174,6 +179,28 @@ def stdlib_blocks(root: Path | None = None) -> list[Block]:
     return out
 
 
+def logged_raw(path: Path, error: type[Exception]) -> dict[str, Any]:
+    """{case id: eval.Raw} from the "oracle" lines of a `--log` file of an `--oracle` run (the raw
+    text, the text after each token, why it stopped and the pipeline's DocContext): what replaying
+    post-processing needs, without the model. The last line of a case wins."""
+    from codelsp.completion.context import DocContext
+    from codelsp.tools.eval import Raw
+
+    out: dict[str, Any] = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                try:
+                    d = json.loads(line)
+                    if d.get("stage") == "oracle" and "prefixes" in d:
+                        out[d["task"]] = Raw(d["raw"], d["prefixes"], d["reason"], DocContext(**d["ctx"]))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise error(f"{path}:{n}: not an --oracle log line ({exc.__class__.__name__}: {exc})") from None
+    except OSError as exc:
+        raise error(f"--replay-log: cannot read {path}: {exc}") from None
+    return out
+
+
 # --- the run --------------------------------------------------------------------------------
 
 def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -182,12 +209,20 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.models.errors import ModelError
     from codelsp.models.modelfile import resolve_model
     from codelsp.tools.eval import (EvalError, Progress, ablate_rules, _codelsp_answers, _server_args, oracle_candidates,
-                                    oracle_raw, replay, select)
+                                    oracle_raw, replay_generation, select)
+    from codelsp.tools.evalserver import find_server_bin, server_answers
 
     root = Path(args.file or args.path or sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise EvalError(f"--multi-line takes a folder of Python files (default the standard library), not {root}")
     tasks = select(stdlib_blocks(root), args.task, args.every, args.limit)
+    logged: dict[str, Any] = {}
+    if args.replay_log:
+        logged = logged_raw(Path(args.replay_log), EvalError)
+        tasks = [t for t in tasks if t.task_id in logged]  # the cases the recorded run got to
+        if not tasks:
+            raise EvalError(f"--replay-log: {args.replay_log} holds no oracle generation of the selected cases")
+        args.oracle_only = True
     options = dict(options)
     options.setdefault("temperature", 0.0)
     options.setdefault("timeoutMs", 600_000)
@@ -200,7 +235,7 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     per_task: dict[str, dict[str, Any]] = {t.task_id: {"task": t.task_id, "hole": t.hole} for t in tasks}
     n = len(tasks)
     report: dict[str, Any] = {"source": str(root), "tasks": n, "model": str(model_path), "ablate": ablate,
-                              "fim_order": options.get("fimOrder", "auto")}
+                              "fim_order": options.get("fimOrder", "auto"), "replay_log": args.replay_log}
 
     def record(stage: str, task: Block, **fields: Any) -> None:
         if log_file is not None:
@@ -231,18 +266,23 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
         variants = {"all rules": (), **{f"without {r}": (r,) for r in RULES}, "no rules": RULES}
         rule_exact = dict.fromkeys(variants, 0)
         rule_es = dict.fromkeys(variants, 0.0)
-        best_exact, best_es, agree = 0, 0.0, 0
+        rule_tokens = dict.fromkeys(variants, 0)  # tokens generated before the pipeline stops
+        best_exact, best_es, block_es, agree = 0, 0.0, 0.0, 0
         t0 = time.monotonic()
-        for task, raw in oracle_raw(options, tasks, args.oracle_tokens):  # type: ignore[arg-type]
+        raws = ((t, logged[t.task_id]) for t in tasks) if logged else oracle_raw(options, tasks, args.oracle_tokens)  # type: ignore[arg-type]
+        for task, raw in raws:
             cuts = oracle_candidates(raw.text)
             ok = any(task.exact(c) for c in cuts)
             es = max(task.similarity(c) for c in cuts)
+            inside = max(task.similarity(c) for c in [*(c for c in cuts if task.in_block(c)), ""])
             best_exact += ok
             best_es += es
+            block_es += inside
             info = per_task[task.task_id]
-            info.update(raw=raw.text, solvable=ok, best_es=round(es, 3))
+            info.update(raw=raw.text, solvable=ok, best_es=round(es, 3), best_es_in_block=round(inside, 3))
             for name, off in variants.items():
-                answer = replay(raw, max_tokens, tuple(off) + tuple(ablate))
+                answer, used = replay_generation(raw, max_tokens, tuple(off) + tuple(ablate))
+                rule_tokens[name] += used
                 if name == "all rules":
                     agree += answer == info.get("answer")
                     if args.oracle_only:
@@ -250,17 +290,39 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
                     info["replayed"] = answer
                 rule_exact[name] += task.exact(answer)
                 rule_es[name] += task.similarity(answer)
-            record("oracle", task, raw=raw.text, solvable=ok, best_es=round(es, 3))
+            record("oracle", task, raw=raw.text, solvable=ok, best_es=round(es, 3), reason=raw.reason,
+                   prefixes=raw.prefixes, ctx=dataclasses.asdict(raw.ctx))  # enough to replay the rules offline
             if not args.oracle_only:
                 bar.step(ok)
         report["oracle"] = {"exact": best_exact, "exact_match": best_exact / n, "edit_similarity": best_es / n,
                             "tokens": args.oracle_tokens, "seconds": round(time.monotonic() - t0, 1),
                             "share_exact": sums["exact"] / best_exact if best_exact else None,
-                            "share_es": sums["es"] / best_es if best_es else None}
+                            "share_es": sums["es"] / best_es if best_es else None,
+                            # the same ceiling over the cuts that stay in the cursor's block (see Block.in_block)
+                            "edit_similarity_in_block": block_es / n,
+                            "share_es_in_block": sums["es"] / block_es if block_es else None}
         report["rules"] = {"replayed_exact": rule_exact, "replayed_es": {k: v / n for k, v in rule_es.items()},
+                           "replayed_tokens": {k: v / n for k, v in rule_tokens.items()},
                            "replay_agrees_with_server": None if args.oracle_only else agree}
     report["codelsp"] = {"exact": sums["exact"], "exact_match": sums["exact"] / n, "edit_similarity": sums["es"] / n,
                          "seconds": seconds, "replayed": bool(args.oracle_only)}
+    if args.compare_server:
+        binary = find_server_bin(args.server_bin)
+        if binary is None:
+            raise EvalError("--compare-server: no llama-server binary (build one, see README, or pass --server-bin)")
+        bar = Progress("llama-server", n, False)
+        s_exact, s_es, t0 = 0, 0.0, time.monotonic()
+        for task, answer in server_answers(binary, str(model_path), tasks, options, EvalError):
+            exact, es = task.exact(answer), task.similarity(answer)
+            s_exact += exact
+            s_es += es
+            per_task[task.task_id].update(server_answer=answer, server_exact=exact, server_es=round(es, 3))
+            record("llama-server", task, answer=answer, exact=exact, es=round(es, 3))
+            bar.step(exact)
+        report["llama_server"] = {"binary": binary, "exact": s_exact, "exact_match": s_exact / n,
+                                  "edit_similarity": s_es / n, "seconds": round(time.monotonic() - t0, 1),
+                                  "codelsp_ratio_exact": sums["exact"] / s_exact if s_exact else None,
+                                  "codelsp_ratio_es": sums["es"] / s_es if s_es else None}
     if log_file is not None:
         log_file.close()
     if args.json:
@@ -274,15 +336,27 @@ def run_multiline(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if "oracle" in report:
         o = report["oracle"]
         share = ""
-        if o["share_exact"] is not None:
-            share = f"   codelsp = {100 * o['share_exact']:.0f}% of it (edit similarity {100 * o['share_es']:.0f}%)"
+        if o["share_es"] is not None:
+            share = (f"   codelsp = {100 * o['share_es']:.0f}% of it (edit similarity)"
+                     + (f", {100 * o['share_exact']:.0f}% (exact)" if o["share_exact"] is not None else ""))
         print(f"line-cut ceiling exact {100 * o['exact_match']:5.1f}% ({o['exact']}/{n})   edit similarity "
               f"{o['edit_similarity']:.3f}{share}")
+        if o["share_es_in_block"] is not None:
+            print(f"  cuts in the cursor's block only: edit similarity {o['edit_similarity_in_block']:.3f}   "
+                  f"codelsp = {100 * o['share_es_in_block']:.0f}% of it")
         r = report["rules"]
         agreed = r["replay_agrees_with_server"]
         print("post-processing rules replayed on the raw generations"
               + (f" (agrees with the server on {agreed}/{n} answers):" if agreed is not None else ":"))
         for name, value in r["replayed_exact"].items():
-            print(f"  {name:<18} exact {value:4d}/{n}   edit similarity {r['replayed_es'][name]:.3f}")
+            print(f"  {name:<18} exact {value:4d}/{n}   edit similarity {r['replayed_es'][name]:.3f}   "
+                  f"tokens generated {r['replayed_tokens'][name]:.1f}")
+    if "llama_server" in report:
+        s = report["llama_server"]
+        ratio = f"   codelsp = {s['codelsp_ratio_es']:.2f}x (edit similarity)" if s["codelsp_ratio_es"] else ""
+        if s["codelsp_ratio_exact"] is not None:
+            ratio += f", {s['codelsp_ratio_exact']:.2f}x (exact)"
+        print(f"llama-server   exact {100 * s['exact_match']:5.1f}% ({s['exact']}/{n})   edit similarity "
+              f"{s['edit_similarity']:.3f}{ratio}")
     sys.stdout.flush()
     return 0
