@@ -33,7 +33,7 @@ from codelsp.engine.worker import Job
 from codelsp.lsp.documents import position_at
 from codelsp.nextedit.history import EditHistory
 from codelsp.nextedit.predict import Edit, rebase
-from codelsp.nextedit.run import Prediction, predict, repeated
+from codelsp.nextedit.run import Prediction, repeated, rewrite
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class NextEdits:
             model = engine.next_edit or engine.model
             if model is None:
                 return None
-            return predict(model, f"next-edit {key}", path, key, text, line, hunks, last, seed, job.cancel)
+            return rewrite(model, f"next-edit {key}", path, key, text, line, hunks, last, seed, job.cancel)
 
         found = repeated(text, last, key)  # the last edit again below: no need to wait for the engine
         if found is None:

@@ -1,7 +1,9 @@
 """A next-edit prediction on the engine thread: prompt -> model -> the edit (or none).
 
-`predict()` runs where the llama.cpp context lives (engine/worker.py); it is given plain values
-(the text, the cursor's line, the recent hunks) and answers a `Prediction`. Its KV state is kept
+`predict()` is the two stages in turn: `repeated()` (the last edit again, no model; cheap enough
+for the event loop) and `rewrite()`, which runs where the llama.cpp context lives
+(engine/worker.py). They are given plain values (the text, the cursor's line, the recent hunks)
+and answer a `Prediction`. Its KV state is kept
 under its own key (`next-edit <uri>`), so the file part of the prompt (predict.py) is evaluated
 once while the user edits inside the region, and completions keep theirs.
 """
@@ -65,19 +67,29 @@ def predict(model: Model, key: str, path: str, uri: str, text: str, line: int, h
             max_lines: int | None = None) -> Prediction:
     """Predict the next edit in `text` (the document `uri`, shown to the model as `path`) with
     the cursor on `line`, given the recent `hunks` (oldest first) and the document's open hunk
-    `last`. First the last edit repeated on a line below (repeat.py, no model); else the model's
-    rewrite of the region, greedy with prompt-lookup drafts (the rewrite mostly copies the
-    region). A remote backend predicts only the repeated edit (else reason "remote")."""
-    t0 = time.perf_counter()
+    `last`. First the last edit repeated on a line below (`repeated`, no model); else the model's
+    rewrite of the region (`rewrite`). A remote backend predicts only the repeated edit (else
+    reason "remote")."""
     quick = repeated(text, last, uri)
     if quick is not None:
         return quick
+    return rewrite(model, key, path, uri, text, line, hunks, last, seed, cancel, deadline, max_lines)
+
+
+def rewrite(model: Model, key: str, path: str, uri: str, text: str, line: int, hunks: list[Hunk],
+            last: Hunk | None, seed: int = 0, cancel=None, deadline: float | None = None,
+            max_lines: int | None = None) -> Prediction:
+    """The second stage of `predict` alone: the model rewrites the region at `line`, greedy with
+    prompt-lookup drafts (the rewrite mostly copies the region), and `judge` says whether the edit
+    is shown. Runs on the engine thread; lsp/nextedit.py calls it after `repeated` found nothing."""
+    t0 = time.perf_counter()
     if model.remote:
         return Prediction(None, "remote")
-    region = region_at(split_lines(text), line)
+    lines = split_lines(text)
+    region = region_at(lines, line)
     segs = prompt_segments(path, text, region, hunks, uri, last)
     tokens = model.chat_tokens(ChatPrompt(tuple(Segment(t, s) for t, s in segs), "next edit"))
-    current = "".join(split_lines(text)[region.start:region.end])
+    current = "".join(lines[region.start:region.end])
     room = model.context_size - len(tokens) - 1
     budget = min(room, len(model.tokenize(current)) + 32)
     most = current.count("\n") + MAX_EDIT_LINES  # lines an answer may have before it is cut (not shown)
