@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Callable
+from typing import Callable, Sequence
 
 from codelsp.completion.context import DocContext
 
@@ -234,6 +234,17 @@ def _cut_at_close(text: str, head: str, rest: str, ablate: frozenset[str] = froz
 
 # --- the rules ----------------------------------------------------------------------------
 
+def _paragraph_end(first: str, lines: Sequence[str]) -> int | None:
+    """The index (1 or more) in `lines` of the first blank line after code, `first` standing for
+    lines[0] with the cursor's line before it; None when there is none (rule "blank")."""
+    code = bool(first.strip())
+    for i in range(1, len(lines)):
+        if not lines[i].strip() and code:
+            return i
+        code = code or bool(lines[i].strip())
+    return None
+
+
 def early_stop(ctx: DocContext, multiline: bool, ablate: frozenset[str] = frozenset()) -> Callable[[str], bool]:
     """A check for the engine: True once the text so far is complete enough to stop generating."""
     base = _indent_width(ctx.indent)  # the block the cursor is in
@@ -246,13 +257,11 @@ def early_stop(ctx: DocContext, multiline: bool, ablate: frozenset[str] = frozen
         # a finished line (not the first) that is indented less than the cursor's line: the block
         # the user is writing has ended; a finished line that repeats the next line of the suffix:
         # the rest would be cut anyway
-        code = bool(lines[0].strip())  # the suggestion (with the cursor's line) holds code so far
+        if "blank" not in ablate and _paragraph_end(lines[0], lines[:-1]) is not None:
+            return True  # a finished blank line after code: the first paragraph is complete
         for line in lines[1:-1]:
             if line.strip() and _indent_width(line) < base and "block" not in ablate:
                 return True
-            if not line.strip() and code and "blank" not in ablate:
-                return True
-            code = code or bool(line.strip())
             if following and line.strip() and _repeats(line, following[0]) and "suffix" not in ablate:
                 return True
         return False
@@ -297,13 +306,9 @@ def clean(raw: str, ctx: DocContext, multiline: bool, finished: bool = True,
         if line.strip() and _indent_width(line) < base and "block" not in ablate:
             break
         kept.append(line)
-    if "blank" not in ablate:  # the first paragraph: up to a blank line after code
-        code = bool((ctx.line_prefix + kept[0]).strip())
-        for i in range(1, len(kept)):
-            if not kept[i].strip() and code:
-                kept = kept[:i]
-                break
-            code = code or bool(kept[i].strip())
+    end = _paragraph_end(ctx.line_prefix + kept[0], kept) if "blank" not in ablate else None
+    if end is not None:  # the first paragraph: up to a blank line after code
+        kept = kept[:end]
 
     following = _following(ctx)
     if following and "suffix" not in ablate:
