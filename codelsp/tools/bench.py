@@ -332,7 +332,7 @@ def run_editing(args: argparse.Namespace, files: list[str], opts: dict[str, Any]
         if not root.is_dir():
             print(f"codelsp bench: --workspace {args.workspace}: not a folder", file=sys.stderr)
             return 2
-        uris = [p.resolve().as_uri() for p in paths] + [f"file:///codelsp-bench/edit{i}.py" for i in range(len(paths), len(texts))]
+        uris = [p.resolve().as_uri() for p in paths]  # copies that pad to three files: made-up URIs
     arm, floor = asyncio.run(editing.replay_codelsp(flags, texts, events, env, progress=args.progress,
                                                     uris=uris, root_uri=root.as_uri() if root else None))
     arms = [arm]

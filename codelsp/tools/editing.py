@@ -209,9 +209,9 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
                          env: dict[str, str] | None = None, progress: bool = False,
                          uris: list[str] | None = None, root_uri: str | None = None) -> tuple[Arm, float | None]:
     """Replay `events` against `codelsp serve`; returns the arm and the floor (ms). `progress`:
-    a line per event on stderr. `uris`: the documents' URIs (default: made-up ones) and
-    `root_uri` the workspace, so the repository context (completion/repo.py) can read the files
-    the documents import."""
+    a line per event on stderr. `uris`: the URIs of the first documents (the rest, and by
+    default all, get made-up ones) and `root_uri` the workspace, so the repository context
+    (completion/repo.py) can read the files the documents import."""
     from lsprotocol import types
 
     from codelsp.tools.lspclient import as_dict, codelsp_client, inline_params
@@ -219,7 +219,7 @@ async def replay_codelsp(server_args: list[str], texts: list[str], events: list[
     arm = Arm("codelsp")
     floors: list[float] = []
     async with codelsp_client(server_args, env=env, root_uri=root_uri) as client:
-        uris = uris or [f"file:///codelsp-bench/edit{i}.py" for i in range(len(texts))]
+        uris = list(uris or []) + [f"file:///codelsp-bench/edit{i}.py" for i in range(len(uris or []), len(texts))]
         versions = [1] * len(texts)
         for uri, text in zip(uris, texts):
             client.text_document_did_open(types.DidOpenTextDocumentParams(
