@@ -179,7 +179,7 @@ def rescore(log: str, dedicated: bool = False, floors: tuple[float, ...] = ()) -
     `repeatAll`: the repeat stage alone on every case (it needs no model)."""
     from codelsp.engine.generation import GenStats
     from codelsp.nextedit.repeat import repeat_edit
-    from codelsp.nextedit.run import judge
+    from codelsp.nextedit.run import MIN_LOGPROB, judge
 
     every = load_cases(None)
     cases = {c.name: c for c in every}
@@ -187,10 +187,20 @@ def rescore(log: str, dedicated: bool = False, floors: tuple[float, ...] = ()) -
     def outcome(case: Case, start: int, end: int, new: str) -> str:
         return "exact" if _apply(case.text, start, end, new) == case.expected else "wrong"
     blank = {"exact": 0, "wrong": 0, "silent": 0}
+    quick: dict[str, tuple[int, int, str, str] | None] = {}  # the repeat stage on every case, once
+    quick_ms: dict[str, float] = {}
+    alone = dict(blank)
+    for case in every:
+        t0 = time.perf_counter()
+        quick[case.name] = repeat_edit(case.text, case.history[-1], case.history[-1].uri)
+        quick_ms[case.name] = (time.perf_counter() - t0) * 1000
+        found = quick[case.name]
+        alone["silent" if found is None else outcome(case, *found[:3])] += 1
     score = {k: dict(blank) for k in ("next-edit", "repeat stage", "model stage", "fim-cursor")}
     sweep = {f: dict(blank) for f in floors}
     reasons: dict[str, int] = {}
     lat: list[float] = []
+    fim_ms: list[float] = []
     n = 0
     with open(log, encoding="utf-8") as f:
         for line in f:
@@ -199,11 +209,10 @@ def rescore(log: str, dedicated: bool = False, floors: tuple[float, ...] = ()) -
             if case is None:
                 continue
             n += 1
-            t0 = time.perf_counter()
-            quick = repeat_edit(case.text, case.history[-1], case.history[-1].uri)
-            if quick is not None:
-                lat.append((time.perf_counter() - t0) * 1000)
-                got = outcome(case, *quick[:3])
+            found = quick[case.name]
+            if found is not None:
+                lat.append(quick_ms[case.name])
+                got = outcome(case, *found[:3])
                 reasons["repeat"] = reasons.get("repeat", 0) + 1
                 for k in ("next-edit", "repeat stage"):
                     score[k][got] += 1
@@ -212,20 +221,18 @@ def rescore(log: str, dedicated: bool = False, floors: tuple[float, ...] = ()) -
                 lat.append(rec["nextEditMs"])
                 score["repeat stage"]["silent"] += 1
                 stats = GenStats(logprobs=rec.get("logprobs", []))
-                p = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"], rec.get("stop", rec["reason"] != "answer cut short"), stats)
-                reasons[p.reason] = reasons.get(p.reason, 0) + 1
-                got = "silent" if p.edit is None else outcome(case, p.edit.start, p.edit.end, p.edit.text)
-                for k in ("next-edit", "model stage"):
-                    score[k][got] += 1
-                for floor in floors:
-                    q = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"], rec.get("stop", True), stats, floor=floor)
-                    sweep[floor]["silent" if q.edit is None else outcome(case, q.edit.start, q.edit.end, q.edit.text)] += 1
+                complete = rec.get("stop", rec["reason"] != "answer cut short")
+                for k, floor in enumerate((MIN_LOGPROB, *floors)):
+                    p = judge(dedicated, case.text, case.line, case.history[-1], rec["answer"], complete, stats, floor=floor)
+                    got = "silent" if p.edit is None else outcome(case, p.edit.start, p.edit.end, p.edit.text)
+                    if k == 0:  # the default floor: what next-edit shows
+                        reasons[p.reason] = reasons.get(p.reason, 0) + 1
+                        for arm in ("next-edit", "model stage"):
+                            score[arm][got] += 1
+                    else:
+                        sweep[floor][got] += 1
             score["fim-cursor"]["silent" if not rec["fim"].strip() else "exact" if rec["fimExact"] else "wrong"] += 1
-    alone = dict(blank)
-    for case in every:
-        quick = repeat_edit(case.text, case.history[-1], case.history[-1].uri)
-        alone["silent" if quick is None else outcome(case, *quick[:3])] += 1
-    fim_ms = [json.loads(x)["fimMs"] for x in open(log, encoding="utf-8") if json.loads(x)["case"] in cases]
+            fim_ms.append(rec["fimMs"])
     return {"cases": n, "scores": score, "reasons": reasons, "floors": {str(k): v for k, v in sweep.items()},
             "latencyMs": {"next-edit": {"p50": round(statistics.median(lat), 1) if lat else None, "p95": round(_pct(lat, 0.95), 1)},
                           "fim-cursor": {"p50": round(statistics.median(fim_ms), 1) if fim_ms else None,
