@@ -24,7 +24,7 @@ FIM_ORDERS = ("auto", "psm", "spm", "psm-tail")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BACKENDS = ("local", "openai", "llama-server")
 KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
-SPECULATIVE = ("off", "lookup")
+SPECULATIVE = ("off", "lookup", "draft")
 
 
 API_KEY_ENV = "CODELSP_API_KEY"  # read by engine/http.py (kept in step with its API_KEY_ENV)
@@ -118,10 +118,15 @@ class Settings:
     top_p: float = setting(0.95, bound="non-negative", flags=("--top-p",))
     repeat_penalty: float = setting(1.0, bound="non-negative", flags=("--repeat-penalty",))
     seed: int = setting(42, flags=("--seed",))
-    speculative: str = setting(  # off | lookup: speculative decoding by prompt lookup (engine/speculative.py)
+    speculative: str = setting(  # off | lookup (engine/speculative.py) | draft (draftModel drafts: engine/draft.py)
         "off", choices=SPECULATIVE, flags=("--speculative",),
-        help="speculative decoding: off (default) or lookup (guess the next tokens from the prompt and what "
-             "was generated, check them in one batch; see README, Speculative decoding)")
+        help="speculative decoding: off (default), lookup (guess the next tokens from the prompt and what "
+             "was generated) or draft (draftModel guesses them); the guesses are checked in one batch "
+             "(see README, Speculative decoding)")
+    draft_model: str | None = setting(  # a small GGUF of the base model's vocabulary that drafts for speculative "draft"
+        None, str, optional=True, reload="model", flags=("--draft-model",), metavar="PATH",
+        help="a small model of the base model's vocabulary (.gguf, e.g. Qwen2.5-Coder-0.5B for a Qwen2.5-Coder-7B) "
+             "that guesses the next tokens when speculative is draft")
     fim_template: str | None = setting(  # override the detected FIM family (see FIM_FAMILIES)
         None, str, optional=True, choices=FIM_FAMILIES, reload="model", flags=("--fim-template", "--fim-family"),
         help="override the detected FIM family")

@@ -526,13 +526,14 @@ class CompletionSession:
     def _add_tokens(self, stats: GenStats) -> None:
         for k in ("reused", "restored", "evaluated", "generated", "drafted", "accepted", "verifies"):
             self.totals[k] = self.totals.get(k, 0) + getattr(stats, k)
+        self.totals["draftEvaluated"] = self.totals.get("draftEvaluated", 0) + stats.draft_evaluated
 
     def _record(self, uri: str, source: str, stats: GenStats, total_ms: float) -> None:
         self.totals[source] += 1
         self._add_tokens(stats)
         self.last_stats[uri] = {
             "source": source, "reused": stats.reused, "restored": stats.restored, "shifted": stats.shifted,
-            "evaluated": stats.evaluated,
+            "evaluated": stats.evaluated, "draftEvaluated": stats.draft_evaluated,
             "generated": stats.generated, "promptMs": round(stats.prompt_ms, 3),
             "genMs": round(stats.gen_ms, 3), "totalMs": round(total_ms, 3),
         }

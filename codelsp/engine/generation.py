@@ -41,6 +41,7 @@ class GenStats:
     drafted: int = 0  # speculative decoding: tokens guessed (engine/speculative.py) and checked by the model
     accepted: int = 0  # of the drafted tokens, those the model would have picked itself (kept)
     verifies: int = 0  # batches that checked drafts (each also gives one token of the model's own)
+    draft_evaluated: int = 0  # speculative "draft": tokens the draft model evaluated to catch up (engine/draft.py)
     prompt_ms: float = 0.0
     gen_ms: float = 0.0
     # greedy decoding on a local model: the natural log-probability of each token picked, in order
@@ -63,7 +64,7 @@ class SamplerParams:
     top_p: float
     repeat_penalty: float
     seed: int
-    speculative: str = "off"  # "lookup": draft tokens by prompt lookup (engine/speculative.py); same text
+    speculative: str = "off"  # "lookup": drafts by prompt lookup (engine/speculative.py); "draft": by draftModel (engine/draft.py)
 
     @classmethod
     def from_settings(cls, s: Settings) -> "SamplerParams":

@@ -26,11 +26,10 @@ import llama_cpp
 from codelsp.engine.generation import Cancelled, GenStats, Generation, SamplerParams, complete_text, cut_at
 from codelsp.engine.kvcache import HostTier, KVPool, Slot
 from codelsp.engine.reuse import reuse_cached
-from codelsp.engine.speculative import LookupDrafter, Speculation, greedy_pick
+from codelsp.engine.speculative import DraftSource, greedy_pick, speculation
 from codelsp.models.families import FAMILIES, REPO_TOKENS, FimSpec, choose_order, detect_family, resolve_ids, stop_texts
-from codelsp.models.gguf import GGUFInfo
 from codelsp.models.errors import ModelError
-from codelsp.models.gguf import KV_CACHE_TYPES
+from codelsp.models.gguf import KV_CACHE_TYPES, GGUFInfo
 from codelsp.models.modelfile import check_model, kv_plan
 from codelsp.settings import Settings
 
@@ -92,6 +91,7 @@ class LoadedModel:
         self.planned_gpu_bytes = 0  # GPU memory the memory plan gave it (set by the engine)
         self.told_shared = False  # code actions said once that they use this base model (instruct.py)
         self.no_system_role = False  # only a chat server refuses a system message (remote.py)
+        self.draft: DraftSource | None = None  # draftModel, for speculative "draft" (set by the worker: engine/draft.py)
         mparams.n_gpu_layers = gpu_layers
         t0 = time.perf_counter()
         model = llama_cpp.llama_model_load_from_file(info.path.encode(), mparams)
@@ -494,6 +494,7 @@ class LoadedModel:
                 stats.prompt_ms = (time.perf_counter() - t0) * 1000
                 return Generation("", [], "paused", stats)
             self._decode(slot, rest[i:i + N_BATCH])
+        spec = speculation(sampler.speculative, key, prompt, self.draft, stats, cancel, pause)  # a draft model catches up
         t1 = time.perf_counter()
         stats.prompt_ms = (t1 - t0) * 1000
 
@@ -507,7 +508,6 @@ class LoadedModel:
                 return greedy_pick(logits, stats.logprobs)  # the argmax; its log-probability kept
             return llama_cpp.llama_sampler_sample(chain, self.ctx, i)
 
-        spec = Speculation(LookupDrafter(prompt)) if sampler.speculative == "lookup" else None
         base = len(slot.tokens)  # the prompt
         ready: list[int] = []  # tokens the last verify batch picked, not yet taken
         passed = 0  # tokens of `out` that went through the decode step (plain decoding: in the KV)

@@ -17,16 +17,19 @@ was generated so far; the tokens that followed their latest earlier occurrence a
 Code repeats itself (names, parallel lines, the closing of a structure already in the suffix),
 so such drafts are often right, and a wrong one costs only a slightly larger batch.
 
-`Drafter` is the seam for other sources of drafts (a small draft model of the same vocabulary,
-issue 24 item 2): `LoadedModel.generate` asks a drafter for tokens and tells it how many were
-accepted; nothing in the loop knows where they came from.
+`Drafter` is the seam for other sources of drafts: `LoadedModel.generate` asks a drafter for
+tokens and tells it how many were accepted; nothing in the loop knows where they came from. The
+other source is a small draft model of the same vocabulary (`DraftSource`, engine/draft.py).
 """
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+import threading
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
+
+from codelsp.engine.generation import GenStats
 
 N_GRAM = 3  # longest n-gram looked up (then shorter ones) ...
 N_MIN = 2  # ... down to this one: drafts after a single matching token were right too rarely to pay
@@ -74,6 +77,30 @@ class Drafter(Protocol):
         """`n` of the last draft were accepted; `history` is now what was generated (a draft model
         rolls its own KV back to it)."""
         ...
+
+
+class DraftSource(Protocol):
+    """A draft model beside the base model (engine/draft.py `DraftModel`)."""
+
+    def drafter(self, key: str, prompt: Sequence[int], stats: GenStats, cancel: threading.Event | None = None,
+                pause: Callable[[], bool] | None = None) -> Drafter:
+        """The drafter of one generation of document `key` from `prompt`, the draft model brought
+        in step with `prompt` first (`cancel` and `pause` as in LoadedModel.generate); it adds the
+        tokens the draft model evaluates to `stats.draft_evaluated`."""
+        ...
+
+
+def speculation(mode: str, key: str, prompt: Sequence[int], source: DraftSource | None, stats: GenStats,
+                cancel: threading.Event | None = None, pause: Callable[[], bool] | None = None) -> "Speculation | None":
+    """The speculation of one generation for setting `speculative` `mode`: "lookup" (prompt
+    lookup), "draft" (the draft model `source`, which evaluates what it lacks of `prompt` now, so
+    that a prompt-only request (warming) warms it too; None without one: plain decoding), else
+    None. Raises Cancelled when `cancel` is set during the draft model's catch-up."""
+    if mode == "lookup":
+        return Speculation(LookupDrafter(prompt))
+    if mode == "draft" and source is not None:
+        return Speculation(source.drafter(key, prompt, stats, cancel, pause))
+    return None
 
 
 class LookupDrafter:

@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from codelsp.engine.draft import DraftModel, draft_settings
 from codelsp.engine.generation import Cancelled, Model
 from codelsp.engine.llama import LoadedModel, load_model
 from codelsp.models.memplan import plan_load
@@ -56,6 +57,7 @@ class Engine:
         self.model: Model | None = None  # a LoadedModel, or a RemoteModel (remote.py)
         self.instruct: LoadedModel | None = None
         self.next_edit: LoadedModel | None = None  # setting nextEditModel (nextedit/run.py); None: the base model
+        self.draft: DraftModel | None = None  # setting draftModel (engine/draft.py), the base model's `draft`
         self.model_error: str | None = None
         self._jobs: list[Job] = []
         self._running: Job | None = None
@@ -198,10 +200,10 @@ class Engine:
                 raise
             if plan.release_first:  # the previous models would keep layers of the new ones off the GPU
                 log.info("freeing the previous model(s) first to make room on the GPU")
-                for m in (self.model, self.instruct):
+                for m in (self.model, self.instruct, self.draft):
                     if m is not None:
                         m.close()
-                self.model = self.instruct = None
+                self.model = self.instruct = self.draft = None
             path = paths.base
             if paths.is_demo:
                 log.info("no model configured: using the embedded default model %s", path)
@@ -229,8 +231,14 @@ class Engine:
                     next_edit = load_model(os.path.expanduser(settings.next_edit_model), planned, instruct=True)
                 except ModelError as exc:
                     log.error("nextEditModel: %s; next edits use the base model", exc)
-            old = (self.model, self.instruct, self.next_edit)
-            self.model, self.instruct, self.next_edit = base, instruct, next_edit
+            draft = None
+            if settings.draft_model:
+                try:  # outside the memory plan, as nextEditModel
+                    draft = base.draft = _load_draft(settings.draft_model, base)
+                except ModelError as exc:
+                    log.error("%s; completions go on without drafting", exc)
+            old = (self.model, self.instruct, self.next_edit, self.draft)
+            self.model, self.instruct, self.next_edit, self.draft = base, instruct, next_edit, draft
             self.model_error = None
             for m in old:
                 if m is not None:
@@ -261,8 +269,8 @@ class Engine:
         except BackendError as exc:
             log.warning("%s; trying again on the next completion", exc)
             status("error", str(exc))
-        old = (self.model, self.instruct, self.next_edit)
-        self.model, self.instruct, self.next_edit = remote, None, None  # code actions use remote.chat()
+        old = (self.model, self.instruct, self.next_edit, self.draft)
+        self.model, self.instruct, self.next_edit, self.draft = remote, None, None, None  # code actions use remote.chat()
         self.model_error = None
         for m in old:
             if m is not None:
@@ -274,7 +282,24 @@ class Engine:
         self._thread.join(timeout=10)
         if self._thread.is_alive():
             return  # still inside llama.cpp: freeing its memory now would crash; the process exits anyway
-        for m in (self.model, self.instruct, self.next_edit):
+        for m in (self.model, self.instruct, self.next_edit, self.draft):
             if m is not None:
                 m.close()
-        self.model = self.instruct = self.next_edit = None
+        self.model = self.instruct = self.next_edit = self.draft = None
+
+
+def _load_draft(path: str, base: LoadedModel) -> DraftModel:
+    """Setting draftModel's file, loaded beside `base` (engine/draft.py: its settings, the
+    vocabulary check). Raises ModelError with a one-line reason naming the setting."""
+    from pathlib import Path
+
+    p = Path(os.path.expanduser(path))
+    try:
+        model = load_model(str(p), draft_settings(check_model(p), base.settings, base.pool.cells))
+    except ModelError as exc:
+        raise ModelError(f"draftModel: {exc}") from None
+    try:
+        return DraftModel(model, base)
+    except ModelError:
+        model.close()
+        raise

@@ -65,7 +65,8 @@ def add_bench_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], 
                         "characters a second, the editor cancelling each request at the next keystroke as VS Code "
                         "does; reports how many keystrokes showed it (see codelsp/tools/ride.py)")
     b.add_argument("--speculative-compare", action="store_true",
-                   help="generated tokens a second with --speculative off and lookup on multi-line completions (every "
+                   help="generated tokens a second with --speculative off and lookup (or draft, with --speculative "
+                        "draft --draft-model PATH) on multi-line completions (every "
                         "function body of 3+ lines taken out; FILE up to five times, default: the bench's three sample "
                         "files), greedy, texts compared (see codelsp/tools/specbench.py)")
     b.add_argument("--holes", type=int, default=30, help="with --speculative-compare: at most N bodies (default 30)")
@@ -166,10 +167,15 @@ def run_bench(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if args.speculative_compare:
         from codelsp.tools import specbench
 
-        opts.pop("speculative", None)  # set per server
+        mode = opts.pop("speculative", "lookup")  # off against this one
+        mode_args = flag_args({"draftModel": opts.pop("draftModel")}) if "draftModel" in opts else []
+        if mode == "off" or (mode == "draft") != bool(mode_args):
+            print("codelsp bench: --speculative-compare compares off with --speculative lookup (the default) or "
+                  "--speculative draft --draft-model PATH", file=sys.stderr)
+            return 2
         flags += flag_args(opts)
         paths = [Path(f) for f in files] or sorted(SAMPLE.parent.glob("*.txt"))
-        return specbench.run(paths, flags, env, args.holes, args.json)
+        return specbench.run(paths, flags, env, args.holes, args.json, mode, mode_args)
     flags += flag_args(opts)
     if args.switching:
         return run_switching(args, flags, text, env, path, opts)

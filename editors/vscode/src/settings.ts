@@ -40,6 +40,7 @@ export const SERVER_KEYS = [
   'repeatPenalty',
   'seed',
   'speculative',
+  'draftModel',
   'fimTemplate',
   'fimOrder',
   'timeoutMs',
@@ -57,9 +58,9 @@ export const SERVER_KEYS = [
 export type ServerKey = (typeof SERVER_KEYS)[number];
 
 /** Settings whose empty value in VS Code means "the server decides" (null on the wire). */
-const PATHS: ReadonlySet<string> = new Set(['model', 'instructModel', 'nextEditModel']);
+const PATHS: ReadonlySet<string> = new Set(['model', 'instructModel', 'nextEditModel', 'draftModel']);
 const EMPTY_IS_NULL: ReadonlySet<string> = new Set([
-  'model', 'instructModel', 'nextEditModel', 'hfRepo', 'hfFile', 'instructHfRepo', 'instructHfFile', 'fimTemplate', 'url', 'apiKey',
+  'model', 'instructModel', 'nextEditModel', 'draftModel', 'hfRepo', 'hfFile', 'instructHfRepo', 'instructHfFile', 'fimTemplate', 'url', 'apiKey',
 ]);
 
 /** `~` and `~/x` -> the home folder; `${workspaceFolder}` -> the first workspace folder. */
