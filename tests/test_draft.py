@@ -12,6 +12,7 @@ the ids where StarCoder's are). Assertions are on texts and token counts, never 
 from __future__ import annotations
 
 import pytest
+from lsprotocol import types
 
 from codelsp.engine.draft import DraftModel, check_vocabulary, draft_settings
 from codelsp.engine.generation import SamplerParams
@@ -154,7 +155,7 @@ def test_a_draft_model_of_another_vocabulary_is_refused_in_one_line(main, model_
 
 # --- through the server ---------------------------------------------------------------------
 
-async def test_the_server_drafts_with_the_draft_model_and_answers_the_same(model_factory):
+async def test_the_server_drafts_with_the_draft_model_and_answers_the_same_and_forgets_closed_documents(model_factory):
     model = model_factory("starcoder", ANSWER)
     uri = "file:///w/a.py"
     doc = PREFIX + "\n"
@@ -164,9 +165,15 @@ async def test_the_server_drafts_with_the_draft_model_and_answers_the_same(model
                               "--draft-model", str(model.path)) as (client, _):
             open_doc(client, uri, doc)
             answers[mode] = [i.insert_text for i in (await inline_at(client, uri, 1, 0)).items]
-            totals = as_dict((await stats(client, uri))["totals"])
+            got = await stats(client, uri)
+            totals = as_dict(got["totals"])
             if mode == "draft":
                 assert totals["drafted"] == totals["accepted"] > 0 and totals["draftEvaluated"] > 0
+                assert as_dict(got["cache"])["draftPoolDocuments"] == 1
+                client.text_document_did_close(types.DidCloseTextDocumentParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri)))
+                # a closed document leaves the draft model's KV pool too
+                assert as_dict((await stats(client))["cache"])["draftPoolDocuments"] == 0
             else:
                 assert totals["drafted"] == totals["draftEvaluated"] == 0
     assert answers["off"] == answers["draft"] == [ANSWER]
@@ -190,8 +197,6 @@ async def test_a_keystroke_costs_the_draft_model_only_its_new_tokens(model_facto
 
 
 async def test_a_draft_model_of_another_vocabulary_is_reported_and_completions_go_on(model_factory):
-    from lsprotocol import types
-
     model = model_factory("starcoder", ANSWER)
     foreign = model_factory("codellama", ANSWER)
     uri = "file:///w/a.py"

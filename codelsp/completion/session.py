@@ -515,6 +515,8 @@ class CompletionSession:
             self.anchors.pop(uri, None)
             if self.engine.model is not None:
                 self.engine.model.forget(uri)
+            if self.engine.draft is not None:  # draftModel's KV of the document (engine/draft.py)
+                self.engine.draft.forget(uri)
 
         self.engine.submit(forget, key=uri)
 
@@ -558,8 +560,8 @@ class CompletionSession:
             out["stateBytes"] = state  # llama.cpp's size of its state in the KV pool (0: not there)
 
         def cache(job: Job) -> dict[str, Any] | None:
-            m = self.engine.model
-            return m.cache_stats() if m is not None and not m.remote else None
+            m, d = self.engine.model, self.engine.draft
+            return {**m.cache_stats(), **(d.cache_stats() if d else {})} if m is not None and not m.remote else None
 
         out["cache"] = await asyncio.wrap_future(self.engine.submit(cache, light=True).future)
         return out

@@ -109,6 +109,15 @@ class DraftModel:
         drafter.catch_up([], cancel, pause)
         return drafter
 
+    def forget(self, key: str) -> None:
+        """Drop document `key`'s KV (the document was closed)."""
+        self.model.forget(key)
+
+    def cache_stats(self) -> dict[str, int]:
+        """Its KV pool now, for `codelsp/stats` `cache`: cells, cells used, documents."""
+        pool = self.model.pool
+        return {"draftPoolCells": pool.cells, "draftPoolUsed": pool.used, "draftPoolDocuments": len(pool)}
+
     def close(self) -> None:
         self.model.close()
 
