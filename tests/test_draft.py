@@ -20,7 +20,7 @@ from codelsp.engine.llama import load_model
 from codelsp.models.errors import ModelError
 from codelsp.settings import Settings
 from codelsp.tools.lspclient import as_dict
-from support import DOC, LINE, inline_at, lsp_server, open_doc, run_cli, stats, type_at
+from support import DOC, LINE, inline_at, lsp_server, open_doc, run_cli, stats, type_at, wait_for_total
 
 ANSWER = "result = alpha * beta - gamma / delta"
 OTHER = "value = one + two"  # the same vocabulary, another answer: every draft is wrong
@@ -194,6 +194,19 @@ async def test_a_keystroke_costs_the_draft_model_only_its_new_tokens(model_facto
     # the keystroke: its new tokens, and at most the picked token and the last draft per batch
     assert second["source"] == "model" and second["evaluated"] < 10
     assert second["draftEvaluated"] <= second["evaluated"] + 2 * second["generated"] + 1
+
+
+async def test_warming_a_document_warms_the_draft_model_too(model_factory):
+    model = model_factory("starcoder", "return a + b")
+    uri = "file:///w/doc.py"
+    async with lsp_server("--model", str(model.path), "--threads", "1", "--speculative", "draft",
+                          "--draft-model", str(model.path), warm=True) as (client, _):
+        open_doc(client, uri, DOC)
+        await wait_for_total(client, uri, "warmed", 500)
+        assert [i.insert_text for i in (await inline_at(client, uri, LINE, 4)).items] == ["return a + b"]
+        last = as_dict((await stats(client, uri))["last"])
+    assert last["reused"] > 400
+    assert last["draftEvaluated"] <= last["evaluated"] + 2 * last["generated"] + 1, last
 
 
 async def test_a_draft_model_of_another_vocabulary_is_reported_and_completions_go_on(model_factory):
