@@ -201,11 +201,15 @@ async def test_warming_a_document_warms_the_draft_model_too(model_factory):
     uri = "file:///w/doc.py"
     async with lsp_server("--model", str(model.path), "--threads", "1", "--speculative", "draft",
                           "--draft-model", str(model.path), warm=True) as (client, _):
-        open_doc(client, uri, DOC)
-        await wait_for_total(client, uri, "warmed", 500)
-        assert [i.insert_text for i in (await inline_at(client, uri, LINE, 4)).items] == ["return a + b"]
+        # a prompt of one batch (< 512 tokens): the test's own stats requests, more urgent than
+        # warming, cannot pause it between batches before the draft model's catch-up
+        body = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(12))
+        open_doc(client, uri, body + "def add(a, b):\n    \n" + body)
+        await wait_for_total(client, uri, "warmed", 250)
+        line = body.count("\n") + 1
+        assert [i.insert_text for i in (await inline_at(client, uri, line, 4)).items] == ["return a + b"]
         last = as_dict((await stats(client, uri))["last"])
-    assert last["reused"] > 400
+    assert last["reused"] > 150, last
     assert last["draftEvaluated"] <= last["evaluated"] + 2 * last["generated"] + 1, last
 
 
