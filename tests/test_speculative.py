@@ -55,6 +55,56 @@ def test_k_grows_on_full_acceptance_shrinks_on_rejection_and_drafting_gives_up()
     assert not spec.on and spec.draft([1, 2], 8) == []
 
 
+class Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def run_steps(spec: Speculation, clock: Clock, plain_s: float, verify_s: float, accepted: int, steps: int) -> list[int]:
+    """Drive `spec` as LoadedModel.generate does: one draft() per step, a verify step taking
+    `verify_s` and keeping `accepted` drafts (plus the model's own pick), a plain one `plain_s`
+    and one token. The number of drafts asked each step ([] = a plain step)."""
+    history: list[int] = [1]
+    asked = []
+    for _ in range(steps):
+        drafts = spec.draft(history, 16)
+        asked.append(len(drafts))
+        if drafts:
+            clock.now += verify_s
+            history += drafts[:accepted] + [0]
+            spec.verified(history[:-1], len(drafts), min(accepted, len(drafts)))
+        else:
+            clock.now += plain_s
+            history.append(0)
+    return asked
+
+
+def test_drafting_turns_itself_off_where_its_steps_are_slower_than_plain_ones():
+    """The first step is plain (the measure); drafts whose batches write fewer tokens a second
+    than plain steps stop after PAY_BATCHES batches, faster ones go on (a CPU where a batch costs
+    about as much as its tokens, and a GPU where it costs about one)."""
+    from codelsp.engine.speculative import PAY_BATCHES
+
+    class Always:
+        def draft(self, history, k):
+            return [7] * k
+
+        def accepted(self, history, n):
+            pass
+
+    clock = Clock()
+    slow = run_steps(Speculation(Always(), clock), clock, plain_s=1.0, verify_s=4.0, accepted=2, steps=8)  # 3 tokens in 4 s
+    assert slow[0] == 0 and all(slow[1:1 + PAY_BATCHES]) and not any(slow[1 + PAY_BATCHES:])
+    clock = Clock()
+    fast = run_steps(Speculation(Always(), clock), clock, plain_s=1.0, verify_s=2.5, accepted=2, steps=8)  # 3 in 2.5 s
+    assert fast[0] == 0 and all(fast[1:])
+
+
 # --- through llama.cpp ----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

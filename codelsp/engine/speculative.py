@@ -41,6 +41,9 @@ K_MAX = 16  # a verify batch is at most K_MAX + 1 tokens (llama.py's N_BATCH is 
 DECAY = 0.7  # weight of the earlier batches in the recent acceptance rate, per batch
 GIVE_UP_DRAFTED = 8  # once the recent batches drafted this many tokens (decayed) ...
 GIVE_UP_RATE = 0.2  # ... a recent acceptance below this turns drafting off for the rest of the generation
+PAY_BATCHES = 2  # after this many verify batches, drafting that writes fewer tokens a second than
+# plain decoding (measured in the same generation) is turned off: on a CPU a batch of 5 tokens
+# costs about 2.7 single ones (README, Speculative decoding), so drafts must be mostly right to pay
 
 
 def propose(history_tokens: Sequence[int], prompt_tokens: Sequence[int], n_gram: int = N_GRAM, k: int = K_START,
@@ -124,9 +127,18 @@ class Speculation:
     k doubles after a batch whose drafts were all accepted and drops to what was accepted (at
     least K_MIN) after a rejection. The recent acceptance rate (counts of the earlier batches
     weighed down by DECAY per batch) below GIVE_UP_RATE turns drafting off for the rest of the
-    generation: there it would only make every batch larger."""
+    generation: there it would only make every batch larger.
 
-    def __init__(self, drafter: Drafter):
+    It also turns itself off where drafting does not pay in time: the loop calls `draft()` once
+    per step (a plain decode or a verify batch), so the time between two calls is the cost of a
+    step, drafting included, and the growth of `history` its tokens. The first step is always a
+    plain one (its speed is the measure); once PAY_BATCHES verify steps ran, drafting stays on
+    only while its steps write at least as many tokens a second as the plain ones did (decayed
+    sums, so the recent steps count most). `clock`: seconds (time.perf_counter), for tests."""
+
+    def __init__(self, drafter: Drafter, clock: Callable[[], float] | None = None):
+        import time
+
         self.drafter = drafter
         self.k = K_START
         self.on = True
@@ -134,14 +146,41 @@ class Speculation:
         self.accepted = 0
         self.batches = 0
         self._recent = (0.0, 0.0)  # (drafted, accepted), decayed
+        self._clock = clock or time.perf_counter
+        self._step: tuple[float, int, bool] | None = None  # (start, len(history), verified) of the running step
+        self._plain = (0.0, 0.0)  # (seconds, tokens) of plain steps, decayed
+        self._spec = (0.0, 0.0)  # (seconds, tokens) of verify steps, decayed
+        self._spec_steps = 0
+
+    def _timed(self, history: Sequence[int]) -> None:
+        """Account the step that ends now (its time and tokens) to plain or verify steps."""
+        now = self._clock()
+        if self._step is not None:
+            start, size, verified = self._step
+            took, made = now - start, len(history) - size
+            if verified:
+                self._spec = (DECAY * self._spec[0] + took, DECAY * self._spec[1] + made)
+                self._spec_steps += 1
+                plain_s, plain_n = self._plain
+                spec_s, spec_n = self._spec
+                # tokens a second: spec_n / spec_s < plain_n / plain_s, without dividing by zero
+                if self._spec_steps >= PAY_BATCHES and plain_n > 0 and spec_n * plain_s < plain_n * spec_s:
+                    self.on = False
+            else:
+                self._plain = (DECAY * self._plain[0] + took, DECAY * self._plain[1] + made)
+        self._step = (now, len(history), False)
 
     def draft(self, history: Sequence[int], room: int) -> list[int]:
         """Drafts for the next batch, at most `room` of them ([]: decode one token plainly)."""
-        if not self.on or room <= 0:
-            return []
+        self._timed(history)
+        if not self.on or room <= 0 or self._plain[1] == 0:
+            return []  # (the first step is plain: the measure drafting must beat)
         return self.drafter.draft(history, min(self.k, room))
 
     def verified(self, history: Sequence[int], drafted: int, accepted: int) -> None:
+        """The last draft's batch ran: `drafted` tokens, the first `accepted` of them kept."""
+        if self._step is not None:
+            self._step = (self._step[0], self._step[1], True)
         self.drafted += drafted
         self.accepted += accepted
         self.batches += 1
