@@ -232,6 +232,24 @@ def test_cross_file_eval_on_a_generated_project(tmp_path, model_factory):
     assert report["results"]["repo"]["exact"] == 1  # the generated model writes its answer
 
 
+def test_cross_file_every_k_spreads_over_the_projects(tmp_path, model_factory):
+    """`--every K` takes every K-th case of each project: with two projects of two cases each,
+    `--every 2` asks one case of each (every 2nd of the interleaved list was one project's)."""
+    import json
+
+    doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    again = helper(total, 2)\n    return again\n")
+    for name in ("proj_a", "proj_b"):
+        make_project(tmp_path / name)
+        (tmp_path / name / "pkg" / "main.py").write_text(doc)
+    model = model_factory("qwen", answer="total = helper(x, 1)")
+    out = run_cli("eval", "--cross-file", str(tmp_path), "--configs", "none", "--every", "2", "--json",
+                  "--model", str(model.path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["cases_available"] == 4
+    assert sorted(c["task"].split("/")[0] for c in report["per_case"]) == ["proj_a", "proj_b"]
+
+
 async def test_snippets_the_client_sends_go_in_once(tmp_path, model_factory):
     """codelsp/context: a definition the editor found (here for a file outside any workspace
     folder, so only the snippet can be context) is evaluated once, and typing costs what it

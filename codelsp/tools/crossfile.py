@@ -308,10 +308,13 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         project, cases = project_cases(root)
         projects[root] = project
         groups.append(cases)
-    all_cases = interleave(groups)
-    if not all_cases:
+    if not any(groups):
         raise EvalError("no cross-file case found in " + ", ".join(r.name for r in roots))
-    cases = select(all_cases, args.task, args.every, args.limit)
+    # --every takes every K-th case of each project, then the projects take turns: every K-th of
+    # the interleaved list would be one project's cases only whenever K is the number of projects
+    if args.every < 1:
+        raise EvalError("--every must be at least 1")
+    cases = select(interleave([g[::args.every] for g in groups]), args.task, 1, args.limit)
     options = dict(options)
     options.setdefault("temperature", 0.0)
     options.setdefault("timeoutMs", 600_000)
@@ -358,7 +361,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if log_file is not None:
         log_file.close()
     report: dict[str, Any] = {
-        "projects": [r.name for r in roots], "cases": n, "cases_available": len(all_cases), "model": str(model_path),
+        "projects": [r.name for r in roots], "cases": n, "cases_available": sum(map(len, groups)), "model": str(model_path),
         "context_size": options["contextSize"], "repo_context_tokens": int(options.get("repoContextTokens") or 1024),
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
@@ -369,7 +372,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         report["per_case"] = list(per_case.values())
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{n} cross-file cases (of {len(all_cases)}) from {', '.join(r.name for r in roots)}; "
+    print(f"{n} cross-file cases (of {sum(map(len, groups))}) from {', '.join(r.name for r in roots)}; "
           f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens")
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
               "server": "llama-server (llama.vim ring)"}
