@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codelsp.completion.repo import Project, RepoCache, gather, imported_uses, project_files, render_text
+from codelsp.completion.repo import Project, RepoCache, gather, imported_uses, project_files, render_text, render_tokens
 from codelsp.tools.lspclient import as_dict
 from support import inline_at, lsp_server, open_doc, run_cli, stats, type_at
 
@@ -82,10 +82,19 @@ def test_the_definitions_the_file_imports_go_in_short_functions_whole_classes_su
     assert render_text(ctx).count("# file: ") == 2
 
 
+@pytest.mark.parametrize("budget", [12, 20, 40, 80, 160, 400])
+def test_the_rendered_context_stays_within_the_budget(tmp_path, budget):
+    """The budget counts the repository format's own tokens (name, separators, paths) too."""
+    main = make_project(tmp_path)
+    ctx = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, budget, words)
+    assert len(render_tokens(ctx, -1, -2, "\n", words)) <= budget
+    assert not ctx.empty or budget < 12  # all but the smallest budgets hold a chunk
+
+
 def test_the_budget_keeps_the_best_ranked_chunks(tmp_path):
     main = make_project(tmp_path)
     doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    \n")
-    ctx = gather(Project(tmp_path), main, doc, len(doc) - 1, 12, words)  # room for helper only
+    ctx = gather(Project(tmp_path), main, doc, len(doc) - 1, 18, words)  # room for helper only (with its header)
     assert [p for p, _ in ctx.files] == ["pkg/util.py"]
     assert "def helper" in ctx.files[0][1] and "class Box" not in ctx.files[0][1]
 
@@ -150,6 +159,18 @@ def test_the_prompt_format_per_family(tmp_path, model_factory, family, head):
         after = "\n" if family == "qwen" else ""
         assert shown.startswith(f"{head}{tmp_path.name}{after}")
         assert shown.endswith("pkg/main.py\n") and "def helper(a, b):" in shown
+        # a budget of half the context fits whole, the format's own tokens included (it used to
+        # overflow by them and the whole context was dropped)
+        half = len(toks)
+        fitted = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, half, m.tokenize)
+        placed, _ = engine.run_sync(lambda job: repo_head(m, fitted, 2 * half))
+        assert not fitted.empty and 0 < len(placed) <= half
+        assert placed == render_tokens(fitted, m.fim.repo_name, m.fim.file_sep, after, m.tokenize)
+        # a context too long for half the window loses its worst file (the first), not everything
+        kept, _ = engine.run_sync(lambda job: repo_head(m, ctx, 2 * (half - 1)))
+        first = toks.index(m.fim.file_sep)
+        second = toks.index(m.fim.file_sep, first + 1)
+        assert kept == toks[:first] + toks[second:]
     finally:
         engine.shutdown()
 
@@ -209,6 +230,24 @@ def test_cross_file_eval_on_a_generated_project(tmp_path, model_factory):
     assert case["repo"]["files"] == ["pkg/consts.py", "pkg/util.py"] or case["repo"]["files"] == ["pkg/util.py", "pkg/consts.py"]
     assert case["extra"]["files"] == 2
     assert report["results"]["repo"]["exact"] == 1  # the generated model writes its answer
+
+
+def test_cross_file_every_k_spreads_over_the_projects(tmp_path, model_factory):
+    """`--every K` takes every K-th case of each project: with two projects of two cases each,
+    `--every 2` asks one case of each (every 2nd of the interleaved list was one project's)."""
+    import json
+
+    doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    again = helper(total, 2)\n    return again\n")
+    for name in ("proj_a", "proj_b"):
+        make_project(tmp_path / name)
+        (tmp_path / name / "pkg" / "main.py").write_text(doc)
+    model = model_factory("qwen", answer="total = helper(x, 1)")
+    out = run_cli("eval", "--cross-file", str(tmp_path), "--configs", "none", "--every", "2", "--json",
+                  "--model", str(model.path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["cases_available"] == 4
+    assert sorted(c["task"].split("/")[0] for c in report["per_case"]) == ["proj_a", "proj_b"]
 
 
 async def test_snippets_the_client_sends_go_in_once(tmp_path, model_factory):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, MutableMapping
 
 from codelsp.completion import postprocess
@@ -46,15 +46,19 @@ class Completion:
 def repo_head(model: Model, repo: RepoContext | None, context_size: int) -> tuple[list[int], str]:
     """(tokens before the FIM prefix, text to put before the document) for repository context
     `repo`: the family's repository format as token ids where the vocabulary has its control
-    tokens (qwen, starcoder), else `# file:` comments for the prefix; nothing for a context
-    longer than half of `context_size` tokens."""
+    tokens (qwen, starcoder), else `# file:` comments for the prefix. A context longer than half
+    of `context_size` tokens loses its worst files (the first ones) until it fits."""
     if repo is None or repo.empty:
         return [], ""
     fim = model.fim
     if not model.remote and fim.has_fim and fim.repo_name is not None and fim.file_sep is not None:
         after = REPO_TOKENS[fim.family][2] if fim.family in REPO_TOKENS else "\n"
-        toks = render_tokens(repo, fim.repo_name, fim.file_sep, after, model.tokenize)
-        return (toks, "") if len(toks) <= context_size // 2 else ([], "")
+        while not repo.empty:
+            toks = render_tokens(repo, fim.repo_name, fim.file_sep, after, model.tokenize)
+            if len(toks) <= context_size // 2:
+                return toks, ""
+            repo = replace(repo, files=repo.files[1:])
+        return [], ""
     return [], render_text(repo)
 
 

@@ -403,15 +403,22 @@ def gather(project: Project, path: Path, text: str, offset: int, budget: int, to
     order = rank(uses, texts, text, text.count("\n", 0, offset))
     chosen: list[Chunk] = []
     seen: set[tuple[Path, int]] = set()
-    used = 0
+    headed: set[Path] = set()
+    # the format's own tokens count too: the project's name, the current file's path, and a
+    # separator and path line for every file that gets a chunk (render_tokens), so that the
+    # rendered head stays within `budget`
+    used = len(tokenize(f"{project.root.name}\n{rel}\n", False)) + 2
     for i in order:
         u = uses[i]
         if (u.path, u.line) in seen:
             continue
         n = len(tokenize(texts[i], False)) + 1
+        if u.path not in headed:
+            n += len(tokenize(u.path.relative_to(project.root).as_posix() + "\n", False)) + 1
         if used + n > budget:
             continue
         seen.add((u.path, u.line))
+        headed.add(u.path)
         used += n
         chosen.append(Chunk(u.path.relative_to(project.root).as_posix(), u.line, texts[i]))
     by_file: dict[str, list[Chunk]] = {}

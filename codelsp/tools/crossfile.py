@@ -27,7 +27,10 @@ names from, in import order. Configurations, on the same model in one run:
 Scored on the first line of each answer (the removed line is one line): exact match
 (whitespace-normalised) and edit similarity (CrossCodeEval's, of the stripped lines). codelsp's
 arms run the completion pipeline in process (pipeline.complete, as the server does), with
-contextSize CROSS_CTX unless `--ctx` is given (a 2-core machine must finish a run).
+contextSize CROSS_CTX unless `--ctx` is given (a 2-core machine must finish a run); the arms with
+context (`extra`, `repo`, `server`) get that plus the budget, so that every arm sees the same
+window of the current file (what the default contextSize gives a file of a few thousand tokens)
+and the comparison is of what the context adds.
 """
 
 from __future__ import annotations
@@ -216,10 +219,14 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
     if problems:
         raise error(problems[0])
     budget = settings.repo_context_tokens or 1024
+    # the arms with context get contextSize + budget, so that the current file's window is the one
+    # `none` has (as with the default contextSize, where a file of a few thousand tokens fits whole
+    # beside the context); the model is loaded with the wider one
+    wide = dataclasses.replace(settings, context_size=settings.context_size + budget)
     engine = Engine()
     try:
         try:
-            model = engine.load(settings).future.result()
+            model = engine.load(wide).future.result()
         except ModelError as exc:
             raise error(str(exc)) from None
         for case in cases:
@@ -234,8 +241,8 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                     elif config == "repo":
                         repo = gather(project, case.path, case.document, case.offset, budget, model.tokenize)
                         info["files"] = [p for p, _ in repo.files]
-                    result = complete(model, f"{config}:{case.path}", case.document, case.offset, settings,
-                                      job.cancel, extra, None, repo=repo)
+                    result = complete(model, f"{config}:{case.path}", case.document, case.offset,
+                                      settings if config == "none" else wide, job.cancel, extra, None, repo=repo)
                     info["evaluated"] = result.stats.evaluated
                     return result.text, info
 
@@ -260,7 +267,9 @@ def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Pa
     n_predict = int(options.get("maxTokens") or 128)  # llama.vim's default 128; the first line is scored
     # /infill leaves n_ctx - n_batch - 2 * n_predict tokens for input_extra with the server's own
     # n_predict (default -1: 3 tokens too many once the ring fills it, a 400): give it ours
-    command = llama_vim_command(binary, model, port, options) + ["-n", str(n_predict)]
+    # its ring gets the context budget on top of the window, as codelsp's context arms do
+    wide = {**options, "contextSize": int(options["contextSize"]) + int(options.get("repoContextTokens") or 1024)}
+    command = llama_vim_command(binary, model, port, wide) + ["-n", str(n_predict)]
     with serving(command, "llama-server", base + "/health", error=error):
         for case in cases:
             body = llama_vim_request(case, n_predict)
@@ -308,10 +317,13 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         project, cases = project_cases(root)
         projects[root] = project
         groups.append(cases)
-    all_cases = interleave(groups)
-    if not all_cases:
+    if not any(groups):
         raise EvalError("no cross-file case found in " + ", ".join(r.name for r in roots))
-    cases = select(all_cases, args.task, args.every, args.limit)
+    # --every takes every K-th case of each project, then the projects take turns: every K-th of
+    # the interleaved list would be one project's cases only whenever K is the number of projects
+    if args.every < 1:
+        raise EvalError("--every must be at least 1")
+    cases = select(interleave([g[::args.every] for g in groups]), args.task, 1, args.limit)
     options = dict(options)
     options.setdefault("temperature", 0.0)
     options.setdefault("timeoutMs", 600_000)
@@ -358,7 +370,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     if log_file is not None:
         log_file.close()
     report: dict[str, Any] = {
-        "projects": [r.name for r in roots], "cases": n, "cases_available": len(all_cases), "model": str(model_path),
+        "projects": [r.name for r in roots], "cases": n, "cases_available": sum(map(len, groups)), "model": str(model_path),
         "context_size": options["contextSize"], "repo_context_tokens": int(options.get("repoContextTokens") or 1024),
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
@@ -369,7 +381,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         report["per_case"] = list(per_case.values())
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{n} cross-file cases (of {len(all_cases)}) from {', '.join(r.name for r in roots)}; "
+    print(f"{n} cross-file cases (of {sum(map(len, groups))}) from {', '.join(r.name for r in roots)}; "
           f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens")
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
               "server": "llama-server (llama.vim ring)"}
