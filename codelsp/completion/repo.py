@@ -412,15 +412,16 @@ def gather(project: Project, path: Path, text: str, offset: int, budget: int, to
         u = uses[i]
         if (u.path, u.line) in seen:
             continue
+        where = u.path.relative_to(project.root).as_posix()
         n = len(tokenize(texts[i], False)) + 1
         if u.path not in headed:
-            n += len(tokenize(u.path.relative_to(project.root).as_posix() + "\n", False)) + 1
+            n += len(tokenize(where + "\n", False)) + 1
         if used + n > budget:
             continue
         seen.add((u.path, u.line))
         headed.add(u.path)
         used += n
-        chosen.append(Chunk(u.path.relative_to(project.root).as_posix(), u.line, texts[i]))
+        chosen.append(Chunk(where, u.line, texts[i]))
     by_file: dict[str, list[Chunk]] = {}
     for c in chosen:  # files in the order of their best chunk
         by_file.setdefault(c.path, []).append(c)

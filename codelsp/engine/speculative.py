@@ -25,6 +25,7 @@ other source is a small draft model of the same vocabulary (`DraftSource`, engin
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -137,8 +138,6 @@ class Speculation:
     sums, so the recent steps count most). `clock`: seconds (time.perf_counter), for tests."""
 
     def __init__(self, drafter: Drafter, clock: Callable[[], float] | None = None):
-        import time
-
         self.drafter = drafter
         self.k = K_START
         self.on = True

@@ -57,6 +57,7 @@ PER_FILE = 5
 PER_PROJECT = 60
 RING_CHUNKS, RING_LINES = 16, 64
 CROSS_CTX = 2048
+CROSS_BUDGET = 1024  # the context arms' budget in tokens when repoContextTokens is 0 (its default: off)
 CONFIGS = ("none", "extra", "repo", "server")
 SKIP_PARTS = {"tests", "test", "docs", "doc", "examples", "benchmarks", "scripts"}
 _SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Assert)
@@ -205,6 +206,11 @@ def ring_chunks(files: list[Path], project: Project) -> list[dict[str, str]]:
     return out[:RING_CHUNKS]
 
 
+def context_budget(options: dict[str, Any]) -> int:
+    """The context arms' budget in tokens: `repoContextTokens`, CROSS_BUDGET when it is 0 or unset."""
+    return int(options.get("repoContextTokens") or CROSS_BUDGET)
+
+
 def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[Path, Project], configs: list[str],
                     error: type[Exception]) -> Iterable[tuple[Case, str, str, dict[str, Any]]]:
     """(case, config, answer, info) for each case and codelsp arm, in process on one model."""
@@ -218,7 +224,7 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
     settings, problems = Settings().merged(options, "command line")
     if problems:
         raise error(problems[0])
-    budget = settings.repo_context_tokens or 1024
+    budget = settings.repo_context_tokens or CROSS_BUDGET
     # the arms with context get contextSize + budget, so that the current file's window is the one
     # `none` has (as with the default contextSize, where a file of a few thousand tokens fits whole
     # beside the context); the model is loaded with the wider one
@@ -268,7 +274,7 @@ def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Pa
     # /infill leaves n_ctx - n_batch - 2 * n_predict tokens for input_extra with the server's own
     # n_predict (default -1: 3 tokens too many once the ring fills it, a 400): give it ours
     # its ring gets the context budget on top of the window, as codelsp's context arms do
-    wide = {**options, "contextSize": int(options["contextSize"]) + int(options.get("repoContextTokens") or 1024)}
+    wide = {**options, "contextSize": int(options["contextSize"]) + context_budget(options)}
     command = llama_vim_command(binary, model, port, wide) + ["-n", str(n_predict)]
     with serving(command, "llama-server", base + "/health", error=error):
         for case in cases:
@@ -371,7 +377,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         log_file.close()
     report: dict[str, Any] = {
         "projects": [r.name for r in roots], "cases": n, "cases_available": sum(map(len, groups)), "model": str(model_path),
-        "context_size": options["contextSize"], "repo_context_tokens": int(options.get("repoContextTokens") or 1024),
+        "context_size": options["contextSize"], "repo_context_tokens": context_budget(options),
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
     }

@@ -90,8 +90,9 @@ async def compare(server_args: list[str], holes: list[tuple[str, str, int, int]]
 def run(files: list[Path], flags: list[str], env: dict[str, str], limit: int, as_json: bool, mode: str = "lookup",
         mode_args: list[str] | None = None) -> int:
     """`codelsp bench --speculative-compare [FILE...]`: print the table (or JSON) of `off` against
-    `mode` (lookup or draft; `mode_args`: that server's own flags, e.g. `--draft-model PATH`); 0,
-    1 when a text differed, 2 when no file has a function body to take out."""
+    `mode` (lookup or draft; `mode_args`: that server's own flags, e.g. `--draft-model PATH`); 0
+    (the table: 1 when a text differed; the JSON says it in "different"), 2 when no file has a
+    function body to take out."""
     import json
     import sys
 
