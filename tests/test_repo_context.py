@@ -250,6 +250,33 @@ def test_cross_file_every_k_spreads_over_the_projects(tmp_path, model_factory):
     assert sorted(c["task"].split("/")[0] for c in report["per_case"]) == ["proj_a", "proj_b"]
 
 
+def test_cross_file_eval_resumes_from_its_log(tmp_path, model_factory):
+    """`--resume --log L`: the answers L holds are scored, not asked again (the log gains only the
+    new arm's row); a log written with other options is refused in one line."""
+    import json
+
+    make_project(tmp_path / "proj")
+    doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    return total\n")
+    (tmp_path / "proj" / "pkg" / "main.py").write_text(doc)
+    model = model_factory("qwen", answer="total = helper(x, 1)")
+    log = tmp_path / "run.jsonl"
+    common = ["eval", "--cross-file", str(tmp_path / "proj"), "--json", "--model", str(model.path), "--log", str(log)]
+    first = run_cli(*common, "--configs", "none")
+    assert first.returncode == 0, first.stderr
+    second = run_cli(*common, "--configs", "none,repo", "--resume")
+    assert second.returncode == 0, second.stderr
+    report = json.loads(second.stdout)
+    assert report["from_log"] == 1
+    assert report["results"]["none"]["exact"] == json.loads(first.stdout)["results"]["none"]["exact"]
+    assert report["per_case"][0]["none"]["logged"] is True and "evaluated" in report["per_case"][0]["repo"]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("config") for r in rows if "task" in r] == ["none", "repo"]
+    other = run_cli(*common, "--configs", "none", "--resume", "--ctx", "1024")
+    assert other.returncode != 0
+    assert "contextSize 2048" in other.stderr and "Traceback" not in other.stderr
+    assert len(log.read_text().splitlines()) == len(rows)  # the refused run wrote nothing
+
+
 async def test_snippets_the_client_sends_go_in_once(tmp_path, model_factory):
     """codelsp/context: a definition the editor found (here for a file outside any workspace
     folder, so only the snippet can be context) is evaluated once, and typing costs what it

@@ -212,8 +212,10 @@ def context_budget(options: dict[str, Any]) -> int:
 
 
 def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[Path, Project], configs: list[str],
-                    error: type[Exception]) -> Iterable[tuple[Case, str, str, dict[str, Any]]]:
-    """(case, config, answer, info) for each case and codelsp arm, in process on one model."""
+                    error: type[Exception], done: frozenset[tuple[str, str]] = frozenset()
+                    ) -> Iterable[tuple[Case, str, str, dict[str, Any]]]:
+    """(case, config, answer, info) for each case and codelsp arm, in process on one model;
+    the (task id, config) pairs in `done` are not asked."""
     from codelsp.completion.neighbors import MAX_FILES, Snapshot, extra_text
     from codelsp.completion.pipeline import complete
     from codelsp.completion.repo import gather
@@ -238,6 +240,9 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
         for case in cases:
             project = projects[case.root]
             for config in configs:
+                if (case.task_id, config) in done:
+                    continue
+
                 def job(job: Any, case: Case = case, config: str = config) -> tuple[str, dict[str, Any]]:
                     extra, repo, info = "", None, {}
                     if config == "extra":
@@ -293,6 +298,48 @@ def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Pa
             yield case, llama_vim_text(content)
 
 
+# --- resuming a run from its log ---------------------------------------------------------------
+
+def run_signature(model_path: Path, options: dict[str, Any]) -> dict[str, Any]:
+    """What must be the same for logged answers to count in a run: the model file (name and size
+    in bytes), contextSize, the context budget (tokens), maxTokens and temperature."""
+    return {"model": model_path.name, "model_bytes": model_path.stat().st_size,
+            "contextSize": int(options["contextSize"]), "budget": context_budget(options),
+            "maxTokens": options.get("maxTokens"), "temperature": options.get("temperature")}
+
+
+def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]) -> dict[tuple[str, str], str]:
+    """{(task id, config): answer} of a `--log` file, for `--resume`. The file's `run` lines (one
+    per run that appended to it) must equal `signature`, else `error` names the first difference;
+    a file without one (written before `--resume` existed) is taken as it is. The first answer
+    logged for a pair wins. A missing file is an empty log."""
+    answers: dict[tuple[str, str], str] = {}
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return answers
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error(f"--resume: cannot read {path}: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            if "run" in row:
+                theirs = row["run"]
+                for key, ours in signature.items():
+                    if theirs.get(key) != ours:
+                        raise error(f"--resume: {path} was written with {key} {theirs.get(key)!r}, this run has "
+                                    f"{ours!r}; use the same options or another --log")
+                continue
+            answers.setdefault((str(row["task"]), str(row["config"])), str(row["answer"]))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, error):
+                raise
+            raise error(f"--resume: {path}:{n} is not a line of a cross-file log ({exc.__class__.__name__})") from None
+    return answers
+
+
 # --- the command --------------------------------------------------------------------------------
 
 def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
@@ -341,35 +388,51 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     n = len(cases)
     per_case: dict[str, dict[str, Any]] = {c.task_id: {"task": c.task_id, "hole": c.hole} for c in cases}
     sums = {c: {"exact": 0, "es": 0.0, "seconds": 0.0} for c in configs}
+    signature = run_signature(model_path, options)
+    logged: dict[tuple[str, str], str] = {}
+    if args.resume:
+        if not args.log:
+            raise EvalError("--resume needs --log FILE (the log of the run to go on with)")
+        logged = logged_answers(Path(args.log), signature, EvalError)
     log_file = open(args.log, "a", encoding="utf-8") if args.log else None  # noqa: SIM115
+    if log_file is not None:
+        log_file.write(json.dumps({"run": signature}) + "\n")
 
     def score(case: Case, config: str, answer: str, info: dict[str, Any] | None = None) -> None:
         exact, es = case.exact(answer), case.similarity(answer)
         sums[config]["exact"] += exact
         sums[config]["es"] += es
         per_case[case.task_id][config] = {"answer": answer, "exact": exact, "es": round(es, 3), **(info or {})}
-        if log_file is not None:
+        if log_file is not None and not (info or {}).get("logged"):
             log_file.write(json.dumps({"task": case.task_id, "config": config, "answer": answer, "exact": exact}) + "\n")
             log_file.flush()
 
+    # answers the log already holds are scored again (today's scorer) and not asked again
+    done = frozenset((c.task_id, config) for c in cases for config in configs if (c.task_id, config) in logged)
+    for case in cases:
+        for config in configs:
+            if (case.task_id, config) in done:
+                score(case, config, logged[case.task_id, config], {"logged": True})
     own = [c for c in configs if c != "server"]
-    if own:
-        bar = Progress("codelsp", n * len(own), False)
+    asked = n * len(own) - sum(1 for _, config in done if config != "server")
+    if asked:
+        bar = Progress("codelsp", asked, False)
         t0 = time.monotonic()
-        for case, config, answer, info in codelsp_answers(options, cases, projects, own, EvalError):
+        for case, config, answer, info in codelsp_answers(options, cases, projects, own, EvalError, done):
             score(case, config, answer, info)
             bar.step(case.exact(answer))
         for c in own:
             sums[c]["seconds"] = round((time.monotonic() - t0) / len(own), 1)
     binary = None
-    if "server" in configs:
+    pending = [c for c in cases if (c.task_id, "server") not in done]
+    if "server" in configs and pending:
         binary = find_server_bin(args.server_bin)
         if binary is None:
             raise EvalError("no llama-server binary for the server arm (python -m codelsp.tools.llamaserver "
                             "builds one, or --server-bin; --configs none,extra,repo leaves it out)")
-        bar = Progress("llama-server", n, False)
+        bar = Progress("llama-server", len(pending), False)
         t0 = time.monotonic()
-        for case, answer in server_answers(binary, str(model_path), cases, projects, options, EvalError):
+        for case, answer in server_answers(binary, str(model_path), pending, projects, options, EvalError):
             score(case, "server", answer)
             bar.step(case.exact(answer))
         sums["server"]["seconds"] = round(time.monotonic() - t0, 1)
@@ -378,6 +441,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     report: dict[str, Any] = {
         "projects": [r.name for r in roots], "cases": n, "cases_available": sum(map(len, groups)), "model": str(model_path),
         "context_size": options["contextSize"], "repo_context_tokens": context_budget(options),
+        "from_log": len(done),
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
     }
@@ -388,7 +452,8 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"{n} cross-file cases (of {sum(map(len, groups))}) from {', '.join(r.name for r in roots)}; "
-          f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens")
+          f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens"
+          + (f"; {len(done)} answers from {args.log}" if done else ""))
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
               "server": "llama-server (llama.vim ring)"}
     print(f"{'configuration':<30} {'exact match':>16} {'edit similarity':>16}")

@@ -153,6 +153,9 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
                         "or FILE: a folder of projects), exact match and edit similarity with no context, "
                         "extraContextTokens, the repository context and llama-server (tools/crossfile.py)")
     e.add_argument("--configs", metavar="LIST", help="with --cross-file: the arms to run (default none,extra,repo,server)")
+    e.add_argument("--resume", action="store_true",
+                   help="with --cross-file and --log: answers the log already holds (same model and options) are "
+                        "scored, not asked again; a long run can go on where it stopped")
     e.add_argument("--next-edit", action="store_true",
                    help="next-edit prediction on edit sequences from consecutive package releases, against FIM at the "
                         "cursor and no edit (tools/nexteval.py)")
