@@ -252,7 +252,8 @@ def test_cross_file_every_k_spreads_over_the_projects(tmp_path, model_factory):
 
 def test_cross_file_eval_resumes_from_its_log(tmp_path, model_factory):
     """`--resume --log L`: the answers L holds are scored, not asked again (the log gains only the
-    new arm's row); a log written with other options is refused in one line."""
+    new arm's row), a context arm's only while its context is the same; a log written with other
+    options is refused in one line."""
     import json
 
     make_project(tmp_path / "proj")
@@ -271,6 +272,13 @@ def test_cross_file_eval_resumes_from_its_log(tmp_path, model_factory):
     assert report["per_case"][0]["none"]["logged"] is True and "evaluated" in report["per_case"][0]["repo"]
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r.get("config") for r in rows if "task" in r] == ["none", "repo"]
+    # a context answer counts only when the context it was asked with is today's
+    log.write_text(log.read_text().replace(rows[-1]["context"], "0" * 12))
+    third = run_cli(*common, "--configs", "none,repo", "--resume")
+    assert third.returncode == 0, third.stderr
+    assert json.loads(third.stdout)["from_log"] == 1
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r.get("config") for r in rows if "task" in r] == ["none", "repo", "repo"]
     other = run_cli(*common, "--configs", "none", "--resume", "--ctx", "1024")
     assert other.returncode != 0
     assert "contextSize 2048" in other.stderr and "Traceback" not in other.stderr

@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -212,13 +213,15 @@ def context_budget(options: dict[str, Any]) -> int:
 
 
 def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[Path, Project], configs: list[str],
-                    error: type[Exception], done: frozenset[tuple[str, str]] = frozenset()
+                    error: type[Exception], logged: dict[tuple[str, str], dict[str, Any]] | None = None
                     ) -> Iterable[tuple[Case, str, str, dict[str, Any]]]:
-    """(case, config, answer, info) for each case and codelsp arm, in process on one model;
-    the (task id, config) pairs in `done` are not asked."""
+    """(case, config, answer, info) for each case and codelsp arm, in process on one model.
+    `logged` ({(task id, config): log row}, for `--resume`): a row is the answer, not asked again,
+    when its `context` (context_key) is the one the arm builds today (for `none`: always); info
+    then has `logged: True`. info["context"] is the key of the context the answer was asked with."""
     from codelsp.completion.neighbors import MAX_FILES, Snapshot, extra_text
     from codelsp.completion.pipeline import complete
-    from codelsp.completion.repo import gather
+    from codelsp.completion.repo import gather, render_text
     from codelsp.engine.worker import Engine
     from codelsp.models.errors import ModelError
     from codelsp.settings import Settings
@@ -227,6 +230,7 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
     if problems:
         raise error(problems[0])
     budget = settings.repo_context_tokens or CROSS_BUDGET
+    logged = logged or {}
     # the arms with context get contextSize + budget, so that the current file's window is the one
     # `none` has (as with the default contextSize, where a file of a few thousand tokens fits whole
     # beside the context); the model is loaded with the wider one
@@ -240,9 +244,6 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
         for case in cases:
             project = projects[case.root]
             for config in configs:
-                if (case.task_id, config) in done:
-                    continue
-
                 def job(job: Any, case: Case = case, config: str = config) -> tuple[str, dict[str, Any]]:
                     extra, repo, info = "", None, {}
                     if config == "extra":
@@ -252,6 +253,10 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                     elif config == "repo":
                         repo = gather(project, case.path, case.document, case.offset, budget, model.tokenize)
                         info["files"] = [p for p, _ in repo.files]
+                    info["context"] = context_key(extra + (render_text(repo) if repo else ""))
+                    row = logged.get((case.task_id, config))
+                    if row is not None and (config == "none" or row.get("context") == info["context"]):
+                        return str(row["answer"]), {**info, "logged": True}
                     result = complete(model, f"{config}:{case.path}", case.document, case.offset,
                                       settings if config == "none" else wide, job.cancel, extra, None, repo=repo)
                     info["evaluated"] = result.stats.evaluated
@@ -261,6 +266,12 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                 yield case, config, answer, info
     finally:
         engine.shutdown()
+
+
+def context_key(text: str) -> str:
+    """A short hash of an arm's context text (sha1, 12 hex digits): a logged answer counts on
+    `--resume` only when the context it was asked with is today's."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
 def server_answers(binary: str, model: str, cases: list[Case], projects: dict[Path, Project],
@@ -308,12 +319,13 @@ def run_signature(model_path: Path, options: dict[str, Any]) -> dict[str, Any]:
             "maxTokens": options.get("maxTokens"), "temperature": options.get("temperature")}
 
 
-def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]) -> dict[tuple[str, str], str]:
-    """{(task id, config): answer} of a `--log` file, for `--resume`. The file's `run` lines (one
+def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(task id, config): row} of a `--log` file, for `--resume` (row: task, config, answer,
+    exact, and for codelsp's arms the context key). The file's `run` lines (one
     per run that appended to it) must equal `signature`, else `error` names the first difference;
     a file without one (written before `--resume` existed) is taken as it is. The first answer
     logged for a pair wins. A missing file is an empty log."""
-    answers: dict[tuple[str, str], str] = {}
+    answers: dict[tuple[str, str], dict[str, Any]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -332,7 +344,8 @@ def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]
                         raise error(f"--resume: {path} was written with {key} {theirs.get(key)!r}, this run has "
                                     f"{ours!r}; use the same options or another --log")
                 continue
-            answers.setdefault((str(row["task"]), str(row["config"])), str(row["answer"]))
+            str(row["answer"])
+            answers.setdefault((str(row["task"]), str(row["config"])), row)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, error):
                 raise
@@ -389,7 +402,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     per_case: dict[str, dict[str, Any]] = {c.task_id: {"task": c.task_id, "hole": c.hole} for c in cases}
     sums = {c: {"exact": 0, "es": 0.0, "seconds": 0.0} for c in configs}
     signature = run_signature(model_path, options)
-    logged: dict[tuple[str, str], str] = {}
+    logged: dict[tuple[str, str], dict[str, Any]] = {}
     if args.resume:
         if not args.log:
             raise EvalError("--resume needs --log FILE (the log of the run to go on with)")
@@ -404,28 +417,34 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         sums[config]["es"] += es
         per_case[case.task_id][config] = {"answer": answer, "exact": exact, "es": round(es, 3), **(info or {})}
         if log_file is not None and not (info or {}).get("logged"):
-            log_file.write(json.dumps({"task": case.task_id, "config": config, "answer": answer, "exact": exact}) + "\n")
+            row = {"task": case.task_id, "config": config, "answer": answer, "exact": exact}
+            if info and "context" in info:
+                row["context"] = info["context"]
+            log_file.write(json.dumps(row) + "\n")
             log_file.flush()
 
-    # answers the log already holds are scored again (today's scorer) and not asked again
-    done = frozenset((c.task_id, config) for c in cases for config in configs if (c.task_id, config) in logged)
-    for case in cases:
-        for config in configs:
-            if (case.task_id, config) in done:
-                score(case, config, logged[case.task_id, config], {"logged": True})
+    # answers the log already holds are scored again (today's scorer) and not asked again: the
+    # server's and `none`'s as they are, the context arms' when their context is today's
     own = [c for c in configs if c != "server"]
-    asked = n * len(own) - sum(1 for _, config in done if config != "server")
-    if asked:
-        bar = Progress("codelsp", asked, False)
+    reused = 0
+    if own:
+        bar = Progress("codelsp", n * len(own), False)
         t0 = time.monotonic()
-        for case, config, answer, info in codelsp_answers(options, cases, projects, own, EvalError, done):
+        for case, config, answer, info in codelsp_answers(options, cases, projects, own, EvalError, logged):
             score(case, config, answer, info)
+            reused += bool(info.get("logged"))
             bar.step(case.exact(answer))
         for c in own:
             sums[c]["seconds"] = round((time.monotonic() - t0) / len(own), 1)
     binary = None
-    pending = [c for c in cases if (c.task_id, "server") not in done]
-    if "server" in configs and pending:
+    pending: list[Case] = []
+    for case in cases if "server" in configs else []:
+        if (case.task_id, "server") in logged:
+            score(case, "server", str(logged[case.task_id, "server"]["answer"]), {"logged": True})
+            reused += 1
+        else:
+            pending.append(case)
+    if pending:
         binary = find_server_bin(args.server_bin)
         if binary is None:
             raise EvalError("no llama-server binary for the server arm (python -m codelsp.tools.llamaserver "
@@ -441,7 +460,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     report: dict[str, Any] = {
         "projects": [r.name for r in roots], "cases": n, "cases_available": sum(map(len, groups)), "model": str(model_path),
         "context_size": options["contextSize"], "repo_context_tokens": context_budget(options),
-        "from_log": len(done),
+        "from_log": reused,
         "results": {c: {"exact": s["exact"], "exact_match": s["exact"] / n, "edit_similarity": s["es"] / n,
                         "seconds": s["seconds"]} for c, s in sums.items()},
     }
@@ -453,7 +472,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
         return 0
     print(f"{n} cross-file cases (of {sum(map(len, groups))}) from {', '.join(r.name for r in roots)}; "
           f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens"
-          + (f"; {len(done)} answers from {args.log}" if done else ""))
+          + (f"; {reused} answers from {args.log}" if reused else ""))
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
               "server": "llama-server (llama.vim ring)"}
     print(f"{'configuration':<30} {'exact match':>16} {'edit similarity':>16}")
