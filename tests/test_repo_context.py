@@ -99,6 +99,21 @@ def test_the_budget_keeps_the_best_ranked_chunks(tmp_path):
     assert "def helper" in ctx.files[0][1] and "class Box" not in ctx.files[0][1]
 
 
+def test_a_long_class_goes_in_cut_to_its_first_lines(tmp_path):
+    """A definition longer than a tenth of the budget (here a class of 60 methods, used at the
+    cursor) goes in as its first lines, beside the others, instead of being left out whole."""
+    main = make_project(tmp_path)
+    methods = "".join(f"    def m{i}(self, a, b):\n        \"\"\"Method {i}.\"\"\"\n        return a\n\n" for i in range(60))
+    (tmp_path / "pkg" / "big.py").write_text(f"class Big:\n    \"\"\"A big class.\"\"\"\n\n{methods}")
+    doc = "from pkg.big import Big\n" + MAIN.replace("    \n", "    total = helper(x, 1)\n    b = Big(\n")
+    ctx = gather(Project(tmp_path), main, doc, len(doc) - 1, 700, words)
+    files = dict(ctx.files)
+    assert "class Big:" in files["pkg/big.py"] and "def m0(self, a, b):" in files["pkg/big.py"]
+    assert "def m59" not in files["pkg/big.py"]
+    assert "def helper" in files["pkg/util.py"]
+    assert len(render_tokens(ctx, -1, -2, "\n", words)) <= 700
+
+
 def test_workspace_rules_leave_out_ignored_binary_generated_huge_and_outside_files(tmp_path):
     root = tmp_path / "ws"
     make_project(root)

@@ -39,6 +39,11 @@ MAX_FILE_BYTES = 300_000
 MAX_FILES = 5000  # files looked at in one workspace at most
 SHORT_LINES = 12  # a function this long or shorter goes in whole
 WINDOW_LINES = 15  # lines above and below the cursor that rank the chunks
+# a chunk takes at most this share of the budget (or MIN_CAP tokens), cut to its first lines: on
+# `eval --cross-file`'s 304 lines that use an imported name, its definition is then in a 768-token
+# context for 291 (96 %) against 225 when long chunks went in whole or not at all
+PART = 0.1
+MIN_CAP = 64
 REEXPORT_DEPTH = 2
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".venv", "venv", "env", ".tox", ".nox",
              "build", "dist", "site-packages", ".mypy_cache", ".pytest_cache", ".eggs", ".idea", ".vscode"}
@@ -408,26 +413,47 @@ def gather(project: Project, path: Path, text: str, offset: int, budget: int, to
     # separator and path line for every file that gets a chunk (render_tokens), so that the
     # rendered head stays within `budget`
     used = len(tokenize(f"{project.root.name}\n{rel}\n", False)) + 2
+    cap = max(int(budget * PART), MIN_CAP)
     for i in order:
         u = uses[i]
         if (u.path, u.line) in seen:
             continue
         where = u.path.relative_to(project.root).as_posix()
-        n = len(tokenize(texts[i], False)) + 1
-        if u.path not in headed:
-            n += len(tokenize(where + "\n", False)) + 1
-        if used + n > budget:
+        head = len(tokenize(where + "\n", False)) + 1 if u.path not in headed else 0
+        body = texts[i]
+        n = len(tokenize(body, False)) + 1
+        if n > cap:
+            # a long definition (a big class's summary) gives its first lines (header, docstring
+            # line, first methods), so that it neither crowds out the others nor is left out
+            body = _first_lines(body, cap, tokenize)
+            n = len(tokenize(body, False)) + 1
+        n += head
+        if not body or used + n > budget:
             continue
         seen.add((u.path, u.line))
         headed.add(u.path)
         used += n
-        chosen.append(Chunk(where, u.line, texts[i]))
+        chosen.append(Chunk(where, u.line, body))
     by_file: dict[str, list[Chunk]] = {}
     for c in chosen:  # files in the order of their best chunk
         by_file.setdefault(c.path, []).append(c)
     files = [(p, "\n".join(c.text for c in sorted(cs, key=lambda c: c.line))) for p, cs in by_file.items()]
     files.reverse()  # the best file last, nearest the current file
     return RepoContext(project.root.name, rel, tuple(files))
+
+
+def _first_lines(text: str, room: int, tokenize: Tokenize) -> str:
+    """The first whole lines of `text` within `room` tokens (counted as one text), "" when not
+    even its first line fits."""
+    lines = text.split("\n")
+    lo, hi = 0, len(lines)
+    while lo < hi:  # the most lines whose text fits
+        mid = (lo + hi + 1) // 2
+        if len(tokenize("\n".join(lines[:mid]) + "\n", False)) <= room:
+            lo = mid
+        else:
+            hi = mid - 1
+    return "\n".join(lines[:lo]) + "\n" if lo else ""
 
 
 # --- rendering per family -----------------------------------------------------------------------
