@@ -194,6 +194,33 @@ async def test_other_open_files_come_first_and_stay_put(model_factory):
         assert after_close["evaluated"] < with_other["evaluated"] - 100, (with_other, after_close)
 
 
+@pytest.mark.parametrize("worked_at", [300, 5, None])
+async def test_where_the_user_worked_in_another_file_reaches_the_prompt(model_factory, worked_at):
+    """With extraContextTokens, the lines around where the user last worked in another open file
+    go into this file's prompt after that file's beginning (the server's debug log names the lines
+    it took); where the user worked near the top, or not at all, the beginning alone."""
+    model = model_factory("starcoder")
+    a, b = "file:///w/a.py", "file:///w/big.py"
+    big = "".join(f"VALUE_{i} = {i}\n" for i in range(400))
+    async with lsp_server("--model", str(model.path), "--log-level", "debug",
+                          init_options={"extraContextTokens": 256}) as (client, _):
+        open_doc(client, b, big)
+        if worked_at is not None:
+            await inline_at(client, b, worked_at, 0)  # the user types there
+        open_doc(client, a, DOC)
+        await inline_at(client, a, LINE, 4)
+        line = next(m.message for m in client.log_messages if "other files before file:///w/a.py" in m.message)
+        spans = line.split("big.py lines ", 1)[1].split(", ")
+        first = [int(x) for x in spans[0].split("-")]
+        assert first[0] == 1
+        if worked_at == 300:
+            assert len(spans) == 2, line
+            lo, hi = (int(x) for x in spans[1].split("-"))
+            assert first[1] < lo < 300 < hi and 300 - lo > hi - 300, line  # more above the focus than below
+        else:
+            assert len(spans) == 1 and first[1] > 20, line
+
+
 def test_neighbour_snapshots_refresh_only_when_needed():
     from codelsp.completion.neighbors import REFRESH_S, Neighbors, extra_text
 
@@ -214,6 +241,35 @@ def test_neighbour_snapshots_refresh_only_when_needed():
     text = extra_text(later, 100, tokenize)
     assert text == "# file: b\nx = 2\n\n"
     assert extra_text(later, 0, tokenize) == ""
+
+
+def test_the_lines_where_the_user_worked_in_another_file_go_in_with_its_beginning():
+    """Ring of recently edited/viewed chunks: the other file's first lines, then the lines around
+    where the user last worked in it (its focus), within the budget; the focus alone does not
+    refresh a fresh snapshot."""
+    from codelsp.completion.neighbors import REFRESH_S, Neighbors, extra_text
+
+    other = "".join(f"line{i} = {i}\n" for i in range(400))
+    n = Neighbors()
+    n.touch("b", 300)
+    n.touch("a", 5)
+    snap = n.snapshot("a", {"b": other}, now=0.0)
+    assert snap.focus == (("b", 300),)
+
+    def tokenize(text, first=True):
+        return text.split()
+
+    text = extra_text(snap, 60, tokenize)
+    assert len(tokenize(text)) <= 60
+    assert text.startswith("# file: b\nline0 = 0\n") and "\n# ...\n" in text
+    assert "line300 = 300\n" in text and "line295 = 295\n" in text and "line150 = 150" not in text
+    n.touch("b", 10)
+    assert n.snapshot("a", {"b": other}, now=1.0) is snap  # fresh: kept (the cache of a stays)
+    later = n.snapshot("a", {"b": other}, now=REFRESH_S + 1)
+    near_top = extra_text(later, 60, tokenize)
+    assert "line10 = 10\n" in near_top and "# ..." not in near_top  # the focus lies in the beginning
+    unfocused = extra_text(Neighbors().snapshot("a", {"b": other}, now=0.0), 60, tokenize)
+    assert unfocused == "# file: b\n" + "".join(f"line{i} = {i}\n" for i in range(19)) + "\n"  # as before
 
 
 def test_using_files_in_another_order_keeps_the_snapshot():

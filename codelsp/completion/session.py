@@ -222,13 +222,14 @@ class CompletionSession:
         self._offer(uri, text, offset, result.text)
         return result
 
-    def _extra_snapshot(self, doc: OpenDocument, touch: bool) -> tuple[Any, str] | None:
-        """The other open files' snapshot for the prompt (neighbors.py), or None when off."""
+    def _extra_snapshot(self, doc: OpenDocument, touch: bool, line: int | None = None) -> tuple[Any, str] | None:
+        """The other open files' snapshot for the prompt (neighbors.py), or None when off.
+        `touch`: this document is being worked in, at 0-based `line` (the request's cursor)."""
         if self.settings.extra_context_tokens <= 0:
             return None
         key = unquote(doc.uri)  # the workspace's own spelling of the URI
         if touch:
-            self.neighbors.touch(key)
+            self.neighbors.touch(key, line)
         others = {u: t for u, t in self.open_texts().items() if unquote(u) != key}
         return self.neighbors.snapshot(key, others), doc.comment
 
@@ -289,13 +290,16 @@ class CompletionSession:
     def _submit_completion(self, uri: str, doc: OpenDocument, text: str, offset: int, settings: Settings) -> Job:
         """Queue the pipeline for (text, offset) on the engine; newer jobs of `uri` supersede it."""
         engine = self.engine
-        snap = self._extra_snapshot(doc, touch=True)
+        snap = self._extra_snapshot(doc, touch=True, line=text.count("\n", 0, offset))
         repo = self._repo_job(uri)
 
         def work(job: Job) -> Completion | None:
             if engine.model is None:
                 return None
-            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
+            taken: list[str] = []
+            extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1], taken) if snap else ""
+            if taken:
+                log.debug("other files before %s: %s", uri, "; ".join(taken))
             return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
                             lambda so_far: progress(job, so_far), repo(engine.model, text, offset))
 
