@@ -491,6 +491,7 @@ class LoadedModel:
                 raise Cancelled("cancelled during prompt evaluation")
             if i and pause is not None and pause():
                 stats.prompt_ms = (time.perf_counter() - t0) * 1000
+                stats.evaluated -= len(rest) - i  # only what was: the call that goes on counts the rest
                 return Generation("", [], "paused", stats)
             self._decode(slot, rest[i:i + N_BATCH])
         spec = speculation(sampler.speculative, key, prompt, self.draft, stats, cancel, pause)  # a draft model catches up

@@ -3,7 +3,8 @@
 Everything that touches llama.cpp runs here, one job at a time. A job submitted with a key
 supersedes the pending and running jobs with the same key (a newer keystroke in the same document):
 they are cancelled, and a running one stops at its next token. Completions run before code
-actions; model loads run before both.
+actions; model loads run before both. A job that paused for a more urgent one (`more_urgent`)
+and returns PAUSED goes back to its place in the queue and runs again after it (warming).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ PRIORITY_LOAD = 0
 PRIORITY_COMPLETION = 1
 PRIORITY_ACTION = 2
 PRIORITY_WARM = 3  # background prompt evaluation of opened documents; paused by anything else
+PAUSED = object()  # a job's fn returns it when it stopped for a more urgent job: it runs again after
 
 
 class Superseded(Cancelled):
@@ -134,7 +136,7 @@ class Engine:
                 # cancels the job's future when the awaiting request is cancelled ($/cancelRequest);
                 # a running generation must run on (another request may ride it), so only the
                 # server decides to stop it, through job.cancel. False: cancelled while queued.
-                if job.future.set_running_or_notify_cancel():
+                if job.future.running() or job.future.set_running_or_notify_cancel():  # running: PAUSED, back
                     self._running = job
                     return job
 
@@ -147,6 +149,8 @@ class Engine:
                 if job.cancel.is_set():
                     raise Superseded("superseded") if job.superseded else Cancelled("cancelled")
                 result = job.fn(job)
+                if result is PAUSED and not self._requeue(job):  # superseded, dropped or stopping meanwhile
+                    raise Superseded("superseded") if job.superseded else Cancelled("cancelled")
             except Cancelled as exc:
                 if job.superseded and not isinstance(exc, Superseded):
                     exc = Superseded(str(exc))
@@ -160,11 +164,20 @@ class Engine:
                 if not job.future.done():
                     job.future.set_exception(exc)
             else:
-                if not job.future.done():
+                if result is not PAUSED and not job.future.done():
                     job.future.set_result(result)
             finally:
                 with self._cv:
                     self._running = None
+
+    def _requeue(self, job: Job) -> bool:
+        """Put a job that returned PAUSED back in the queue (its priority and sequence number keep
+        its place; its future stays running). False when it was cancelled or the engine stops."""
+        with self._cv:
+            if self._stopped or job.cancel.is_set():
+                return False
+            self._jobs.append(job)
+            return True
 
     def stop(self) -> None:
         with self._cv:
