@@ -220,7 +220,6 @@ def cmd_complete(args: argparse.Namespace) -> int:
         return 1
     finally:
         engine.shutdown()
-    out.write(result.text.encode("utf-8"))
-    if out.isatty():
-        out.write(b"\n")
+    if result.text:  # the answer and a newline, so that a shell's prompt starts on a line of its own
+        out.write(result.text.encode("utf-8") + b"\n")
     return 0

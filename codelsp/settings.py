@@ -47,7 +47,9 @@ class Spec:
     fold_case: bool = False  # a choice given in any case, kept in lower case
     bound: str | None = None  # "positive" | "non-negative" (numbers)
     prefixes: tuple[str, ...] = ()  # a non-empty string must start with one of these
-    reload: str = "live"  # "model": a change reloads the models; "live": the next request uses it
+    # "model": a change reloads the models; "draft": a change loads or frees the draft model alone
+    # (engine/worker.py Engine.load_draft); "live": the next request uses it
+    reload: str = "live"
     flags: tuple[str, ...] = ()  # command-line flags (the first one shown); none: not on the command line
     help: str | None = None  # the flag's help
     metavar: str | None = None
@@ -119,12 +121,12 @@ class Settings:
     repeat_penalty: float = setting(1.0, bound="non-negative", flags=("--repeat-penalty",))
     seed: int = setting(42, flags=("--seed",))
     speculative: str = setting(  # off | lookup (engine/speculative.py) | draft (draftModel drafts: engine/draft.py)
-        "off", choices=SPECULATIVE, flags=("--speculative",),
+        "off", choices=SPECULATIVE, reload="draft", flags=("--speculative",),
         help="speculative decoding: off (default), lookup (guess the next tokens from the prompt and what "
              "was generated) or draft (draftModel guesses them); the guesses are checked in one batch "
              "(see README, Speculative decoding)")
     draft_model: str | None = setting(  # a small GGUF of the base model's vocabulary that drafts for speculative "draft"
-        None, str, optional=True, reload="model", flags=("--draft-model",), metavar="PATH",
+        None, str, optional=True, reload="draft", flags=("--draft-model",), metavar="PATH",
         help="a small model of the base model's vocabulary (.gguf, e.g. Qwen2.5-Coder-0.5B for a Qwen2.5-Coder-7B) "
              "that guesses the next tokens when speculative is draft")
     fim_template: str | None = setting(  # override the detected FIM family (see FIM_FAMILIES)
@@ -258,9 +260,10 @@ def _coerce(name: str, value: Any) -> Any:
 
 # --- what the declarations give ---------------------------------------------------------------
 
-def reload_key(settings: Settings) -> tuple:
-    """The values of the settings declared reload="model": when they change, the models reload."""
-    return tuple(getattr(settings, f.name) for f in fields(Settings) if spec(f.name).reload == "model")
+def reload_key(settings: Settings, kind: str = "model") -> tuple:
+    """The values of the settings declared reload=`kind`: when those of "model" change, the models
+    reload; when only those of "draft" change, the draft model alone is loaded or freed."""
+    return tuple(getattr(settings, f.name) for f in fields(Settings) if spec(f.name).reload == kind)
 
 
 def flag_arguments() -> list[tuple[str, tuple[str, ...], dict[str, Any]]]:

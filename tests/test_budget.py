@@ -101,9 +101,9 @@ def test_codelsp_complete_has_no_time_budget_unless_given(model_factory, tmp_pat
     where = f"{path}:{LINE + 1}:{COL + 1}"
     proc = run_cli("complete", where, "--model", str(model.path), "--threads", "1", "--log-level", "debug")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "print(alpha, beta + gamma)\n    return delta"
+    assert proc.stdout == "print(alpha, beta + gamma)\n    return delta\n"
     assert "(budget none)" in proc.stderr  # today: the editor's 5000 ms keystroke budget
     # given explicitly, the budget applies, at a line end
     proc = run_cli("complete", where, "--model", str(model.path), "--threads", "1", "--timeout-ms", "1")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "print(alpha, beta + gamma)"
+    assert proc.stdout == "print(alpha, beta + gamma)\n"

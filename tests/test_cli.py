@@ -31,7 +31,7 @@ def test_complete_prints_exact_fim_answer(model_factory, add_py, family, extra):
     model = model_factory(family, **extra)
     proc = run_cli("complete", f"{add_py}:2:5", "--model", str(model.path))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == model.completion == "return a + b"
+    assert proc.stdout == model.completion + "\n" == "return a + b\n"  # a newline after the answer
 
 
 def test_complete_codellama_psm_order_ends_with_middle_token(model_factory, add_py):
@@ -39,14 +39,14 @@ def test_complete_codellama_psm_order_ends_with_middle_token(model_factory, add_
     model = model_factory("codellama", default="wrong")
     proc = run_cli("complete", f"{add_py}:2:5", "--model", str(model.path), "--fim-order", "psm")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "return a + b"
+    assert proc.stdout == "return a + b\n"
 
 
 def test_complete_without_fim_tokens_continues_the_prefix(model_factory, add_py):
     model = model_factory("none")
     proc = run_cli("complete", f"{add_py}:2:5", "--model", str(model.path))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "return a + b"
+    assert proc.stdout == "return a + b\n"
     assert "no FIM" in proc.stderr or "prefix-only" in proc.stderr
 
 
@@ -56,14 +56,14 @@ def test_complete_trims_what_already_follows_the_cursor(model_factory, tmp_path)
     src.write_text("result = add()\n")
     proc = run_cli("complete", f"{src}:1:14", "--model", str(model.path))
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "a, b"
+    assert proc.stdout == "a, b\n"
 
 
 def test_max_tokens_caps_the_completion(model_factory, add_py):
     model = model_factory("starcoder")
     proc = run_cli("complete", f"{add_py}:2:5", "--model", str(model.path), "--max-tokens", "2")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "return a"
+    assert proc.stdout == "return a\n"
 
 
 @pytest.mark.parametrize(

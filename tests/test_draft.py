@@ -11,6 +11,7 @@ the ids where StarCoder's are). Assertions are on texts and token counts, never 
 
 from __future__ import annotations
 
+import llama_cpp
 import pytest
 from lsprotocol import types
 
@@ -169,6 +170,11 @@ async def test_the_server_drafts_with_the_draft_model_and_answers_the_same_and_f
             totals = as_dict(got["totals"])
             if mode == "draft":
                 assert totals["drafted"] == totals["accepted"] > 0 and totals["draftEvaluated"] > 0
+                # its load line says it is the draft model, its GPU layers as the base model's line does
+                (line,) = [m.message for m in client.log_messages if m.message.startswith("loaded draft model ")]
+                assert line.startswith(f"loaded draft model {model.path} (")
+                if not llama_cpp.llama_supports_gpu_offload():  # a CPU-only build: none, never "all"
+                    assert "(llama, 0 layers on the GPU requested" in line, line
                 assert as_dict(got["cache"])["draftPoolDocuments"] == 1
                 client.text_document_did_close(types.DidCloseTextDocumentParams(
                     text_document=types.TextDocumentIdentifier(uri=uri)))
@@ -177,6 +183,51 @@ async def test_the_server_drafts_with_the_draft_model_and_answers_the_same_and_f
             else:
                 assert totals["drafted"] == totals["draftEvaluated"] == 0
     assert answers["off"] == answers["draft"] == [ANSWER]
+
+
+async def test_the_draft_model_is_loaded_only_while_speculative_is_draft(model_factory):
+    """draftModel alone (speculative off or lookup) loads nothing: no memory, no load time.
+    Switching speculative to draft (workspace/didChangeConfiguration) loads it beside the base
+    model, which stays with its documents' state; switching away frees it."""
+    model = model_factory("starcoder", ANSWER)
+    a, b, c = "file:///w/a.py", "file:///w/b.py", "file:///w/c.py"
+
+    def switch(client, mode: str) -> None:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"codelsp": {"speculative": mode}}))
+
+    def draft_lines(client) -> list[str]:
+        return [m.message for m in client.log_messages if "draft model" in m.message]
+
+    async with lsp_server("--threads", "1", init_options={"model": str(model.path),
+                                                          "draftModel": str(model.path)}) as (client, _):
+        for uri in (a, b, c):
+            open_doc(client, uri, PREFIX + "\n")
+        assert [i.insert_text for i in (await inline_at(client, a, 1, 0)).items] == [ANSWER]
+        off = await stats(client, a)
+        assert "draftPoolCells" not in as_dict(off["cache"]) and not draft_lines(client), off
+        switch(client, "draft")
+        assert [i.insert_text for i in (await inline_at(client, b, 1, 0)).items] == [ANSWER]
+        on = await stats(client, a)
+        totals = as_dict(on["totals"])
+        assert as_dict(on["cache"])["draftPoolDocuments"] == 1 and totals["drafted"] == totals["accepted"] > 0
+        assert on["cachedTokens"] == off["cachedTokens"] > 0  # the base model was not reloaded: a's state is there
+        assert len(draft_lines(client)) == 1, draft_lines(client)
+        switch(client, "lookup")
+        await inline_at(client, c, 1, 0)
+        lookup = await stats(client, a)
+        assert "draftPoolCells" not in as_dict(lookup["cache"]) and lookup["cachedTokens"] == off["cachedTokens"]
+        assert as_dict(lookup["totals"])["draftEvaluated"] == totals["draftEvaluated"]  # c: no draft model ran
+
+
+async def test_speculative_draft_without_a_draft_model_says_so_once(model_factory):
+    model = model_factory("starcoder", ANSWER)
+    async with lsp_server("--model", str(model.path), "--threads", "1", "--speculative", "draft") as (client, _):
+        open_doc(client, "file:///w/a.py", PREFIX + "\n")
+        assert [i.insert_text for i in (await inline_at(client, "file:///w/a.py", 1, 0)).items] == [ANSWER]
+        said = [m for m in client.log_messages if "draftModel" in m.message]
+    assert [(m.type, m.message) for m in said] == [
+        (types.MessageType.Warning, "speculative is draft but no draftModel is set; decoding without drafting")]
 
 
 async def test_a_keystroke_costs_the_draft_model_only_its_new_tokens(model_factory):

@@ -162,7 +162,7 @@ def test_hf_repo_resolves_from_the_cache_offline(model_factory, tmp_path, add_py
     env = clean_env(tmp_path, HF_HUB_OFFLINE="1")
     proc = run_cli("complete", f"{add_py}:2:5", "--hf-repo", "someone/Star-GGUF", "--hf-file", "star.Q4_K_M.gguf", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "return a + b"
+    assert proc.stdout == "return a + b\n"
     doctor = run_cli("doctor", "--hf-repo", "someone/Star-GGUF", "--hf-file", "star.Q4_K_M.gguf", env=env)
     assert doctor.returncode == 0, doctor.stdout
     assert f"snapshots/{COMMIT}/star.Q4_K_M.gguf" in doctor.stdout
@@ -174,7 +174,7 @@ def test_hf_cached_model_works_without_huggingface_hub(model_factory, tmp_path, 
     env = clean_env(tmp_path, PYTHONPATH=str(_no_huggingface_hub(tmp_path)))
     proc = run_cli("complete", f"{add_py}:2:5", "--hf-repo", "someone/Qwen-GGUF", "--hf-file", "q.gguf", env=env)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "return a + b"
+    assert proc.stdout == "return a + b\n"
 
 
 def _no_huggingface_hub(tmp_path: Path) -> Path:
@@ -291,7 +291,7 @@ def test_hf_download_resumes_and_then_runs_from_the_cache(model_factory, tmp_pat
         env = clean_env(tmp_path, HF_ENDPOINT=hub.url)
         proc = run_cli("complete", f"{add_py}:2:5", "--hf-repo", repo, "--hf-file", name, env=env)
         assert proc.returncode == 0, proc.stderr
-        assert proc.stdout == "return a + b"
+        assert proc.stdout == "return a + b\n"
         gets = [r for r in hub.requests if r[0] == "GET" and "/resolve/" in r[1]]
         # the transfer was cut; the client asked for the rest only
         assert len(gets) == 2 and gets[0][2] is None, hub.requests
@@ -303,7 +303,7 @@ def test_hf_download_resumes_and_then_runs_from_the_cache(model_factory, tmp_pat
         assert (cached / "refs" / "main").read_text() == COMMIT
         before = len(hub.requests)
         again = run_cli("complete", f"{add_py}:2:5", "--hf-repo", repo, "--hf-file", name, env=env)
-        assert again.returncode == 0 and again.stdout == "return a + b", again.stderr
+        assert again.returncode == 0 and again.stdout == "return a + b\n", again.stderr
         assert len(hub.requests) == before  # a cached model costs no request to the hub
 
         missing = run_cli("complete", f"{add_py}:2:5", "--hf-repo", repo, "--hf-file", "nope.gguf", env=env)
@@ -546,7 +546,7 @@ def test_hf_download_draws_a_progress_bar_on_a_terminal(model_factory, tmp_path,
         assert proc.wait(timeout=120) == 0, err.decode(errors="replace")
         os.close(master)
     text = err.decode(errors="replace")
-    assert out == b"return a + b"
+    assert out == b"return a + b\n"
     # tqdm redraws the bar in place with carriage returns; the last drawing is complete
     bars = [b for b in re.split(r"[\r\n]", text) if b.startswith(f"{repo} {name}:")]
     assert bars and "100%" in bars[-1] and "MB" in bars[-1], text

@@ -196,4 +196,4 @@ def test_cli_completion_of_a_crlf_file(model_factory, tmp_path):
         capture_output=True, stdin=subprocess.DEVNULL, timeout=120,
     )  # bytes: text mode would turn CRLF into LF
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == b"if a:\r\n        return b"
+    assert proc.stdout == b"if a:\r\n        return b\n"

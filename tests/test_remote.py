@@ -226,7 +226,7 @@ def test_an_api_key_from_the_environment_is_sent(model_factory, tmp_path):
         assert denied.returncode == 1 and "apiKey" in denied.stderr and "Traceback" not in denied.stderr
         ok = run_cli("complete", f"{src}:2:5", *remote(srv.url), env={"CODELSP_API_KEY": "s3cret"})
         assert ok.returncode == 0, ok.stderr
-        assert ok.stdout == "return a + b"
+        assert ok.stdout == "return a + b\n"
         assert "s3cret" not in ok.stderr + denied.stderr
 
 

@@ -93,3 +93,27 @@ async def test_closing_a_document_drops_its_warm_job(model_factory):
         await wait_for_total(client, b, "warmed", 500)
         st = await stats(client, a)
         assert st["cachedTokens"] == 0 and st["hostTokens"] == 0, st
+
+
+
+async def test_a_stats_request_while_a_long_document_is_warmed_does_not_stop_the_warm(demo_model):
+    """`codelsp/stats` is a light query the engine answers between two batches of a warm (it is
+    more urgent); the warm then goes on where it stopped, so the whole prompt is evaluated, each
+    token counted once. It used to stay paused after its first batch (and count the whole prompt
+    as warmed). SmolLM2-135M (no FIM tokens: the prompt is the whole document, ~1,280 tokens, three
+    512-token batches), one thread: each batch is long enough that the test's own polling of
+    `codelsp/stats` lands inside the warm (the debug log shows the pause)."""
+    uri = "file:///w/long.py"
+    text = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n" for i in range(60))
+    async with lsp_server("--model", str(demo_model), "--threads", "1", "--max-tokens", "4", "--log-level", "debug",
+                          warm=True) as (client, _):
+        open_doc(client, uri, text)
+        # polls codelsp/stats every 0.1 s; a warm stops only at a multiple of 512 tokens: past 1,024 it is whole
+        totals = await wait_for_total(client, uri, "warmed", 1100)
+        held = (await stats(client, uri))["cachedTokens"]
+        await inline_at(client, uri, text.count("\n"), 0)  # where it was warmed: the end of the document
+        last = as_dict((await stats(client, uri))["last"])
+        warms = [m.message for m in client.log_messages if m.message.startswith(f"warmed {uri}")]
+    assert any(m.endswith("(paused)") for m in warms), warms  # the test did pause it
+    assert held == totals["warmed"] > 1100, (held, totals)
+    assert last["evaluated"] <= 1 and last["reused"] + last["evaluated"] == held, last

@@ -18,7 +18,7 @@ from codelsp.completion import postprocess
 from codelsp.completion.context import build_context, unheal
 from codelsp.completion.fim import layout
 from codelsp.completion.repo import RepoContext, render_text, render_tokens
-from codelsp.engine.generation import GenStats, Model, SamplerParams
+from codelsp.engine.generation import Generation, GenStats, Model, SamplerParams
 from codelsp.models.families import REPO_TOKENS
 from codelsp.settings import Settings
 
@@ -300,17 +300,17 @@ def warm(
     anchors: MutableMapping[str, tuple[int | None, int]] | None = None,
     evict: bool = False,
     repo: RepoContext | None = None,
-) -> GenStats | None:
+) -> Generation | None:
     """Evaluate the prompt a completion at `offset` would use, and generate nothing.
 
     Leaves the document's KV slot holding that prompt, so the first real request nearby reuses
     it. `pause()` (the engine's "something more urgent is waiting") stops it between batches,
-    keeping what was evaluated. Without `evict` it does nothing when the KV pool has fewer free
+    keeping what was evaluated (stop reason "paused": calling again goes on from there). Without `evict` it does nothing when the KV pool has fewer free
     cells than the prompt (a guess never evicts another document's state); with it (the user came
     to this document) it makes room as a request does: least recently used documents go to the
     system-memory tier, and this document's own saved state comes back when that pays
-    (engine/kvcache.py). None for a remote backend (nothing to warm), without the prompt cache, or
-    when it did not run.
+    (engine/kvcache.py). Returns the generation (no tokens; its `stats` count what was evaluated);
+    None for a remote backend (nothing to warm), without the prompt cache, or when it did not run.
     """
     if model.remote or not settings.prompt_cache:
         return None
@@ -324,4 +324,4 @@ def warm(
                          cancel=cancel, pause=pause)
     log.debug("warmed %s: reused %d, evaluated %d tokens (%s)", key, gen.stats.reused, gen.stats.evaluated,
               gen.stop_reason)
-    return gen.stats
+    return gen

@@ -25,7 +25,7 @@ from codelsp.completion.placement import Edit, carry
 from codelsp.completion.repo import RepoCache, RepoContext, uri_path
 from codelsp.completion.suggestions import SuggestionCache
 from codelsp.engine.generation import Cancelled, GenStats
-from codelsp.engine.worker import PRIORITY_WARM, Engine, Job
+from codelsp.engine.worker import PAUSED, PRIORITY_WARM, Engine, Job
 from codelsp.models.errors import ModelError
 from codelsp.settings import Settings
 
@@ -434,7 +434,8 @@ class CompletionSession:
 
     def warm(self, uri: str, offset: int | None = None, *, focus: bool = False) -> None:
         """Evaluate a document's prompt at low priority (engine PRIORITY_WARM: any request
-        pre-empts it at the next batch), so the first keystroke there finds its state ready.
+        pre-empts it at the next batch, then it goes on where it stopped: engine PAUSED), so the
+        first keystroke there finds its state ready.
 
         On open (`focus` False) the cursor is not known: the prompt at `offset` (default: the end
         of the document, whose prompt holds the whole prefix window) is warmed only when the
@@ -455,16 +456,23 @@ class CompletionSession:
         if offset is None:
             offset = min(self.last_offset.get(uri, len(text)), len(text)) if focus else len(text)
         asked = self.submitted.get(uri, 0)
+        resumed = False  # paused for a more urgent job and run again: its own state is this warm's
 
-        def work(job: Job) -> GenStats | None:
+        def work(job: Job) -> Any:
+            nonlocal resumed
             model = engine.model
             if model is None or self.submitted.get(uri, 0) != asked:
                 return None  # a request for this document came first: its state is worth more
-            if not focus and model.cached_tokens(uri) > 0:
+            if not focus and not resumed and model.cached_tokens(uri) > 0:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, model.tokenize, snap[1]) if snap else ""
-            return warm(model, uri, text, offset, settings, job.cancel,
-                        lambda: engine.more_urgent(job), extra, self.anchors, evict=focus, repo=repo(model, text, offset))
+            gen = warm(model, uri, text, offset, settings, job.cancel,
+                       lambda: engine.more_urgent(job), extra, self.anchors, evict=focus, repo=repo(model, text, offset))
+            if gen is not None and gen.stop_reason == "paused":  # counted now, the rest after the urgent job
+                resumed = True
+                self._on_loop(count, gen.stats)
+                return PAUSED
+            return gen.stats if gen is not None else None
 
         def count(stats: GenStats) -> None:  # on the event loop
             self.totals["warmed"] += stats.evaluated

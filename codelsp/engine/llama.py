@@ -18,6 +18,7 @@ import os
 import re
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
@@ -60,15 +61,12 @@ def _init_backend() -> None:
 _Slot = Slot  # a document's sequence and tokens (engine/kvcache.py)
 
 
-def load_model(
-    path_str: str, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None
-) -> "LoadedModel":
+def load_model(path_str: str, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None,
+               role: str = "") -> "LoadedModel":
     """Load a GGUF file. Raises ModelError with a one-line reason. `gpu_layers`: what the memory
-    plan (memplan.py) found fits on the GPU; None: as `nGpuLayers` says."""
-    from pathlib import Path
-
-    info = check_model(Path(path_str))
-    return LoadedModel(info, settings, instruct=instruct, gpu_layers=gpu_layers)
+    plan (memplan.py) found fits on the GPU; None: as `nGpuLayers` says. `role` names it in the
+    load log line ("draft model": "loaded draft model PATH (...)")."""
+    return LoadedModel(check_model(Path(path_str)), settings, instruct=instruct, gpu_layers=gpu_layers, role=role)
 
 
 class LoadedModel:
@@ -77,7 +75,8 @@ class LoadedModel:
     remote = False
     backend = "local"
 
-    def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None):
+    def __init__(self, info: GGUFInfo, settings: Settings, *, instruct: bool = False, gpu_layers: int | None = None,
+                 role: str = ""):
         _init_backend()
         self.info = info
         self.path = info.path
@@ -159,9 +158,9 @@ class LoadedModel:
         self.stop_texts = tuple(stop_texts(self.fim.family))  # as a remote backend sends them
         self._logits_of: tuple[int, int] | None = None  # (seq, tokens in it) of the last logits
         log.info(
-            "loaded %s (%s, %s layers on the GPU requested, KV pool of %d cells (%d full contexts of %d tokens), "
+            "loaded %s%s (%s, %s layers on the GPU requested, KV pool of %d cells (%d full contexts of %d tokens), "
             "%s, %.0f MiB; system-memory tier %.0f MiB) in %.0f ms",
-            info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.pool.cells,
+            f"{role} " if role else "", info.path, info.architecture, "all" if gpu_layers >= 0x7FFFFFFF else gpu_layers, self.pool.cells,
             self.n_slots, settings.context_size, plan.cache_type, self.kv_bytes / 2**20, plan.host_bytes / 2**20,
             self.load_ms,
         )
@@ -492,6 +491,7 @@ class LoadedModel:
                 raise Cancelled("cancelled during prompt evaluation")
             if i and pause is not None and pause():
                 stats.prompt_ms = (time.perf_counter() - t0) * 1000
+                stats.evaluated -= len(rest) - i  # only what was: the call that goes on counts the rest
                 return Generation("", [], "paused", stats)
             self._decode(slot, rest[i:i + N_BATCH])
         spec = speculation(sampler.speculative, key, prompt, self.draft, stats, cancel, pause)  # a draft model catches up

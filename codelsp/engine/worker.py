@@ -3,7 +3,8 @@
 Everything that touches llama.cpp runs here, one job at a time. A job submitted with a key
 supersedes the pending and running jobs with the same key (a newer keystroke in the same document):
 they are cancelled, and a running one stops at its next token. Completions run before code
-actions; model loads run before both.
+actions; model loads run before both. A job that paused for a more urgent one (`more_urgent`)
+and returns PAUSED goes back to its place in the queue and runs again after it (warming).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Callable
 from codelsp.engine.draft import DraftModel, draft_settings
 from codelsp.engine.generation import Cancelled, Model
 from codelsp.engine.llama import LoadedModel, load_model
-from codelsp.models.memplan import plan_load
+from codelsp.models.memplan import gpu_offload_supported, plan_load
 from codelsp.models.errors import ModelError
 from codelsp.models.modelfile import check_model, resolve_models
 from codelsp.settings import Settings
@@ -30,6 +31,7 @@ PRIORITY_LOAD = 0
 PRIORITY_COMPLETION = 1
 PRIORITY_ACTION = 2
 PRIORITY_WARM = 3  # background prompt evaluation of opened documents; paused by anything else
+PAUSED = object()  # a job's fn returns it when it stopped for a more urgent job: it runs again after
 
 
 class Superseded(Cancelled):
@@ -58,6 +60,7 @@ class Engine:
         self.instruct: LoadedModel | None = None
         self.next_edit: LoadedModel | None = None  # setting nextEditModel (nextedit/run.py); None: the base model
         self.draft: DraftModel | None = None  # setting draftModel (engine/draft.py), the base model's `draft`
+        self._draft_key: tuple | None = None  # `_draft_key` of the settings self.draft was decided by
         self.model_error: str | None = None
         self._jobs: list[Job] = []
         self._running: Job | None = None
@@ -133,7 +136,7 @@ class Engine:
                 # cancels the job's future when the awaiting request is cancelled ($/cancelRequest);
                 # a running generation must run on (another request may ride it), so only the
                 # server decides to stop it, through job.cancel. False: cancelled while queued.
-                if job.future.set_running_or_notify_cancel():
+                if job.future.running() or job.future.set_running_or_notify_cancel():  # running: PAUSED, back
                     self._running = job
                     return job
 
@@ -146,6 +149,8 @@ class Engine:
                 if job.cancel.is_set():
                     raise Superseded("superseded") if job.superseded else Cancelled("cancelled")
                 result = job.fn(job)
+                if result is PAUSED and not self._requeue(job):  # superseded, dropped or stopping meanwhile
+                    raise Superseded("superseded") if job.superseded else Cancelled("cancelled")
             except Cancelled as exc:
                 if job.superseded and not isinstance(exc, Superseded):
                     exc = Superseded(str(exc))
@@ -159,11 +164,20 @@ class Engine:
                 if not job.future.done():
                     job.future.set_exception(exc)
             else:
-                if not job.future.done():
+                if result is not PAUSED and not job.future.done():
                     job.future.set_result(result)
             finally:
                 with self._cv:
                     self._running = None
+
+    def _requeue(self, job: Job) -> bool:
+        """Put a job that returned PAUSED back in the queue (its priority and sequence number keep
+        its place; its future stays running). False when it was cancelled or the engine stops."""
+        with self._cv:
+            if self._stopped or job.cancel.is_set():
+                return False
+            self._jobs.append(job)
+            return True
 
     def stop(self) -> None:
         with self._cv:
@@ -228,17 +242,14 @@ class Engine:
             next_edit = None
             if settings.next_edit_model:
                 try:  # outside the memory plan: a small model on the CPU's share (README, Next edits)
-                    next_edit = load_model(os.path.expanduser(settings.next_edit_model), planned, instruct=True)
+                    next_edit = load_model(os.path.expanduser(settings.next_edit_model), planned, instruct=True,
+                                           gpu_layers=None if gpu_offload_supported() else 0, role="next-edit model")
                 except ModelError as exc:
                     log.error("nextEditModel: %s; next edits use the base model", exc)
-            draft = None
-            if settings.draft_model:
-                try:  # outside the memory plan, as nextEditModel
-                    draft = base.draft = _load_draft(settings.draft_model, base)
-                except ModelError as exc:
-                    log.error("%s; completions go on without drafting", exc)
+            draft = base.draft = _new_draft(settings, base)
             old = (self.model, self.instruct, self.next_edit, self.draft)
             self.model, self.instruct, self.next_edit, self.draft = base, instruct, next_edit, draft
+            self._draft_key = _draft_key(settings)
             self.model_error = None
             for m in old:
                 if m is not None:
@@ -249,6 +260,27 @@ class Engine:
             return base
 
         return self.submit(work, key="__load__", priority=PRIORITY_LOAD)
+
+    def load_draft(self, settings: Settings) -> Job:
+        """Load, swap or free the draft model after `speculative` or `draftModel` changed, beside
+        the base model already loaded (it stays, with its documents' KV state): draftModel is
+        loaded only while speculative is "draft" (`_new_draft`). Nothing to do without a local
+        base model (a later `load` decides) or when neither the mode's "draft"-ness nor the file
+        changed (off <-> lookup)."""
+
+        def work(job: Job) -> DraftModel | None:
+            base = self.model
+            if not isinstance(base, LoadedModel) or _draft_key(settings) == self._draft_key:
+                return self.draft
+            old, self.draft = self.draft, None
+            base.draft = None
+            if old is not None:  # freed first: the new one may be the same file
+                old.close()
+            self.draft = base.draft = _new_draft(settings, base)
+            self._draft_key = _draft_key(settings)
+            return self.draft
+
+        return self.submit(work, key="__draft__", priority=PRIORITY_LOAD)
 
     def _use_remote(self, settings: Settings, status: Callable[[str, str], None], cancel: threading.Event) -> Any:
         """Switch to a remote backend (remote.py). A server that is down now is tried again on
@@ -271,6 +303,7 @@ class Engine:
             status("error", str(exc))
         old = (self.model, self.instruct, self.next_edit, self.draft)
         self.model, self.instruct, self.next_edit, self.draft = remote, None, None, None  # code actions use remote.chat()
+        self._draft_key = None
         self.model_error = None
         for m in old:
             if m is not None:
@@ -288,14 +321,38 @@ class Engine:
         self.model = self.instruct = self.next_edit = self.draft = None
 
 
+def _draft_key(settings: Settings) -> tuple[bool, str | None]:
+    """What decides the draft model: whether speculative is "draft", and draftModel."""
+    return settings.speculative == "draft", settings.draft_model
+
+
+def _new_draft(settings: Settings, base: LoadedModel) -> DraftModel | None:
+    """The draft model `settings` ask for beside `base`: draftModel's file while speculative is
+    "draft", else None (not loaded: memory and load time for nothing). speculative "draft"
+    without draftModel, a file that does not load or has another vocabulary: one log line (the
+    editor's log: window/logMessage) and None, completions go on without drafting."""
+    if settings.speculative != "draft":
+        return None
+    if not settings.draft_model:
+        log.warning("speculative is draft but no draftModel is set; decoding without drafting")
+        return None
+    try:  # outside the memory plan, as nextEditModel
+        return _load_draft(settings.draft_model, base)
+    except ModelError as exc:
+        log.error("%s; completions go on without drafting", exc)
+        return None
+
+
 def _load_draft(path: str, base: LoadedModel) -> DraftModel:
     """Setting draftModel's file, loaded beside `base` (engine/draft.py: its settings, the
-    vocabulary check). Raises ModelError with a one-line reason naming the setting."""
+    vocabulary check; no GPU layers on a CPU-only build). Raises ModelError with a one-line
+    reason naming the setting."""
     from pathlib import Path
 
     p = Path(os.path.expanduser(path))
     try:
-        model = load_model(str(p), draft_settings(check_model(p), base.settings, base.pool.cells))
+        model = load_model(str(p), draft_settings(check_model(p), base.settings, base.pool.cells),
+                           gpu_layers=None if gpu_offload_supported() else 0, role="draft model")
     except ModelError as exc:
         raise ModelError(f"draftModel: {exc}") from None
     try:

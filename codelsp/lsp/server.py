@@ -83,6 +83,7 @@ class CodeLspServer(LanguageServer):
         self.initialized = False
         self.client = Client()  # what the client can do, read at initialize (capabilities.py)
         self._loaded_for: tuple | None = None
+        self._draft_for: tuple | None = None
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
         self.session = CompletionSession(
             self.engine, self.settings, loop=lambda: self.loop, document=self._document,
@@ -118,9 +119,13 @@ class CodeLspServer(LanguageServer):
         self.session.apply(settings)
         logging.getLogger("codelsp").setLevel(settings.log_level.upper())
         model_key = reload_key(settings)  # the settings declared reload="model" (settings.py)
+        draft_key = reload_key(settings, "draft")  # speculative, draftModel: the draft model alone
         if model_key != self._loaded_for:
-            self._loaded_for = model_key
+            self._loaded_for, self._draft_for = model_key, draft_key
             self.load_models(settings)
+        elif draft_key != self._draft_for:
+            self._draft_for = draft_key
+            self.engine.load_draft(settings)
 
     def load_models(self, settings: Settings) -> None:
         token = f"codelsp-load-{time.monotonic_ns()}"
