@@ -315,3 +315,18 @@ async def test_snippets_the_client_sends_go_in_once(tmp_path, model_factory):
     assert on_first["evaluated"] > off_first["evaluated"] + 30
     assert on_key["evaluated"] == off_key["evaluated"], (off_key, on_key)
     assert bad_first["evaluated"] == off_first["evaluated"]
+
+
+# --- the newcomer trial's findings ----------------------------------------------------------------
+
+async def test_a_symlinked_workspace_still_answers_with_its_context(tmp_path, model_factory):
+    """The workspace opened through a symlink and the document by its real path (or a relative
+    `file:` snippet path) used to fail every completion with "is not in the subpath of"."""
+    main = make_project(tmp_path / "real")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "real")
+    model = model_factory("qwen")
+    off_first, _ = await keystroke_costs(model, link, main, 0)
+    on_first, on_key = await keystroke_costs(model, link, main, 400, [{"path": "file:pkg/x.py", "text": "X = 1\n"}])
+    assert on_key["source"] == "model"
+    assert on_first["evaluated"] > off_first["evaluated"] + 40  # the definitions went in
