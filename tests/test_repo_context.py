@@ -330,3 +330,18 @@ async def test_a_symlinked_workspace_still_answers_with_its_context(tmp_path, mo
     on_first, on_key = await keystroke_costs(model, link, main, 400, [{"path": "file:pkg/x.py", "text": "X = 1\n"}])
     assert on_key["source"] == "model"
     assert on_first["evaluated"] > off_first["evaluated"] + 40  # the definitions went in
+
+
+PAREN = "from pkg.util import (\n    helper,\n)\nfrom pkg.consts import \\\n    LIMIT\n\n\ndef run(x):\n    helper(x,\n"
+
+
+def test_imports_in_parentheses_count_while_the_file_does_not_parse(tmp_path):
+    main = make_project(tmp_path)
+    project = Project(tmp_path)
+    assert {u.name for u in imported_uses(project, main, PAREN)} == {"helper", "LIMIT"}
+    cache = RepoCache()
+    first = cache.context("k", main, [tmp_path], PAREN, len(PAREN) - 1, 400, words)
+    assert "class Box" not in dict(first.files)["pkg/util.py"]
+    added = PAREN.replace("    helper,\n", "    helper,\n    Box,\n")  # a name added inside the parentheses
+    again = cache.context("k", main, [tmp_path], added, len(added) - 1, 400, words)
+    assert "class Box" in dict(again.files)["pkg/util.py"]
