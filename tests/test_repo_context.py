@@ -376,3 +376,23 @@ def test_only_a_comment_marks_a_file_generated(tmp_path):
         (tmp_path / "pkg" / name).write_text(text)
     project = Project(tmp_path)
     assert [project.text(tmp_path / "pkg" / n) is not None for n in files] == [True, False, False]
+
+
+def test_build_env_and_dist_are_skipped_only_at_the_top_and_gitignore_matches_as_git(tmp_path):
+    """A source package named build (src/flask/build/steps.py) is the project's; a top-level
+    build/, a virtual environment anywhere (pyvenv.cfg) are not. `.gitignore` as git reads it:
+    `**/gen_out` matches a top-level gen_out, `src/*.py` not src/a/b.py, `!` re-includes."""
+    make_project(tmp_path)
+    (tmp_path / ".gitignore").write_text("**/gen_out\nsrc/*.py\n*.gen.py\n!keep.gen.py\n")
+    for rel in ["src/flask/build/steps.py", "src/flask/env/vars.py", "src/dist/x.py", "build/lib/a.py",
+                "dist/b.py", "env/c.py", "tools/myvenv/lib/d.py", "gen_out/e.py", "pkg/gen_out/f.py",
+                "src/top.py", "src/a/b.py", "pkg/api.gen.py", "pkg/keep.gen.py", "pkg/late_nul.py"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("X = 1\n")
+    (tmp_path / "tools" / "myvenv" / "pyvenv.cfg").write_text("home = /usr/bin\n")
+    (tmp_path / "pkg" / "late_nul.py").write_bytes(b"X = 1\n" + b"#" * 9000 + b"\n\0\n")
+    listed = {p.relative_to(tmp_path).as_posix() for p in project_files(tmp_path)} - {
+        "pkg/__init__.py", "pkg/util.py", "pkg/consts.py", "pkg/main.py"}
+    assert listed == {"src/flask/build/steps.py", "src/flask/env/vars.py", "src/dist/x.py", "src/a/b.py",
+                      "pkg/keep.gen.py", "pkg/late_nul.py"}
+    assert Project(tmp_path).text(tmp_path / "pkg" / "late_nul.py") is None  # a NUL byte anywhere: binary
