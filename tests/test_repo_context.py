@@ -396,3 +396,27 @@ def test_build_env_and_dist_are_skipped_only_at_the_top_and_gitignore_matches_as
     assert listed == {"src/flask/build/steps.py", "src/flask/env/vars.py", "src/dist/x.py", "src/a/b.py",
                       "pkg/keep.gen.py", "pkg/late_nul.py"}
     assert Project(tmp_path).text(tmp_path / "pkg" / "late_nul.py") is None  # a NUL byte anywhere: binary
+
+
+def chars(text: str, first: bool) -> list[int]:
+    return [ord(c) for c in text]
+
+
+@pytest.mark.parametrize("python", [True, False])
+def test_snippet_paths_count_in_the_budget(tmp_path, python):
+    """32 snippets with long paths within 300 tokens: the rendered head (paths, separators, the
+    current file's path) stays within the budget."""
+    main = make_project(tmp_path)
+    doc = main if python else tmp_path / "pkg" / "notes.txt"
+    snippets = [(f"src/a/rather/long/folder/name/for/module_{i:02d}.py", "X = 1\n") for i in range(32)]
+    ctx = RepoCache().context("k", doc, [tmp_path], MAIN, len(MAIN) - 1, 300, chars, snippets)
+    assert any(p.startswith("src/a/") for p, _ in ctx.files)
+    assert len(render_tokens(ctx, 1, 2, "\n", chars)) <= 300
+
+
+def test_a_crlf_project_file_gives_lf_chunks(tmp_path):
+    main = make_project(tmp_path)
+    (tmp_path / "pkg" / "util.py").write_bytes(UTIL.replace("\n", "\r\n").encode())
+    ctx = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, 400, words)
+    util = dict(ctx.files)["pkg/util.py"]
+    assert "def helper(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n" in util and "\r" not in util

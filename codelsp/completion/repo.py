@@ -484,22 +484,26 @@ class RepoCache:
 
     def _build(self, root: Path | None, path: Path, python: bool, text: str, offset: int, budget: int,
                tokenize: Tokenize, snippets: Sequence[tuple[str, str]]) -> RepoContext:
+        under = relative(root, path) if root is not None else None
+        name, rel = root.name if root is not None else "workspace", under.as_posix() if under else path.name
+        # the format's tokens count as in gather: the name and current path once, a separator and
+        # path line per snippet
+        header = len(tokenize(f"{name}\n{rel}\n", False)) + 2
         sent: list[tuple[str, str]] = []
-        used = 0
+        used = header if snippets else 0
         for where, body in snippets:
             local = uri_path(where) if where.startswith("file:") else None
             if local is not None:
-                under = relative(root, local) if root is not None else None
-                where = under.as_posix() if under is not None else local.as_posix() if not local.is_absolute() else local.name
-            n = len(tokenize(body, False)) + 1
+                inner = relative(root, local) if root is not None else None
+                where = inner.as_posix() if inner is not None else local.as_posix() if not local.is_absolute() else local.name
+            n = len(tokenize(f"{where}\n", False)) + len(tokenize(body, False)) + 2
             if used + n <= budget:
                 used += n
                 sent.append((where, body))
-        if python and root is not None:
-            ctx = gather(self.project(root), path, text, offset, budget - used, tokenize)
+        if python and root is not None:  # gather counts the header itself
+            ctx = gather(self.project(root), path, text, offset, budget - used + (header if snippets else 0), tokenize)
         else:
-            under = relative(root, path) if root is not None else None
-            ctx = RepoContext(root.name if root is not None else "workspace", under.as_posix() if under else path.name, ())
+            ctx = RepoContext(name, rel, ())
         return RepoContext(ctx.name, ctx.path, ctx.files + tuple(sent))
 
     def forget(self, key: str) -> None:

@@ -49,7 +49,8 @@ def _skipped(parent: str, name: str, rel_dir: str, spec: pathspec.PathSpec) -> b
 
 
 def readable(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str | None:
-    """The text of a project file worth reading, or None: too big, binary, generated, unreadable."""
+    """The text of a project file worth reading, with LF line ends (CRLF and CR made LF), or None:
+    too big, binary, generated, unreadable."""
     try:
         if path.stat().st_size > max_bytes:
             return None
@@ -58,7 +59,7 @@ def readable(path: Path, max_bytes: int = MAX_FILE_BYTES) -> str | None:
         return None
     if b"\0" in data:
         return None
-    text = data.decode("utf-8", errors="replace")
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")  # the model sees LF
     if _GENERATED.search("\n".join(text.split("\n", 5)[:5])):
         return None
     return text
