@@ -160,7 +160,9 @@ class Use:
 def imported_uses(project: Project, path: Path, text: str) -> list[Use]:
     """The definitions in other project files of the names `text` (the file at `path`) imports:
     `from m import name` and `import m` / `import m as x` with its `x.attr` uses. Resolved with
-    `ast`; unresolvable imports (outside the project, syntax errors) give nothing."""
+    `ast` (a text that does not parse: its import statements alone); absolute imports from the
+    project's import roots only (Project); unresolvable imports (the standard library, other
+    packages) give nothing."""
     tree = _parse(text)
     if tree is None:
         tree = _parse_imports_only(text)
