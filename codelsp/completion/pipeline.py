@@ -51,15 +51,19 @@ def repo_head(model: Model, repo: RepoContext | None, context_size: int) -> tupl
     if repo is None or repo.empty:
         return [], ""
     fim = model.fim
-    if not model.remote and fim.has_fim and fim.repo_name is not None and fim.file_sep is not None:
-        after = REPO_TOKENS[fim.family][2] if fim.family in REPO_TOKENS else "\n"
-        while not repo.empty:
+    tokens = not model.remote and fim.has_fim and fim.repo_name is not None and fim.file_sep is not None
+    after = REPO_TOKENS[fim.family][2] if tokens and fim.family in REPO_TOKENS else "\n"
+    while not repo.empty:
+        if tokens:
             toks = render_tokens(repo, fim.repo_name, fim.file_sep, after, model.tokenize)
             if len(toks) <= context_size // 2:
                 return toks, ""
-            repo = replace(repo, files=repo.files[1:])
-        return [], ""
-    return [], render_text(repo)
+        else:  # `# file:` comments, cut (by the caller) from their end: they must fit whole
+            text = render_text(repo)
+            if len(model.tokenize(text, True)) <= context_size // 2:
+                return [], text
+        repo = replace(repo, files=repo.files[1:])
+    return [], ""
 
 
 def _prepare(model: Model, key: str, text: str, offset: int, settings: Settings, cancel, extra: str,

@@ -510,3 +510,8 @@ class RepoCache:
 
     def forget(self, key: str) -> None:
         self._docs.pop(key, None)
+
+    def kept(self, key: str) -> RepoContext | None:
+        """The context document `key` has now (None: none built yet or off), for codelsp/stats."""
+        kept = self._docs.get(key)
+        return kept[1] if kept is not None else None

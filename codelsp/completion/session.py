@@ -90,6 +90,7 @@ class CompletionSession:
         self._reported_error: str | None = None
         self.suggestions = SuggestionCache()
         self.neighbors = Neighbors()
+        self._capped: set[tuple[int, int]] = set()  # (repoContextTokens, its cap) already logged
         self.anchors: LRUCache[str, tuple[int | None, int]] = LRUCache(maxsize=256)  # per document: (anchor, window start), context.py; engine thread only
         self.in_flight: dict[str, tuple[str, int, Job]] = {}  # uri -> (text, offset, job) of its latest completion
         self.offered: dict[str, tuple[str, int, str]] = {}  # uri -> (text, offset, suggestion) last shown
@@ -236,7 +237,8 @@ class CompletionSession:
     def _repo_job(self, uri: str) -> Callable[[Any, str, int], RepoContext | None]:
         """A function for the engine thread: (model, text, offset) -> the document's repository
         context (completion/repo.py), None when off or outside the workspace."""
-        budget = self.settings.repo_context_tokens
+        settings = self.settings
+        budget = settings.repo_context_tokens
         path = uri_path(uri)
         roots = [Path(r) for r in self.roots()] if budget > 0 and path is not None else []
         snippets = self.snippets.get(uri, ())
@@ -244,7 +246,15 @@ class CompletionSession:
         def get(model: Any, text: str, offset: int) -> RepoContext | None:
             if path is None or not (roots or snippets):
                 return None
-            return self.repo.context(uri, path, roots, text, offset, budget, model.tokenize, snippets)
+            # the head may take half of the context the model runs with, less what
+            # extraContextTokens takes: a larger budget is cut to that (said once), not dropped
+            context_size = settings.context_size if model.remote else min(settings.context_size, model.context_size)
+            cap = max(context_size // 2 - settings.extra_context_tokens, 0)
+            if budget > cap and (budget, cap) not in self._capped:
+                self._capped.add((budget, cap))
+                log.info("repoContextTokens %d is more than half of the context (%d tokens%s): %d are used",
+                         budget, context_size, ", less extraContextTokens" if settings.extra_context_tokens else "", cap)
+            return self.repo.context(uri, path, roots, text, offset, min(budget, cap), model.tokenize, snippets)
 
         return get
 
@@ -560,16 +570,20 @@ class CompletionSession:
             out["last"] = self.last_stats.get(uri)
             out["lastAlternatives"] = self.last_alternatives.get(uri)
 
-            def cached(job: Job) -> tuple[int, int, int]:
+            def cached(job: Job) -> tuple[int, int, int, RepoContext | None]:
                 m = self.engine.model
+                repo = self.repo.kept(uri)
                 if m is None or m.remote:  # no model, or a remote backend
-                    return (m.cached_tokens(uri) if m is not None else 0), 0, 0
-                return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri)
+                    return (m.cached_tokens(uri) if m is not None else 0), 0, 0, repo
+                return m.cached_tokens(uri), m.host_tokens(uri), m.state_bytes(uri), repo
 
-            kv, host, state = await asyncio.wrap_future(self.engine.submit(cached, light=True).future)
+            kv, host, state, repo = await asyncio.wrap_future(self.engine.submit(cached, light=True).future)
             out["cachedTokens"] = kv  # tokens of this document's prompt state in the KV pool
             out["hostTokens"] = host  # ... saved in system memory
             out["stateBytes"] = state  # llama.cpp's size of its state in the KV pool (0: not there)
+            # the repository context its prompt starts with: the files (workspace-relative paths,
+            # snippets' as sent), best last; None when off or not built yet
+            out["repoContext"] = None if repo is None else {"files": [p for p, _ in repo.files]}
 
         def cache(job: Job) -> dict[str, Any] | None:
             m, d = self.engine.model, self.engine.draft

@@ -85,6 +85,7 @@ class CodeLspServer(LanguageServer):
         self._loaded_for: tuple | None = None
         self._draft_for: tuple | None = None
         self._progress_begun: set[str] = set()  # work-done tokens of model loads/downloads begun
+        self._told_context_off = False  # codelsp/context snippets while repoContextTokens is 0: said once
         self.session = CompletionSession(
             self.engine, self.settings, loop=lambda: self.loop, document=self._document,
             open_texts=lambda: {u: d.source for u, d in self.workspace.text_documents.items()},
@@ -376,6 +377,12 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
             path, text = _field(item, "path"), _field(item, "text")
             if isinstance(path, str) and isinstance(text, str) and text.strip():
                 snippets.append((path, text[:MAX_SNIPPET_CHARS]))
+        if len(snippets) < min(len(raw), MAX_SNIPPETS):
+            log.debug("%s for %s: %d of %d snippets without a path or text left out", CONTEXT, uri,
+                      min(len(raw), MAX_SNIPPETS) - len(snippets), min(len(raw), MAX_SNIPPETS))
+        if snippets and ls.session.settings.repo_context_tokens <= 0 and not ls._told_context_off:
+            ls._told_context_off = True
+            log.info("%s: snippets are kept but not used while repoContextTokens is 0 (off)", CONTEXT)
         ls.session.set_snippets(uri, snippets)
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
@@ -418,9 +425,10 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
 
     @server.feature("codelsp/stats")
     async def on_stats(ls: CodeLspServer, params: Any) -> dict[str, Any]:
-        """Token counts and timings of the last completion per document, and totals."""
-        uri = params.get("uri") if isinstance(params, dict) else getattr(params, "uri", None)
-        return await ls.session.stats(uri)
+        """Token counts and timings of the last completion per document, and totals. The document:
+        `{"uri": ...}` or, as codelsp's notifications name it, `{"textDocument": {"uri": ...}}`."""
+        uri = _field(params, "uri") or _field(_field(params, "textDocument"), "uri")
+        return await ls.session.stats(uri if isinstance(uri, str) else None)
 
     @server.feature("codelsp/documentText")
     def on_document_text(ls: CodeLspServer, params: Any) -> dict[str, Any] | None:

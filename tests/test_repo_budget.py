@@ -1,0 +1,61 @@
+"""The repository context's budget against the context the model runs with (real server): a
+budget over half of contextSize is cut to that half, never a reason to drop the context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from codelsp.tools.lspclient import as_dict
+from support import inline_at, lsp_server, open_doc
+
+BIG = "class Big:\n    \"\"\"A big class.\"\"\"\n\n" + "".join(
+    f"    def method_{i}(self, first, second):\n        \"\"\"Method number {i}.\"\"\"\n        return first\n\n"
+    for i in range(150))
+MAIN = "from pkg.big import Big\n\n\ndef run(x):\n    box = Big()\n    \n"
+
+
+async def first_request(model, root: Path, options: dict) -> tuple[dict, list[str]]:
+    main = root / "pkg" / "main.py"
+    async with lsp_server("--model", str(model.path), init_options=options, root=root) as (client, _):
+        open_doc(client, main.as_uri(), MAIN)
+        await inline_at(client, main.as_uri(), 5, 4)
+        # the document named as codelsp's notifications name it (it used to give the totals alone)
+        got = await client.protocol.send_request_async("codelsp/stats", {"textDocument": {"uri": main.as_uri()}})
+        got = got if isinstance(got, dict) else got._asdict()
+        last = {**as_dict(got["last"]), "repoContext": as_dict(got["repoContext"]) if got["repoContext"] else None}
+        return last, [m.message for m in client.log_messages]
+
+
+@pytest.mark.parametrize("family", ["qwen", "codellama"])  # the repository format, `# file:` comments
+async def test_a_budget_over_half_the_context_is_cut_to_it(tmp_path, model_factory, family):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (tmp_path / "pkg" / "big.py").write_text(BIG)
+    (tmp_path / "pkg" / "main.py").write_text(MAIN)
+    model = model_factory(family)
+    off, _ = await first_request(model, tmp_path, {"contextSize": 1024})
+    huge, logs = await first_request(model, tmp_path, {"contextSize": 1024, "repoContextTokens": 100000})
+    fits, _ = await first_request(model, tmp_path, {"contextSize": 1024, "repoContextTokens": 512})
+    # the class's summary alone is over half the context: it used to be dropped whole, now it
+    # goes in cut to its first lines, as with a budget of that half
+    assert huge["evaluated"] > off["evaluated"] + 40, (off, huge)
+    assert huge["evaluated"] == fits["evaluated"], (huge, fits)
+    assert huge["repoContext"] == {"files": ["pkg/big.py"]} and off["repoContext"] is None  # codelsp/stats says so
+    assert any("repoContextTokens 100000 is more than half of the context" in m for m in logs), logs
+
+
+async def test_snippets_sent_while_the_context_is_off_are_said_to_be_unused(tmp_path, model_factory):
+    """codelsp/context with repoContextTokens 0: one log line says the snippets are not used
+    (they used to vanish without a word), however often the client sends them."""
+    model = model_factory("qwen")
+    uri = (tmp_path / "main.py").as_uri()
+    snippet = {"textDocument": {"uri": uri}, "snippets": [{"path": "lib/shapes.py", "text": "def area(w, h):\n    return w * h\n"}]}
+    async with lsp_server("--model", str(model.path), root=tmp_path) as (client, _):
+        open_doc(client, uri, MAIN)
+        client.protocol.notify("codelsp/context", snippet)
+        client.protocol.notify("codelsp/context", snippet)
+        await inline_at(client, uri, 5, 4)  # after the notifications
+        said = [m.message for m in client.log_messages if "not used while repoContextTokens is 0" in m.message]
+        assert len(said) == 1, said
