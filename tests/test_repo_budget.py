@@ -1,5 +1,7 @@
 """The repository context's budget against the context the model runs with (real server): a
-budget over half of contextSize is cut to that half, never a reason to drop the context."""
+budget over half of contextSize is cut to that half, never a reason to drop the context; and the
+context a document keeps: the same wherever its cursor is, kept while its imports resolve to the
+same definitions."""
 
 from __future__ import annotations
 
@@ -59,3 +61,37 @@ async def test_snippets_sent_while_the_context_is_off_are_said_to_be_unused(tmp_
         await inline_at(client, uri, 5, 4)  # after the notifications
         said = [m.message for m in client.log_messages if "not used while repoContextTokens is 0" in m.message]
         assert len(said) == 1, said
+
+
+def test_the_context_is_the_same_wherever_the_cursor_is(tmp_path):
+    """A document keeps one context (RepoCache) wherever the cursor goes, so its choice must not
+    depend on where it was built (the warm-up builds it at the document's end): with room for
+    one chunk, a cursor by `helper` and one by `LIMIT` used to get different ones."""
+    from codelsp.completion.repo import Project, gather
+    from test_repo_context import make_project
+
+    main = make_project(tmp_path)
+    doc = ("from pkg.util import helper\nfrom .consts import LIMIT\n\n\ndef run(x):\n    total = helper(x, 1)\n    \n"
+           + "\n" * 60 + "def other():\n    b = LIMIT + 1\n    \n")
+    words = lambda text, first=True: text.split()  # noqa: E731
+    top = gather(Project(tmp_path), main, doc, doc.index("total"), 18, words)  # room for one of them
+    bottom = gather(Project(tmp_path), main, doc, len(doc) - 1, 18, words)
+    assert len(top.files) == 1 and top == bottom
+
+
+def test_typing_an_import_of_something_outside_the_project_keeps_the_context(tmp_path):
+    """The context is rebuilt (and the prompt's head evaluated again) when what the imports
+    resolve to changes, not at each keystroke of an import line that resolves to nothing here."""
+    from codelsp.completion.repo import RepoCache
+    from test_repo_context import MAIN, make_project
+
+    main = make_project(tmp_path)
+    words = lambda text, first=True: text.split()  # noqa: E731
+    cache = RepoCache()
+    first = cache.context("k", main, [tmp_path], MAIN, len(MAIN) - 1, 200, words)
+    for typed in ("import ", "import o", "import os"):
+        text = typed + "\n" + MAIN
+        assert cache.context("k", main, [tmp_path], text, len(text) - 1, 200, words) is first, typed
+    more = "from pkg.util import unused\n" + MAIN
+    changed = cache.context("k", main, [tmp_path], more, len(more) - 1, 200, words)
+    assert changed is not first and "def unused" in dict(changed.files)["pkg/util.py"]

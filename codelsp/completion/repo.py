@@ -33,10 +33,9 @@ from typing import Callable, Iterable, Sequence
 from codelsp.completion.workspace import inside, project_files, readable, relative, uri_path
 
 SHORT_LINES = 12  # a function this long or shorter goes in whole
-WINDOW_LINES = 15  # lines above and below the cursor that rank the chunks
 # a chunk takes at most this share of the budget (or MIN_CAP tokens), cut to its first lines: on
-# `eval --cross-file`'s 304 lines that use an imported name, its definition is then in a 768-token
-# context for 291 (96 %) against 225 when long chunks went in whole or not at all
+# `eval --cross-file`'s 326 lines that use an imported name, its definition is then in a 768-token
+# context for 294 (90 %) against 210 when long chunks went in whole or not at all
 PART = 0.1
 MIN_CAP = 64
 REEXPORT_DEPTH = 2
@@ -319,11 +318,13 @@ def _idf(texts: Sequence[str]) -> Callable[[str], float]:
     return lambda w: math.log(1 + (n - df.get(w, 0) + 0.5) / (df.get(w, 0) + 0.5))
 
 
-def rank(uses: Sequence[Use], texts: Sequence[str], document: str, cursor_line: int) -> list[int]:
-    """Indices of `uses` best first: BM25-style overlap of each chunk's names with the lines
-    around the cursor, plus how often (log) the document uses the name; ties keep file order."""
-    lines = document.split("\n")
-    window = "\n".join(lines[max(cursor_line - WINDOW_LINES, 0):cursor_line + WINDOW_LINES + 1])
+def rank(uses: Sequence[Use], texts: Sequence[str], document: str) -> list[int]:
+    """Indices of `uses` best first: BM25-style overlap of each chunk's names with the names the
+    document uses, plus how often (log) it uses the name itself; ties keep file order. The whole
+    document, not the lines around the cursor: a document keeps its context wherever the cursor
+    goes (RepoCache), so it must serve the whole file, not where it happened to be built (the
+    background warm-up builds it at the document's end)."""
+    window = document
     near = Counter(_IDENT.findall(window))
     everywhere = Counter(_IDENT.findall(document))
     idf = _idf(list(texts) + [window])
@@ -350,8 +351,9 @@ class RepoContext:
 
 
 def gather(project: Project, path: Path, text: str, offset: int, budget: int, tokenize: Tokenize) -> RepoContext:
-    """The chunks of the definitions `text` (the document at `path`, cursor at character
-    `offset`) uses from other project files, best first while their tokens fit `budget`."""
+    """The chunks of the definitions `text` (the document at `path`) uses from other project
+    files, best first (rank) while their tokens fit `budget`. `offset` (the cursor, a character
+    offset) does not change the choice: a document keeps one context wherever its cursor goes."""
     under = relative(project.root, path)
     if under is not None:
         path = project.root / under  # the project's own spelling of it (its files are listed so)
@@ -360,7 +362,7 @@ def gather(project: Project, path: Path, text: str, offset: int, budget: int, to
     if not uses:
         return RepoContext(project.root.name, rel, ())
     texts = [chunk_text(project, u) for u in uses]
-    order = rank(uses, texts, text, text.count("\n", 0, offset))
+    order = rank(uses, texts, text)
     chosen: list[Chunk] = []
     seen: set[tuple[Path, int]] = set()
     headed: set[Path] = set()
@@ -449,7 +451,7 @@ class RepoCache:
         import time
 
         self._clock = clock or time.monotonic
-        self._docs: dict[str, tuple[tuple, RepoContext | None]] = {}
+        self._docs: dict[str, tuple[tuple, RepoContext | None, tuple]] = {}  # key -> (signature, context, uses)
         self._projects: dict[Path, tuple[float, Project]] = {}
 
     def project(self, root: Path) -> Project:
@@ -476,12 +478,24 @@ class RepoCache:
         kept = self._docs.get(key)
         if kept is not None and kept[0] == sig:
             return kept[1]
+        uses: tuple = ()
         try:
+            if python and root is not None:
+                # what the imports resolve to decides the context, not their text: typing an
+                # import of something outside the project (`import o`, `import os`) keeps it
+                found = imported_uses(self.project(root), path, text)
+                uses = tuple((u.name, u.path, u.line, u.end) for u in found)
+                if kept is not None and kept[2] == uses and (kept[0][0], kept[0][2:]) == (sig[0], sig[2:]):
+                    self._docs[key] = (sig, kept[1], uses)
+                    return kept[1]
             ctx = self._build(root, path, python, text, offset, budget, tokenize, snippets)
-        except Exception:  # never fail the completion over its context: leave it out
+        except ValueError:  # a path that cannot be made relative: leave the context out
             log.debug("no repository context for %s", path, exc_info=True)
             ctx = None
-        self._docs[key] = (sig, ctx)
+        except Exception as exc:  # never fail the completion over its context
+            log.warning("no repository context for %s: %s: %s", path, type(exc).__name__, exc)
+            ctx = None
+        self._docs[key] = (sig, ctx, uses)
         return ctx
 
     def _build(self, root: Path | None, path: Path, python: bool, text: str, offset: int, budget: int,
