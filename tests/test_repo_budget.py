@@ -95,3 +95,24 @@ def test_typing_an_import_of_something_outside_the_project_keeps_the_context(tmp
     more = "from pkg.util import unused\n" + MAIN
     changed = cache.context("k", main, [tmp_path], more, len(more) - 1, 200, words)
     assert changed is not first and "def unused" in dict(changed.files)["pkg/util.py"]
+
+
+async def test_new_snippets_are_not_answered_from_a_suggestion_made_without_them(tmp_path, model_factory):
+    """A suggestion kept for a place is reused when the user asks there again; after the client
+    sends other snippets (codelsp/context) it was made with another context: the model is asked."""
+    from support import stats
+    from test_repo_context import MAIN, make_project
+
+    main = make_project(tmp_path)
+    uri = main.as_uri()
+    model = model_factory("qwen")
+    snippet = [{"path": "lib/shapes.py", "text": "def area(w, h):\n    return w * h\n"}]
+    async with lsp_server("--model", str(model.path), "--repo-context-tokens", "400", root=tmp_path) as (client, _):
+        open_doc(client, uri, MAIN)
+        await inline_at(client, uri, 5, 4)
+        await inline_at(client, uri, 5, 4)
+        assert as_dict((await stats(client, uri))["last"])["source"] == "typeThrough"  # kept: reused
+        client.protocol.notify("codelsp/context", {"textDocument": {"uri": uri}, "snippets": snippet})
+        await inline_at(client, uri, 5, 4)
+        last = as_dict((await stats(client, uri))["last"])
+        assert last["source"] == "model" and last["evaluated"] > 10, last

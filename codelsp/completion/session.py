@@ -516,6 +516,8 @@ class CompletionSession:
         request (completion/repo.py RepoCache)."""
         doc = self.document(uri)
         key = doc.uri if doc is not None else uri
+        if self.snippets.get(key, ()) != tuple(snippets) and self.settings.repo_context_tokens > 0:
+            self.suggestions.forget(key)  # made with the old context: the next request asks the model
         self.snippets[key] = tuple(snippets)
 
     def close(self, uri: str) -> None:
