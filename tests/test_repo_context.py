@@ -294,6 +294,10 @@ def test_cross_file_eval_resumes_from_its_log(tmp_path, model_factory):
     assert json.loads(third.stdout)["from_log"] == 1
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r.get("config") for r in rows if "task" in r] == ["none", "repo", "repo"]
+    fourth = run_cli(*common, "--configs", "none,repo", "--resume")  # the row of today's context counts
+    assert fourth.returncode == 0, fourth.stderr
+    assert json.loads(fourth.stdout)["from_log"] == 2
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
     other = run_cli(*common, "--configs", "none", "--resume", "--ctx", "1024")
     assert other.returncode != 0
     assert "contextSize 2048" in other.stderr and "Traceback" not in other.stderr

@@ -213,11 +213,11 @@ def context_budget(options: dict[str, Any]) -> int:
 
 
 def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[Path, Project], configs: list[str],
-                    error: type[Exception], logged: dict[tuple[str, str], dict[str, Any]] | None = None
+                    error: type[Exception], logged: dict[tuple[str, ...], dict[str, Any]] | None = None
                     ) -> Iterable[tuple[Case, str, str, dict[str, Any]]]:
     """(case, config, answer, info) for each case and codelsp arm, in process on one model.
-    `logged` ({(task id, config): log row}, for `--resume`): a row is the answer, not asked again,
-    when its `context` (context_key) is the one the arm builds today (for `none`: always); info
+    `logged` (logged_answers, for `--resume`): a row is the answer, not asked again, when its
+    `context` (context_key) is the one the arm builds today (for `none`: the first row); info
     then has `logged: True`. info["context"] is the key of the context the answer was asked with."""
     from codelsp.completion.neighbors import MAX_FILES, Snapshot, extra_text
     from codelsp.completion.pipeline import complete
@@ -254,8 +254,8 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                         repo = gather(project, case.path, case.document, case.offset, budget, model.tokenize)
                         info["files"] = [p for p, _ in repo.files]
                     info["context"] = context_key(extra + (render_text(repo) if repo else ""))
-                    row = logged.get((case.task_id, config))
-                    if row is not None and (config == "none" or row.get("context") == info["context"]):
+                    row = logged.get((case.task_id, config) if config == "none" else (case.task_id, config, info["context"]))
+                    if row is not None:
                         return str(row["answer"]), {**info, "logged": True}
                     result = complete(model, f"{config}:{case.path}", case.document, case.offset,
                                       settings if config == "none" else wide, job.cancel, extra, None, repo=repo)
@@ -319,13 +319,14 @@ def run_signature(model_path: Path, options: dict[str, Any]) -> dict[str, Any]:
             "maxTokens": options.get("maxTokens"), "temperature": options.get("temperature")}
 
 
-def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(task id, config): row} of a `--log` file, for `--resume` (row: task, config, answer,
-    exact, and for codelsp's arms the context key). The file's `run` lines (one
-    per run that appended to it) must equal `signature`, else `error` names the first difference;
-    a file without one (written before `--resume` existed) is taken as it is. The first answer
-    logged for a pair wins. A missing file is an empty log."""
-    answers: dict[tuple[str, str], dict[str, Any]] = {}
+def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The rows of a `--log` file, for `--resume` (row: task, config, answer, exact, and for
+    codelsp's arms the context key), by (task id, config) and, for rows with a context key, by
+    (task id, config, context) too: a case asked again after its context changed has a row per
+    context. The file's `run` lines (one per run that appended to it) must equal `signature`,
+    else `error` names the first difference; a file without one (written before `--resume`
+    existed) is taken as it is. The first row logged for a key wins. A missing file is an empty log."""
+    answers: dict[tuple[str, ...], dict[str, Any]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
@@ -346,6 +347,8 @@ def logged_answers(path: Path, signature: dict[str, Any], error: type[Exception]
                 continue
             str(row["answer"])
             answers.setdefault((str(row["task"]), str(row["config"])), row)
+            if "context" in row:  # a context arm asked again after its context changed: each one
+                answers.setdefault((str(row["task"]), str(row["config"]), str(row["context"])), row)
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             if isinstance(exc, error):
                 raise
@@ -402,7 +405,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     per_case: dict[str, dict[str, Any]] = {c.task_id: {"task": c.task_id, "hole": c.hole} for c in cases}
     sums = {c: {"exact": 0, "es": 0.0, "seconds": 0.0} for c in configs}
     signature = run_signature(model_path, options)
-    logged: dict[tuple[str, str], dict[str, Any]] = {}
+    logged: dict[tuple[str, ...], dict[str, Any]] = {}
     if args.resume:
         if not args.log:
             raise EvalError("--resume needs --log FILE (the log of the run to go on with)")
