@@ -11,6 +11,7 @@ older than REFRESH_S and the files (or where the user worked in them) changed.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -110,17 +111,21 @@ def _lines_around(text: str, at: int, budget: int, tokenize: Tokenize, start: in
     if not lines or budget <= 0:
         return start, ""
     at = min(max(at, start), len(lines) - 1)
-    cost = [len(tokenize(line, False)) for line in lines]
+
+    @functools.cache
+    def cost(i: int) -> int:  # only the lines looked at are tokenized, not the whole file
+        return len(tokenize(lines[i], False))
+
     lo, hi, used = at, at, 0
-    while lo > start and used + cost[lo - 1] <= budget * ABOVE_SHARE:
+    while lo > start and used + cost(lo - 1) <= budget * ABOVE_SHARE:
         lo -= 1
-        used += cost[lo]
-    while hi < len(lines) and used + cost[hi] <= budget:
-        used += cost[hi]
+        used += cost(lo)
+    while hi < len(lines) and used + cost(hi) <= budget:
+        used += cost(hi)
         hi += 1
-    while lo > start and used + cost[lo - 1] <= budget:
+    while lo > start and used + cost(lo - 1) <= budget:
         lo -= 1
-        used += cost[lo]
+        used += cost(lo)
     return lo, "".join(lines[lo:hi])
 
 

@@ -324,10 +324,8 @@ def rank(uses: Sequence[Use], texts: Sequence[str], document: str) -> list[int]:
     document, not the lines around the cursor: a document keeps its context wherever the cursor
     goes (RepoCache), so it must serve the whole file, not where it happened to be built (the
     background warm-up builds it at the document's end)."""
-    window = document
-    near = Counter(_IDENT.findall(window))
-    everywhere = Counter(_IDENT.findall(document))
-    idf = _idf(list(texts) + [window])
+    near = everywhere = Counter(_IDENT.findall(document))
+    idf = _idf(list(texts) + [document])
     scores = []
     for i, (use, text) in enumerate(zip(uses, texts)):
         words = set(_IDENT.findall(text))
