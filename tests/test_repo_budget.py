@@ -63,20 +63,20 @@ async def test_snippets_sent_while_the_context_is_off_are_said_to_be_unused(tmp_
         assert len(said) == 1, said
 
 
-def test_the_context_is_the_same_wherever_the_cursor_is(tmp_path):
-    """A document keeps one context (RepoCache) wherever the cursor goes, so its choice must not
-    depend on where it was built (the warm-up builds it at the document's end): with room for
-    one chunk, a cursor by `helper` and one by `LIMIT` used to get different ones."""
+def test_the_context_serves_the_whole_document_not_the_cursor(tmp_path):
+    """A document keeps one context (RepoCache) wherever the cursor goes, and the warm-up builds
+    it at the document's end, so it is chosen for the whole document (gather takes no cursor):
+    with room for one chunk, the name the file uses most wins over the one by its first lines
+    (ranking the cursor's lines chose `helper` when built at the top, `LIMIT` at the bottom)."""
     from codelsp.completion.repo import Project, gather
     from test_repo_context import make_project
 
     main = make_project(tmp_path)
     doc = ("from pkg.util import helper\nfrom .consts import LIMIT\n\n\ndef run(x):\n    total = helper(x, 1)\n    \n"
-           + "\n" * 60 + "def other():\n    b = LIMIT + 1\n    \n")
+           + "\n" * 60 + "def other():\n    b = LIMIT + 1\n    c = LIMIT * 2\n    return min(b, c, LIMIT)\n")
     words = lambda text, first=True: text.split()  # noqa: E731
-    top = gather(Project(tmp_path), main, doc, doc.index("total"), 18, words)  # room for one of them
-    bottom = gather(Project(tmp_path), main, doc, len(doc) - 1, 18, words)
-    assert len(top.files) == 1 and top == bottom
+    ctx = gather(Project(tmp_path), main, doc, 18, words)  # room for one of them
+    assert [p for p, _ in ctx.files] == ["pkg/consts.py"] and "LIMIT" in ctx.files[0][1]
 
 
 def test_typing_an_import_of_something_outside_the_project_keeps_the_context(tmp_path):
@@ -88,12 +88,12 @@ def test_typing_an_import_of_something_outside_the_project_keeps_the_context(tmp
     main = make_project(tmp_path)
     words = lambda text, first=True: text.split()  # noqa: E731
     cache = RepoCache()
-    first = cache.context("k", main, [tmp_path], MAIN, len(MAIN) - 1, 200, words)
+    first = cache.context("k", main, [tmp_path], MAIN, 200, words)
     for typed in ("import ", "import o", "import os"):
         text = typed + "\n" + MAIN
-        assert cache.context("k", main, [tmp_path], text, len(text) - 1, 200, words) is first, typed
+        assert cache.context("k", main, [tmp_path], text, 200, words) is first, typed
     more = "from pkg.util import unused\n" + MAIN
-    changed = cache.context("k", main, [tmp_path], more, len(more) - 1, 200, words)
+    changed = cache.context("k", main, [tmp_path], more, 200, words)
     assert changed is not first and "def unused" in dict(changed.files)["pkg/util.py"]
 
 

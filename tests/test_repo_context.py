@@ -70,7 +70,7 @@ def test_the_definitions_the_file_imports_go_in_short_functions_whole_classes_su
     uses = {u.name: (u.path.name, u.kind) for u in imported_uses(project, main, MAIN)}
     assert uses == {"helper": ("util.py", "def"), "Box": ("util.py", "class"), "LIMIT": ("consts.py", "assign")}
 
-    ctx = gather(project, main, MAIN, len(MAIN) - 1, 400, words)
+    ctx = gather(project, main, MAIN, 400, words)
     assert ctx.path == "pkg/main.py" and ctx.name == tmp_path.name
     files = dict(ctx.files)
     assert set(files) == {"pkg/util.py", "pkg/consts.py"}
@@ -86,7 +86,7 @@ def test_the_definitions_the_file_imports_go_in_short_functions_whole_classes_su
 def test_the_rendered_context_stays_within_the_budget(tmp_path, budget):
     """The budget counts the repository format's own tokens (name, separators, paths) too."""
     main = make_project(tmp_path)
-    ctx = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, budget, words)
+    ctx = gather(Project(tmp_path), main, MAIN, budget, words)
     assert len(render_tokens(ctx, -1, -2, "\n", words)) <= budget
     assert not ctx.empty or budget < 12  # all but the smallest budgets hold a chunk
 
@@ -94,7 +94,7 @@ def test_the_rendered_context_stays_within_the_budget(tmp_path, budget):
 def test_the_budget_keeps_the_best_ranked_chunks(tmp_path):
     main = make_project(tmp_path)
     doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    \n")
-    ctx = gather(Project(tmp_path), main, doc, len(doc) - 1, 18, words)  # room for helper only (with its header)
+    ctx = gather(Project(tmp_path), main, doc, 18, words)  # room for helper only (with its header)
     assert [p for p, _ in ctx.files] == ["pkg/util.py"]
     assert "def helper" in ctx.files[0][1] and "class Box" not in ctx.files[0][1]
 
@@ -106,7 +106,7 @@ def test_a_long_class_goes_in_cut_to_its_first_lines(tmp_path):
     methods = "".join(f"    def m{i}(self, a, b):\n        \"\"\"Method {i}.\"\"\"\n        return a\n\n" for i in range(60))
     (tmp_path / "pkg" / "big.py").write_text(f"class Big:\n    \"\"\"A big class.\"\"\"\n\n{methods}")
     doc = "from pkg.big import Big\n" + MAIN.replace("    \n", "    total = helper(x, 1)\n    b = Big(\n")
-    ctx = gather(Project(tmp_path), main, doc, len(doc) - 1, 700, words)
+    ctx = gather(Project(tmp_path), main, doc, 700, words)
     files = dict(ctx.files)
     assert "class Big:" in files["pkg/big.py"] and "def m0(self, a, b):" in files["pkg/big.py"]
     assert "def m59" not in files["pkg/big.py"]
@@ -132,20 +132,20 @@ def test_workspace_rules_leave_out_ignored_binary_generated_huge_and_outside_fil
     doc = "from pkg.blob import A\nfrom pkg.proto_pb2 import Z\nfrom pkg.huge import H\nimport outside\n\nA\n"
     assert imported_uses(project, root / "pkg" / "main.py", doc) == []
     cache = RepoCache()
-    assert cache.context("k", tmp_path / "outside.py", [root], "x = 1\n", 0, 400, words) is None  # not in the workspace
-    assert cache.context("k", root / "pkg" / "main.py", [root], MAIN, len(MAIN) - 1, 0, words) is None  # off
+    assert cache.context("k", tmp_path / "outside.py", [root], "x = 1\n", 400, words) is None  # not in the workspace
+    assert cache.context("k", root / "pkg" / "main.py", [root], MAIN, 0, words) is None  # off
 
 
 def test_a_context_is_kept_until_the_imports_change(tmp_path):
     main = make_project(tmp_path)
     cache = RepoCache()
-    first = cache.context("k", main, [tmp_path], MAIN, len(MAIN) - 1, 400, words)
+    first = cache.context("k", main, [tmp_path], MAIN, 400, words)
     typed = MAIN.replace("    \n", "    helper(x\n")
-    assert cache.context("k", main, [tmp_path], typed, len(typed) - 1, 400, words) is first
+    assert cache.context("k", main, [tmp_path], typed, 400, words) is first
     (tmp_path / "pkg" / "util.py").write_text(UTIL.replace("a + b", "a - b"))  # another file edited: kept
-    assert cache.context("k", main, [tmp_path], typed, len(typed) - 1, 400, words) is first
+    assert cache.context("k", main, [tmp_path], typed, 400, words) is first
     narrowed = typed.replace("helper, Box", "helper")
-    again = cache.context("k", main, [tmp_path], narrowed, len(narrowed) - 1, 400, words)
+    again = cache.context("k", main, [tmp_path], narrowed, 400, words)
     assert again is not first and "class Box" not in dict(again.files)["pkg/util.py"]
 
 
@@ -163,7 +163,7 @@ def test_the_prompt_format_per_family(tmp_path, model_factory, family, head):
     engine = Engine()
     try:
         m = engine.load(settings).future.result()
-        ctx = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, 400, m.tokenize)
+        ctx = gather(Project(tmp_path), main, MAIN, 400, m.tokenize)
         toks, text = engine.run_sync(lambda job: repo_head(m, ctx, 4096))
         if head.startswith("#"):
             assert toks == [] and text.startswith("# file: pkg/")
@@ -177,7 +177,7 @@ def test_the_prompt_format_per_family(tmp_path, model_factory, family, head):
         # a budget of half the context fits whole, the format's own tokens included (it used to
         # overflow by them and the whole context was dropped)
         half = len(toks)
-        fitted = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, half, m.tokenize)
+        fitted = gather(Project(tmp_path), main, MAIN, half, m.tokenize)
         placed, _ = engine.run_sync(lambda job: repo_head(m, fitted, 2 * half))
         assert not fitted.empty and 0 < len(placed) <= half
         assert placed == render_tokens(fitted, m.fim.repo_name, m.fim.file_sep, after, m.tokenize)
@@ -344,10 +344,10 @@ def test_imports_in_parentheses_count_while_the_file_does_not_parse(tmp_path):
     project = Project(tmp_path)
     assert {u.name for u in imported_uses(project, main, PAREN)} == {"helper", "LIMIT"}
     cache = RepoCache()
-    first = cache.context("k", main, [tmp_path], PAREN, len(PAREN) - 1, 400, words)
+    first = cache.context("k", main, [tmp_path], PAREN, 400, words)
     assert "class Box" not in dict(first.files)["pkg/util.py"]
     added = PAREN.replace("    helper,\n", "    helper,\n    Box,\n")  # a name added inside the parentheses
-    again = cache.context("k", main, [tmp_path], added, len(added) - 1, 400, words)
+    again = cache.context("k", main, [tmp_path], added, 400, words)
     assert "class Box" in dict(again.files)["pkg/util.py"]
 
 
@@ -413,7 +413,7 @@ def test_snippet_paths_count_in_the_budget(tmp_path, python):
     main = make_project(tmp_path)
     doc = main if python else tmp_path / "pkg" / "notes.txt"
     snippets = [(f"src/a/rather/long/folder/name/for/module_{i:02d}.py", "X = 1\n") for i in range(32)]
-    ctx = RepoCache().context("k", doc, [tmp_path], MAIN, len(MAIN) - 1, 300, chars, snippets)
+    ctx = RepoCache().context("k", doc, [tmp_path], MAIN, 300, chars, snippets)
     assert any(p.startswith("src/a/") for p, _ in ctx.files)
     assert len(render_tokens(ctx, 1, 2, "\n", chars)) <= 300
 
@@ -421,6 +421,6 @@ def test_snippet_paths_count_in_the_budget(tmp_path, python):
 def test_a_crlf_project_file_gives_lf_chunks(tmp_path):
     main = make_project(tmp_path)
     (tmp_path / "pkg" / "util.py").write_bytes(UTIL.replace("\n", "\r\n").encode())
-    ctx = gather(Project(tmp_path), main, MAIN, len(MAIN) - 1, 400, words)
+    ctx = gather(Project(tmp_path), main, MAIN, 400, words)
     util = dict(ctx.files)["pkg/util.py"]
     assert "def helper(a, b):\n    \"\"\"Add two numbers.\"\"\"\n    return a + b\n" in util and "\r" not in util

@@ -336,6 +336,13 @@ def rank(uses: Sequence[Use], texts: Sequence[str], document: str) -> list[int]:
     return [i for _, i in sorted(scores)]
 
 
+def project_path(project: Project, path: Path) -> Path:
+    """`path` as the project spells it (its files are listed under its root as given, so a
+    symlinked or `..` spelling of the same file is respelled), or `path` when outside it."""
+    under = relative(project.root, path)
+    return project.root / under if under is not None else Path(path)
+
+
 @dataclass(frozen=True)
 class RepoContext:
     """The other files' chunks a document's prompt starts with, best file last."""
@@ -348,16 +355,18 @@ class RepoContext:
         return not self.files
 
 
-def gather(project: Project, path: Path, text: str, offset: int, budget: int, tokenize: Tokenize) -> RepoContext:
+def gather(project: Project, path: Path, text: str, budget: int, tokenize: Tokenize,
+           uses: Sequence[Use] | None = None) -> RepoContext:
     """The chunks of the definitions `text` (the document at `path`) uses from other project
-    files, best first (rank) while their tokens fit `budget`. `offset` (the cursor, a character
-    offset) does not change the choice: a document keeps one context wherever its cursor goes."""
+    files, best first (rank) while their tokens fit `budget` (tokens). The choice is made for the
+    whole document, not a cursor: a document keeps one context wherever its cursor goes.
+    `uses`: imported_uses(project, project_path(project, path), text) when the caller has it."""
+    path = project_path(project, path)
     under = relative(project.root, path)
-    if under is not None:
-        path = project.root / under  # the project's own spelling of it (its files are listed so)
     rel = under.as_posix() if under is not None else Path(path).name
-    uses = imported_uses(project, Path(path), text) if budget > 0 else []
-    if not uses:
+    if uses is None:
+        uses = imported_uses(project, path, text) if budget > 0 else []
+    if not uses or budget <= 0:
         return RepoContext(project.root.name, rel, ())
     texts = [chunk_text(project, u) for u in uses]
     order = rank(uses, texts, text)
@@ -460,7 +469,7 @@ class RepoCache:
             self._projects[root] = kept
         return kept[1]
 
-    def context(self, key: str, path: Path, roots: Sequence[Path], text: str, offset: int, budget: int,
+    def context(self, key: str, path: Path, roots: Sequence[Path], text: str, budget: int,
                 tokenize: Tokenize, snippets: Sequence[tuple[str, str]] = ()) -> RepoContext | None:
         """The repository context of the document `key` (file `path`): the definitions it imports
         when it is a Python file inside one of `roots`, and the client's `snippets` ((path, text),
@@ -478,15 +487,17 @@ class RepoCache:
             return kept[1]
         uses: tuple = ()
         try:
+            found = None
             if python and root is not None:
                 # what the imports resolve to decides the context, not their text: typing an
                 # import of something outside the project (`import o`, `import os`) keeps it
-                found = imported_uses(self.project(root), path, text)
+                project = self.project(root)
+                found = imported_uses(project, project_path(project, path), text)
                 uses = tuple((u.name, u.path, u.line, u.end) for u in found)
                 if kept is not None and kept[2] == uses and (kept[0][0], kept[0][2:]) == (sig[0], sig[2:]):
                     self._docs[key] = (sig, kept[1], uses)
                     return kept[1]
-            ctx = self._build(root, path, python, text, offset, budget, tokenize, snippets)
+            ctx = self._build(root, path, text, found, budget, tokenize, snippets)
         except ValueError:  # a path that cannot be made relative: leave the context out
             log.debug("no repository context for %s", path, exc_info=True)
             ctx = None
@@ -496,8 +507,9 @@ class RepoCache:
         self._docs[key] = (sig, ctx, uses)
         return ctx
 
-    def _build(self, root: Path | None, path: Path, python: bool, text: str, offset: int, budget: int,
+    def _build(self, root: Path | None, path: Path, text: str, found: Sequence[Use] | None, budget: int,
                tokenize: Tokenize, snippets: Sequence[tuple[str, str]]) -> RepoContext:
+        """`found`: the imported definitions of a Python document in `root` (None: not one)."""
         under = relative(root, path) if root is not None else None
         name, rel = root.name if root is not None else "workspace", under.as_posix() if under else path.name
         # the format's tokens count as in gather: the name and current path once, a separator and
@@ -514,8 +526,8 @@ class RepoCache:
             if used + n <= budget:
                 used += n
                 sent.append((where, body))
-        if python and root is not None:  # gather counts the header itself
-            ctx = gather(self.project(root), path, text, offset, budget - used + (header if snippets else 0), tokenize)
+        if found is not None and root is not None:  # gather counts the header itself
+            ctx = gather(self.project(root), path, text, budget - used + (header if snippets else 0), tokenize, found)
         else:
             ctx = RepoContext(name, rel, ())
         return RepoContext(ctx.name, ctx.path, ctx.files + tuple(sent))

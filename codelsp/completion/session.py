@@ -234,8 +234,8 @@ class CompletionSession:
         others = {u: t for u, t in self.open_texts().items() if unquote(u) != key}
         return self.neighbors.snapshot(key, others), doc.comment
 
-    def _repo_job(self, uri: str) -> Callable[[Any, str, int], RepoContext | None]:
-        """A function for the engine thread: (model, text, offset) -> the document's repository
+    def _repo_job(self, uri: str) -> Callable[[Any, str], RepoContext | None]:
+        """A function for the engine thread: (model, text) -> the document's repository
         context (completion/repo.py), None when off or outside the workspace."""
         settings = self.settings
         budget = settings.repo_context_tokens
@@ -243,7 +243,7 @@ class CompletionSession:
         roots = [Path(r) for r in self.roots()] if budget > 0 and path is not None else []
         snippets = self.snippets.get(uri, ())
 
-        def get(model: Any, text: str, offset: int) -> RepoContext | None:
+        def get(model: Any, text: str) -> RepoContext | None:
             if path is None or not (roots or snippets):
                 return None
             # the head may take half of the context the model runs with, less what
@@ -254,7 +254,7 @@ class CompletionSession:
                 self._capped.add((budget, cap))
                 log.info("repoContextTokens %d is more than half of the context (%d tokens%s): %d are used",
                          budget, context_size, ", less extraContextTokens" if settings.extra_context_tokens else "", cap)
-            return self.repo.context(uri, path, roots, text, offset, min(budget, cap), model.tokenize, snippets)
+            return self.repo.context(uri, path, roots, text, min(budget, cap), model.tokenize, snippets)
 
         return get
 
@@ -272,7 +272,7 @@ class CompletionSession:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, engine.model.tokenize, snap[1]) if snap else ""
             return alternatives(engine.model, uri, text, offset, settings, first, more, job.cancel, extra, self.anchors,
-                                repo(engine.model, text, offset))
+                                repo(engine.model, text))
 
         job = engine.submit(work, key=uri)
         self._pending_alternatives[uri] = (text, offset, job)
@@ -311,7 +311,7 @@ class CompletionSession:
             if taken:
                 log.debug("other files before %s: %s", uri, "; ".join(taken))
             return complete(engine.model, uri, text, offset, settings, job.cancel, extra, self.anchors,
-                            lambda so_far: progress(job, so_far), repo(engine.model, text, offset))
+                            lambda so_far: progress(job, so_far), repo(engine.model, text))
 
         def progress(job: Job, so_far: str) -> None:
             job.partial = so_far
@@ -477,7 +477,7 @@ class CompletionSession:
                 return None
             extra = extra_text(snap[0], settings.extra_context_tokens, model.tokenize, snap[1]) if snap else ""
             gen = warm(model, uri, text, offset, settings, job.cancel,
-                       lambda: engine.more_urgent(job), extra, self.anchors, evict=focus, repo=repo(model, text, offset))
+                       lambda: engine.more_urgent(job), extra, self.anchors, evict=focus, repo=repo(model, text))
             if gen is not None and gen.stop_reason == "paused":  # counted now, the rest after the urgent job
                 resumed = True
                 self._on_loop(count, gen.stats)

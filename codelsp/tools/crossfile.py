@@ -251,7 +251,7 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                         extra = extra_text(Snapshot(files, 0.0), budget, model.tokenize, "#")
                         info["files"] = len(files)
                     elif config == "repo":
-                        repo = gather(project, case.path, case.document, case.offset, budget, model.tokenize)
+                        repo = gather(project, case.path, case.document, budget, model.tokenize)
                         info["files"] = [p for p, _ in repo.files]
                     info["context"] = context_key(extra + (render_text(repo) if repo else ""))
                     row = logged.get((case.task_id, config) if config == "none" else (case.task_id, config, info["context"]))
