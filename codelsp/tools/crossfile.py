@@ -229,7 +229,7 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
     settings, problems = Settings().merged(options, "command line")
     if problems:
         raise error(problems[0])
-    budget = settings.repo_context_tokens or CROSS_BUDGET
+    budget = context_budget(options)
     logged = logged or {}
     # the arms with context get contextSize + budget, so that the current file's window is the one
     # `none` has (as with the default contextSize, where a file of a few thousand tokens fits whole
