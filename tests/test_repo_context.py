@@ -229,14 +229,15 @@ async def test_no_context_outside_the_workspace(tmp_path, model_factory):
 
 def test_cross_file_eval_on_a_generated_project(tmp_path, model_factory):
     """`codelsp eval --cross-file FOLDER`: the case is the line that uses helper(), and only the
-    repository context puts helper's file before it."""
+    repository context puts helper's file before it; the oracle arm puts only what the line uses
+    (helper, not LIMIT)."""
     import json
 
     make_project(tmp_path / "proj")
     doc = MAIN.replace("    \n", "    total = helper(x, 1)\n    return total\n")
     (tmp_path / "proj" / "pkg" / "main.py").write_text(doc)
     model = model_factory("qwen", answer="total = helper(x, 1)")
-    out = run_cli("eval", "--cross-file", str(tmp_path / "proj"), "--configs", "none,extra,repo", "--json",
+    out = run_cli("eval", "--cross-file", str(tmp_path / "proj"), "--configs", "none,extra,repo,oracle", "--json",
                   "--model", str(model.path), "--repo-context-tokens", "300")
     assert out.returncode == 0, out.stderr
     report = json.loads(out.stdout)
@@ -244,6 +245,7 @@ def test_cross_file_eval_on_a_generated_project(tmp_path, model_factory):
     case = report["per_case"][0]
     assert case["repo"]["files"] == ["pkg/consts.py", "pkg/util.py"] or case["repo"]["files"] == ["pkg/util.py", "pkg/consts.py"]
     assert case["extra"]["files"] == 2
+    assert case["oracle"]["files"] == ["pkg/util.py"]
     assert report["results"]["repo"]["exact"] == 1  # the generated model writes its answer
 
 

@@ -20,6 +20,9 @@ names from, in import order. Configurations, on the same model in one run:
 - `extra`: today's `extraContextTokens` (neighbors.py) with the first MAX_FILES open files,
   budget `repoContextTokens` (1024 when it is 0, the default);
 - `repo`: the repository context (completion/repo.py), the same budget;
+- `oracle` (only when --configs names it): the repository context made of just the definitions
+  the removed line itself uses (what a perfect retrieval would give; CrossCodeEval's "retrieval
+  with reference" plays this part): the ceiling of what choosing context can add;
 - `server`: llama.cpp's `llama-server` `/infill` asked llama.vim's way (tools/evalserver.py),
   its ring buffer `input_extra` = 64-line chunks of the open files from their tops, taken in turn
   from each file, at most RING_CHUNKS (llama.vim's ring_chunk_size and ring_n_chunks defaults).
@@ -59,7 +62,8 @@ PER_PROJECT = 60
 RING_CHUNKS, RING_LINES = 16, 64
 CROSS_CTX = 2048
 CROSS_BUDGET = 1024  # the context arms' budget in tokens when repoContextTokens is 0 (its default: off)
-CONFIGS = ("none", "extra", "repo", "server")
+CONFIGS = ("none", "extra", "repo", "server")  # the arms a run has unless --configs says otherwise
+KNOWN_CONFIGS = CONFIGS + ("oracle",)
 SKIP_PARTS = {"tests", "test", "docs", "doc", "examples", "benchmarks", "scripts"}
 _SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Return, ast.Raise, ast.Assert)
 
@@ -250,8 +254,9 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                         files = tuple((f.as_uri(), project.text(f) or "") for f in case.open_files[:MAX_FILES])
                         extra = extra_text(Snapshot(files, 0.0), budget, model.tokenize, "#")
                         info["files"] = len(files)
-                    elif config == "repo":
-                        repo = gather(project, case.path, case.document, budget, model.tokenize)
+                    elif config in ("repo", "oracle"):
+                        uses = oracle_uses(project, case) if config == "oracle" else None
+                        repo = gather(project, case.path, case.document, budget, model.tokenize, uses)
                         info["files"] = [p for p, _ in repo.files]
                     info["context"] = context_key(extra + (render_text(repo) if repo else ""))
                     row = logged.get((case.task_id, config) if config == "none" else (case.task_id, config, info["context"]))
@@ -266,6 +271,17 @@ def codelsp_answers(options: dict[str, Any], cases: list[Case], projects: dict[P
                 yield case, config, answer, info
     finally:
         engine.shutdown()
+
+
+def oracle_uses(project: Project, case: Case) -> list[Any]:
+    """The definitions (repo.Use) the removed line of `case` uses from other project files: the
+    names it reads that the document imports (its import lines stay in the document)."""
+    try:
+        tree = ast.parse(case.hole.strip())
+    except SyntaxError:
+        return []
+    read = {_dotted(n) for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load)}
+    return [u for u in imported_uses(project, case.path, case.document) if u.name in read]
 
 
 def context_key(text: str) -> str:
@@ -366,9 +382,9 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
     from codelsp.tools.evalserver import find_server_bin
 
     configs = [c.strip() for c in (args.configs or ",".join(CONFIGS)).split(",") if c.strip()]
-    unknown = [c for c in configs if c not in CONFIGS]
+    unknown = [c for c in configs if c not in KNOWN_CONFIGS]
     if unknown or not configs:
-        raise EvalError(f"--configs: unknown {', '.join(unknown) or 'empty list'}; known: {', '.join(CONFIGS)}")
+        raise EvalError(f"--configs: unknown {', '.join(unknown) or 'empty list'}; known: {', '.join(KNOWN_CONFIGS)}")
     given = args.file or args.path
     if given:
         folder = Path(given).expanduser()
@@ -477,7 +493,7 @@ def run_crossfile(args: argparse.Namespace, options: dict[str, Any]) -> int:
           f"model {model_path.name}, contextSize {options['contextSize']}, context budget {report['repo_context_tokens']} tokens"
           + (f"; {reused} answers from {args.log}" if reused else ""))
     labels = {"none": "no context", "extra": "extraContextTokens", "repo": "repository context",
-              "server": "llama-server (llama.vim ring)"}
+              "oracle": "oracle (the line's definitions)", "server": "llama-server (llama.vim ring)"}
     print(f"{'configuration':<30} {'exact match':>16} {'edit similarity':>16}")
     for c, s in sums.items():
         print(f"{labels[c]:<30} {100 * s['exact'] / n:6.1f}% ({s['exact']:>3}/{n}) {s['es'] / n:16.3f}")

@@ -152,7 +152,7 @@ def add_eval_parser(sub: Any, model_flags: Callable[[argparse.ArgumentParser], N
                    help="lines that use names defined in another file of real projects (sdists fetched into the cache; "
                         "or FILE: a folder of projects), exact match and edit similarity with no context, "
                         "extraContextTokens, the repository context and llama-server (tools/crossfile.py)")
-    e.add_argument("--configs", metavar="LIST", help="with --cross-file: the arms to run (default none,extra,repo,server)")
+    e.add_argument("--configs", metavar="LIST", help="with --cross-file: the arms to run (default none,extra,repo,server; also oracle: the definitions the removed line uses, the ceiling of choosing context)")
     e.add_argument("--resume", action="store_true",
                    help="with --cross-file and --log: answers the log already holds (same model and options) are "
                         "scored, not asked again; a long run can go on where it stopped")
