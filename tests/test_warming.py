@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from lsprotocol import types
 
 from codelsp.tools.lspclient import as_dict
@@ -117,3 +119,30 @@ async def test_a_stats_request_while_a_long_document_is_warmed_does_not_stop_the
     assert any(m.endswith("(paused)") for m in warms), warms  # the test did pause it
     assert held == totals["warmed"] > 1100, (held, totals)
     assert last["evaluated"] <= 1 and last["reused"] + last["evaluated"] == held, last
+
+
+async def test_a_warm_paused_while_the_draft_model_catches_up_goes_on_until_the_draft_has_it(demo_model):
+    """With `speculative: draft`, a warm evaluates the prompt in the model, then in the draft
+    model. A light request (`codelsp/stats`) landing in the draft model's part paused it there
+    for good: the base model reported a finished warm, and the first completion paid the draft
+    model the rest of the prompt. It goes back in the queue now, like a pause in the base part,
+    and the completion where it was warmed costs the draft model only a token or two.
+    SmolLM2-135M as its own draft model, one thread, a ~1,280-token prompt (three batches each);
+    the test's polling of `codelsp/stats` every 0.1 s lands in the draft's part (the debug log
+    shows it)."""
+    uri = "file:///w/long.py"
+    text = "".join(f"def helper_{i}(x):\n    return x * {i} + {i * 7}\n\n" for i in range(60))
+    async with lsp_server("--model", str(demo_model), "--threads", "1", "--max-tokens", "4", "--log-level", "debug",
+                          "--speculative", "draft", "--draft-model", str(demo_model), warm=True) as (client, _):
+        open_doc(client, uri, text)
+        await wait_for_total(client, uri, "warmed", 1100)
+        for _ in range(100):  # the warm is done when the draft model holds the prompt too
+            cache = as_dict((await stats(client, uri))["cache"])
+            if cache["draftPoolUsed"] >= 1100:
+                break
+            await asyncio.sleep(0.1)
+        await inline_at(client, uri, text.count("\n"), 0)  # where it was warmed: the document's end
+        last = as_dict((await stats(client, uri))["last"])
+        paused = [m.message for m in client.log_messages if m.message.startswith("draft model paused catching up")]
+    assert paused, "the test did not pause the draft model's catch-up"
+    assert last["draftEvaluated"] <= 2 + 2 * last["generated"], last

@@ -326,6 +326,8 @@ def warm(
         return None
     gen = model.generate(key, prompt, max_tokens=0, sampler=SamplerParams.from_settings(settings),
                          cancel=cancel, pause=pause)
+    if gen.stats.draft_paused:  # the draft model's catch-up paused: the warm is not done until it is
+        gen.stop_reason = "paused"
     log.debug("warmed %s: reused %d, evaluated %d tokens (%s)", key, gen.stats.reused, gen.stats.evaluated,
               gen.stop_reason)
     return gen

@@ -148,6 +148,9 @@ class ModelDrafter:
             self.on = False
             return []
         self.stats.draft_evaluated += gen.stats.evaluated
+        if gen.stop_reason == "paused":  # the next catch-up goes on from here (a warm is run again)
+            log.debug("draft model paused catching up with %s after %d tokens", self.key, gen.stats.evaluated)
+            self.stats.draft_paused = True
         out: list[int] = []
         for tok in gen.tokens:
             if tok >= limit:

@@ -42,6 +42,7 @@ class GenStats:
     accepted: int = 0  # of the drafted tokens, those the model would have picked itself (kept)
     verifies: int = 0  # batches that checked drafts (each also gives one token of the model's own)
     draft_evaluated: int = 0  # speculative "draft": tokens the draft model evaluated to catch up (engine/draft.py)
+    draft_paused: bool = False  # the draft model's catch-up stopped for a more urgent job (`pause`)
     prompt_ms: float = 0.0
     gen_ms: float = 0.0
     # greedy decoding on a local model: the natural log-probability of each token picked, in order
