@@ -26,6 +26,7 @@ import logging
 import math
 import re
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -478,18 +479,34 @@ class RepoCache:
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         import time
+        from concurrent.futures import ThreadPoolExecutor
 
         self._clock = clock or time.monotonic
         # key -> (signature, context, uses, the Project it was made from)
         self._docs: dict[str, tuple[tuple, RepoContext | None, tuple, Project | None]] = {}
         self._projects: dict[Path, tuple[float, Project]] = {}
+        self._reading: dict[Path, Future[Project]] = {}  # a project read again, off the engine thread
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="codelsp-repo")
 
     def project(self, root: Path) -> Project:
+        """The project of workspace folder `root`: read at its first use, then read again in a
+        thread once PROJECT_TTL_S have passed (a large workspace's listing takes a few hundred ms:
+        a keystroke never waits for it), the one read last until the new one is ready."""
         now = self._clock()
         kept = self._projects.get(root)
-        if kept is None or now - kept[0] > PROJECT_TTL_S:
-            kept = (now, Project(root))
-            self._projects[root] = kept
+        if kept is None:
+            kept = self._projects[root] = (now, Project(root))
+        elif now - kept[0] > PROJECT_TTL_S:
+            reading = self._reading.get(root)
+            if reading is None:
+                self._reading[root] = self._reader.submit(Project, root)
+            elif reading.done():
+                del self._reading[root]
+                try:
+                    kept = self._projects[root] = (now, reading.result())
+                except Exception as exc:  # an unreadable folder: keep what was read, try again later
+                    log.warning("could not read the workspace %s again: %s: %s", root, type(exc).__name__, exc)
+                    kept = self._projects[root] = (now, kept[1])
         return kept[1]
 
     def context(self, key: str, path: Path, roots: Sequence[Path], text: str, budget: int,
