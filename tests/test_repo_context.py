@@ -136,6 +136,21 @@ def test_workspace_rules_leave_out_ignored_binary_generated_huge_and_outside_fil
     assert cache.context("k", root / "pkg" / "main.py", [root], MAIN, 0, words) is None  # off
 
 
+def test_dot_dot_in_a_document_path_is_taken_out_before_it_is_placed(tmp_path):
+    """A client that sends `..` in a URI: `pkg/sub/../main.py` is pkg/main.py (its relative
+    import `.consts` resolves from pkg/), and `root/../outside.py` is outside the workspace (it
+    was taken for a file inside it and got the project's context)."""
+    from codelsp.completion.repo import RepoCache
+
+    root = tmp_path / "root"
+    make_project(root)
+    (tmp_path / "outside.py").write_text(MAIN)
+    cache = RepoCache()
+    ctx = cache.context("a", root / "pkg" / "sub" / ".." / "main.py", [root], MAIN, 400, words)
+    assert ctx is not None and [p for p, _ in ctx.files] == ["pkg/consts.py", "pkg/util.py"] and ctx.path == "pkg/main.py"
+    assert cache.context("b", root / ".." / "outside.py", [root], MAIN, 400, words) is None
+
+
 def test_a_context_is_kept_until_the_imports_change(tmp_path):
     main = make_project(tmp_path)
     cache = RepoCache()

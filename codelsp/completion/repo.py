@@ -26,6 +26,7 @@ import logging
 import math
 import re
 from collections import Counter
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -39,6 +40,7 @@ SHORT_LINES = 12  # a function this long or shorter goes in whole
 PART = 0.1
 MIN_CAP = 64
 REEXPORT_DEPTH = 2
+_CONTINUATION = re.compile(r"[\w\s,().\\]*$")  # what a line inside `from m import (...)` can hold
 _IMPORT_START = re.compile(r"[ \t]*(?:from[ \t]+\S+[ \t]+import\b|import[ \t]+\S)")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -163,6 +165,7 @@ def imported_uses(project: Project, path: Path, text: str) -> list[Use]:
     project's import roots only (Project); unresolvable imports (the standard library, other
     packages) give nothing."""
     tree = _parse(text)
+    whole = tree is not None
     if tree is None:
         tree = _parse_imports_only(text)
     uses: dict[str, Use] = {}
@@ -189,7 +192,7 @@ def imported_uses(project: Project, path: Path, text: str) -> list[Use]:
                 target = project.module_file(alias.name, 0, path)
                 if target is not None and target != path:
                     modules[alias.asname or alias.name] = target
-    if modules:
+    if modules and whole:
         for node in ast.walk(tree):
             if isinstance(node, ast.Attribute):
                 base = _dotted(node.value)
@@ -197,6 +200,12 @@ def imported_uses(project: Project, path: Path, text: str) -> list[Use]:
                     found = project.definition(modules[base], node.attr)
                     if found is not None:
                         _add(uses, f"{base}.{node.attr}", *found, path)
+    elif modules:  # the code does not parse (the user is typing): its `module.attr` uses, read as text
+        for base, module in modules.items():
+            for attr in dict.fromkeys(re.findall(rf"(?<![\w.]){re.escape(base)}\s*\.\s*([A-Za-z_]\w*)", text)):
+                found = project.definition(module, attr)
+                if found is not None:
+                    _add(uses, f"{base}.{attr}", *found, path)
     return list(uses.values())
 
 
@@ -216,6 +225,8 @@ def import_statements(text: str) -> list[str]:
         depth = line.count("(") - line.count(")")
         while (depth > 0 or stmt[-1].endswith("\\")) and i < len(lines) and len(stmt) < 64:
             nxt = lines[i].split("#", 1)[0]
+            if _IMPORT_START.match(nxt) or not _CONTINUATION.match(nxt):
+                break  # a parenthesis left open while typing: the next import or the code is not in it
             stmt.append(nxt.strip())
             depth += nxt.count("(") - nxt.count(")")
             i += 1
@@ -228,6 +239,8 @@ def _parse_imports_only(text: str) -> ast.Module:
     body: list[ast.stmt] = []
     for stmt in import_statements(text):
         t = _parse(stmt)
+        if t is None and stmt.count("(") > stmt.count(")"):  # being typed: `from m import (a, b`
+            t = _parse(stmt.rstrip().rstrip("\\") + ")")
         if t is not None:
             body.extend(t.body)
     return ast.Module(body=body, type_ignores=[])
@@ -443,6 +456,15 @@ def render_text(ctx: RepoContext, comment: str = "#") -> str:
 PROJECT_TTL_S = 30.0  # a workspace's file list and texts are read again after this, when needed
 
 
+def _sent(use: Use, sent: Sequence[tuple[str, str]], project: Project) -> bool:
+    """Whether a client snippet of the file that defines `use` (workspace-relative path) holds its
+    definition's first line already (a language server's definition of the same name)."""
+    where = relative(project.root, use.path)
+    lines = (project.text(use.path) or "").split("\n")[use.line:use.end + 1]
+    head = next((line.strip() for line in lines if not line.lstrip().startswith("@")), "")  # past its decorators
+    return bool(head) and where is not None and any(p == where.as_posix() and head in body for p, body in sent)
+
+
 def import_signature(text: str) -> tuple[str, ...]:
     """The import statements of a Python text (whitespace collapsed), in order: what decides its
     repository context."""
@@ -451,60 +473,84 @@ def import_signature(text: str) -> tuple[str, ...]:
 
 class RepoCache:
     """Each document's repository context, kept until its imports (or the budget) change, so the
-    prompt's head stays the same while the user types (engine/reuse.py then reuses it). Used on
-    the engine thread only."""
+    prompt's head stays the same while the user types (engine/reuse.py then reuses it), and
+    looked at again when the project is read again (PROJECT_TTL_S: a module written since, an
+    imported definition edited), rebuilt only when it differs. Used on the engine thread only."""
 
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
         import time
+        from concurrent.futures import ThreadPoolExecutor
 
         self._clock = clock or time.monotonic
-        self._docs: dict[str, tuple[tuple, RepoContext | None, tuple]] = {}  # key -> (signature, context, uses)
+        # key -> (signature, context, uses, the Project it was made from)
+        self._docs: dict[str, tuple[tuple, RepoContext | None, tuple, Project | None]] = {}
         self._projects: dict[Path, tuple[float, Project]] = {}
+        self._reading: dict[Path, Future[Project]] = {}  # a project read again, off the engine thread
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="codelsp-repo")
 
     def project(self, root: Path) -> Project:
+        """The project of workspace folder `root`: read at its first use, then read again in a
+        thread once PROJECT_TTL_S have passed (a large workspace's listing takes a few hundred ms:
+        a keystroke never waits for it), the one read last until the new one is ready."""
         now = self._clock()
         kept = self._projects.get(root)
-        if kept is None or now - kept[0] > PROJECT_TTL_S:
-            kept = (now, Project(root))
-            self._projects[root] = kept
+        if kept is None:
+            kept = self._projects[root] = (now, Project(root))
+        elif now - kept[0] > PROJECT_TTL_S:
+            reading = self._reading.get(root)
+            if reading is None:
+                self._reading[root] = self._reader.submit(Project, root)
+            elif reading.done():
+                del self._reading[root]
+                try:
+                    kept = self._projects[root] = (now, reading.result())
+                except Exception as exc:  # an unreadable folder: keep what was read, try again later
+                    log.warning("could not read the workspace %s again: %s: %s", root, type(exc).__name__, exc)
+                    kept = self._projects[root] = (now, kept[1])
         return kept[1]
 
     def context(self, key: str, path: Path, roots: Sequence[Path], text: str, budget: int,
                 tokenize: Tokenize, snippets: Sequence[tuple[str, str]] = ()) -> RepoContext | None:
         """The repository context of the document `key` (file `path`): the definitions it imports
         when it is a Python file inside one of `roots`, and the client's `snippets` ((path, text),
-        sent with `codelsp/context`; they take the budget first and go last, nearest the code);
-        None when off or when there is neither."""
+        sent with `codelsp/context`; they take the budget first and go last, nearest the code; a
+        definition a snippet of the same file holds is not put in twice); None when off or when
+        there is neither."""
         if budget <= 0:
             return None
         root = next((Path(r) for r in roots if inside(Path(r), path)), None)
         python = root is not None and path.suffix in (".py", ".pyi")
         if not python and not snippets:
             return None
+        text = text.replace("\r\n", "\n").replace("\r", "\n")  # LSP allows CR-only line ends
+        project = self.project(root) if python and root is not None else None
         sig = (root, import_signature(text) if python else (), budget, tuple(snippets))
         kept = self._docs.get(key)
-        if kept is not None and kept[0] == sig:
+        if kept is not None and kept[0] == sig and kept[3] is project:
             return kept[1]
         uses: tuple = ()
         try:
             found = None
-            if python and root is not None:
+            if project is not None:
                 # what the imports resolve to decides the context, not their text: typing an
                 # import of something outside the project (`import o`, `import os`) keeps it
-                project = self.project(root)
                 found = imported_uses(project, project_path(project, path), text)
                 uses = tuple((u.name, u.path, u.line, u.end) for u in found)
-                if kept is not None and kept[2] == uses and (kept[0][0], kept[0][2:]) == (sig[0], sig[2:]):
-                    self._docs[key] = (sig, kept[1], uses)
+                if kept is not None and kept[2] == uses and kept[3] is project and (kept[0][0], kept[0][2:]) == (sig[0], sig[2:]):
+                    self._docs[key] = (sig, kept[1], uses, project)
                     return kept[1]
             ctx = self._build(root, path, text, found, budget, tokenize, snippets)
+            if kept is not None and ctx == kept[1]:
+                ctx = kept[1]  # read again, the same: the prompt's head stays as it was
+            else:
+                log.debug("repository context of %s: %s", key, ", ".join(p for p, _ in ctx.files) or "no file fits")
         except ValueError:  # a path that cannot be made relative: leave the context out
             log.debug("no repository context for %s", path, exc_info=True)
             ctx = None
         except Exception as exc:  # never fail the completion over its context
             log.warning("no repository context for %s: %s: %s", path, type(exc).__name__, exc)
             ctx = None
-        self._docs[key] = (sig, ctx, uses)
+        self._docs[key] = (sig, ctx, uses, project)
         return ctx
 
     def _build(self, root: Path | None, path: Path, text: str, found: Sequence[Use] | None, budget: int,
@@ -526,7 +572,11 @@ class RepoCache:
             if used + n <= budget:
                 used += n
                 sent.append((where, body))
+            else:
+                log.debug("codelsp/context snippet %s (%d tokens) does not fit repoContextTokens %d", where, n, budget)
         if found is not None and root is not None:  # gather counts the header itself
+            have = [(p, b.replace("\r\n", "\n")) for p, b in sent]
+            found = [u for u in found if not _sent(u, have, self.project(root))]
             ctx = gather(self.project(root), path, text, budget - used + (header if snippets else 0), tokenize, found)
         else:
             ctx = RepoContext(name, rel, ())

@@ -95,10 +95,11 @@ def uri_path(uri: str) -> Path | None:
 
 
 def relative(root: Path, path: Path) -> Path | None:
-    """`path` relative to `root`, as written or else with both resolved (a symlinked workspace,
-    `..` in a URI), None when it is not under `root` either way."""
+    """`path` relative to `root`, as written (`..` taken out first: `root/../x` is not under
+    `root`) or else with both resolved (a symlinked workspace or file), None when it is not under
+    `root` either way."""
     try:
-        return Path(path).relative_to(root)
+        return Path(os.path.normpath(path)).relative_to(os.path.normpath(root))
     except ValueError:
         pass
     try:

@@ -10,7 +10,9 @@
 -- Settings use the camelCase keys of codelsp (the same as its command-line flags):
 -- model, instructModel, nGpuLayers, contextSize, maxTokens, candidates, promptCache, promptCacheBytes,
 -- temperature, topK, topP, repeatPenalty, seed, fimTemplate, fimOrder, timeoutMs, nThreads,
--- logLevel, systemPrompt. Later wins: defaults < init_options < settings.codelsp < flags in cmd.
+-- logLevel, systemPrompt, extraContextTokens, repoContextTokens (context from other files: off by
+-- default; the README's "Repository context"), and the rest of the README's settings.
+-- Later wins: defaults < init_options < settings.codelsp < flags in cmd.
 
 -- Opt-in (`send_definitions = true`, see editors/neovim/README.md): a second after the cursor
 -- rests, ask the OTHER language servers of the buffer for the definitions of the identifiers
