@@ -112,7 +112,11 @@ async def test_new_snippets_are_not_answered_from_a_suggestion_made_without_them
         await inline_at(client, uri, 5, 4)
         await inline_at(client, uri, 5, 4)
         assert as_dict((await stats(client, uri))["last"])["source"] == "typeThrough"  # kept: reused
-        client.protocol.notify("codelsp/context", {"textDocument": {"uri": uri}, "snippets": snippet})
+        # a snippet without a path (or a blank one) is left out, as one without text is
+        sent = snippet + [{"path": "", "text": "X = 1\n"}, {"path": "  ", "text": "Y = 2\n"}]
+        client.protocol.notify("codelsp/context", {"textDocument": {"uri": uri}, "snippets": sent})
         await inline_at(client, uri, 5, 4)
-        last = as_dict((await stats(client, uri))["last"])
+        got = await stats(client, uri)
+        last = as_dict(got["last"])
         assert last["source"] == "model" and last["evaluated"] > 10, last
+        assert as_dict(got["repoContext"])["files"][-1:] == ["lib/shapes.py"], got["repoContext"]

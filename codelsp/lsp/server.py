@@ -375,7 +375,7 @@ def create_server(cli_options: dict[str, Any] | None = None, ablate: frozenset[s
         snippets = []
         for item in raw[:MAX_SNIPPETS]:
             path, text = _field(item, "path"), _field(item, "text")
-            if isinstance(path, str) and isinstance(text, str) and text.strip():
+            if isinstance(path, str) and path.strip() and isinstance(text, str) and text.strip():
                 snippets.append((path, text[:MAX_SNIPPET_CHARS]))
         if len(snippets) < min(len(raw), MAX_SNIPPETS):
             log.debug("%s for %s: %d of %d snippets without a path or text left out", CONTEXT, uri,
