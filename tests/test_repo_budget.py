@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from codelsp.tools.lspclient import as_dict
-from support import inline_at, lsp_server, open_doc
+from support import inline_at, lsp_server, open_doc, stats
 
 BIG = "class Big:\n    \"\"\"A big class.\"\"\"\n\n" + "".join(
     f"    def method_{i}(self, first, second):\n        \"\"\"Method number {i}.\"\"\"\n        return first\n\n"
@@ -100,7 +100,6 @@ def test_typing_an_import_of_something_outside_the_project_keeps_the_context(tmp
 async def test_new_snippets_are_not_answered_from_a_suggestion_made_without_them(tmp_path, model_factory):
     """A suggestion kept for a place is reused when the user asks there again; after the client
     sends other snippets (codelsp/context) it was made with another context: the model is asked."""
-    from support import stats
     from test_repo_context import MAIN, make_project
 
     main = make_project(tmp_path)
@@ -120,3 +119,17 @@ async def test_new_snippets_are_not_answered_from_a_suggestion_made_without_them
         last = as_dict(got["last"])
         assert last["source"] == "model" and last["evaluated"] > 10, last
         assert as_dict(got["repoContext"])["files"][-1:] == ["lib/shapes.py"], got["repoContext"]
+
+
+async def test_an_untitled_document_gets_the_snippets_the_client_sends(model_factory):
+    """VS Code sends codelsp/context for any editor, an unsaved `untitled:` one too: its snippets
+    were dropped (no file path, so no repository context at all)."""
+    uri = "untitled:Untitled-1"
+    model = model_factory("qwen")
+    snippet = [{"path": "lib/shapes.py", "text": "def area(w, h):\n    return w * h\n"}]
+    async with lsp_server("--model", str(model.path), "--repo-context-tokens", "400") as (client, _):
+        open_doc(client, uri, "def run(x):\n    \n")
+        client.protocol.notify("codelsp/context", {"textDocument": {"uri": uri}, "snippets": snippet})
+        await inline_at(client, uri, 1, 4)
+        got = await stats(client, uri)
+    assert as_dict(got["repoContext"])["files"] == ["lib/shapes.py"], got["repoContext"]

@@ -242,9 +242,11 @@ class CompletionSession:
         path = uri_path(uri)
         roots = [Path(r) for r in self.roots()] if budget > 0 and path is not None else []
         snippets = self.snippets.get(uri, ())
+        # a document with no file (VS Code's `untitled:Untitled-1`) has the client's snippets only
+        where = path if path is not None else Path(uri.split(":", 1)[-1].rsplit("/", 1)[-1] or "untitled")
 
         def get(model: Any, text: str) -> RepoContext | None:
-            if path is None or not (roots or snippets):
+            if not (roots or snippets):
                 return None
             # the head may take half of the context the model runs with, less what
             # extraContextTokens takes: a larger budget is cut to that (said once), not dropped
@@ -254,7 +256,7 @@ class CompletionSession:
                 self._capped.add((budget, cap))
                 log.info("repoContextTokens %d is more than half of the context (%d tokens%s): %d are used",
                          budget, context_size, ", less extraContextTokens" if settings.extra_context_tokens else "", cap)
-            return self.repo.context(uri, path, roots, text, min(budget, cap), model.tokenize, snippets)
+            return self.repo.context(uri, where, roots, text, min(budget, cap), model.tokenize, snippets)
 
         return get
 
