@@ -337,15 +337,15 @@ def rank(uses: Sequence[Use], texts: Sequence[str], document: str) -> list[int]:
     document, not the lines around the cursor: a document keeps its context wherever the cursor
     goes (RepoCache), so it must serve the whole file, not where it happened to be built (the
     background warm-up builds it at the document's end)."""
-    near = everywhere = Counter(_IDENT.findall(document))
+    counts = Counter(_IDENT.findall(document))
     idf = _idf(list(texts) + [document])
     scores = []
     for i, (use, text) in enumerate(zip(uses, texts)):
         words = set(_IDENT.findall(text))
-        overlap = sum(idf(w) * near[w] / (near[w] + 1.2) for w in words if w in near)
+        overlap = sum(idf(w) * counts[w] / (counts[w] + 1.2) for w in words if w in counts)
         short = use.name.rsplit(".", 1)[-1]
-        direct = 3.0 * near[short] / (near[short] + 0.5) if near[short] else 0.0
-        scores.append((-(overlap + direct + math.log1p(everywhere[short])), i))
+        direct = 3.0 * counts[short] / (counts[short] + 0.5) if counts[short] else 0.0
+        scores.append((-(overlap + direct + math.log1p(counts[short])), i))
     return [i for _, i in sorted(scores)]
 
 
@@ -539,7 +539,7 @@ class RepoCache:
                 if kept is not None and kept[2] == uses and kept[3] is project and (kept[0][0], kept[0][2:]) == (sig[0], sig[2:]):
                     self._docs[key] = (sig, kept[1], uses, project)
                     return kept[1]
-            ctx = self._build(root, path, text, found, budget, tokenize, snippets)
+            ctx = self._build(root, project, path, text, found, budget, tokenize, snippets)
             if kept is not None and ctx == kept[1]:
                 ctx = kept[1]  # read again, the same: the prompt's head stays as it was
             else:
@@ -553,9 +553,10 @@ class RepoCache:
         self._docs[key] = (sig, ctx, uses, project)
         return ctx
 
-    def _build(self, root: Path | None, path: Path, text: str, found: Sequence[Use] | None, budget: int,
-               tokenize: Tokenize, snippets: Sequence[tuple[str, str]]) -> RepoContext:
-        """`found`: the imported definitions of a Python document in `root` (None: not one)."""
+    def _build(self, root: Path | None, project: Project | None, path: Path, text: str, found: Sequence[Use] | None,
+               budget: int, tokenize: Tokenize, snippets: Sequence[tuple[str, str]]) -> RepoContext:
+        """`found`: the imported definitions of a Python document in `project` (root `root`;
+        None: not one)."""
         under = relative(root, path) if root is not None else None
         name, rel = root.name if root is not None else "workspace", under.as_posix() if under else path.name
         # the format's tokens count as in gather: the name and current path once, a separator and
@@ -574,10 +575,10 @@ class RepoCache:
                 sent.append((where, body))
             else:
                 log.debug("codelsp/context snippet %s (%d tokens) does not fit repoContextTokens %d", where, n, budget)
-        if found is not None and root is not None:  # gather counts the header itself
+        if found is not None and project is not None:  # gather counts the header itself
             have = [(p, b.replace("\r\n", "\n")) for p, b in sent]
-            found = [u for u in found if not _sent(u, have, self.project(root))]
-            ctx = gather(self.project(root), path, text, budget - used + (header if snippets else 0), tokenize, found)
+            found = [u for u in found if not _sent(u, have, project)]
+            ctx = gather(project, path, text, budget - used + (header if snippets else 0), tokenize, found)
         else:
             ctx = RepoContext(name, rel, ())
         return RepoContext(ctx.name, ctx.path, ctx.files + tuple(sent))

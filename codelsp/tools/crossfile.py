@@ -162,8 +162,7 @@ def cases_of(project: Project, path: Path) -> list[Case]:
             code = line.strip()
             if not 8 <= len(code) <= 120 or line[:stmt.col_offset].strip() or "#" in code:
                 continue
-            used = {_dotted(n) for n in ast.walk(stmt)
-                    if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load)}
+            used = _read_names(stmt)
             if {u for u in used & names if u.split(".", 1)[0] not in local}:
                 rows.add(stmt.lineno - 1)
     rel = path.relative_to(project.root).as_posix()
@@ -280,8 +279,13 @@ def oracle_uses(project: Project, case: Case) -> list[Any]:
         tree = ast.parse(case.hole.strip())
     except SyntaxError:
         return []
-    read = {_dotted(n) for n in ast.walk(tree) if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load)}
+    read = _read_names(tree)
     return [u for u in imported_uses(project, case.path, case.document) if u.name in read]
+
+
+def _read_names(node: ast.AST) -> set[str | None]:
+    """The names and dotted attributes (`mod.attr`) `node` reads: what a case's line uses."""
+    return {_dotted(n) for n in ast.walk(node) if isinstance(n, (ast.Name, ast.Attribute)) and isinstance(n.ctx, ast.Load)}
 
 
 def context_key(text: str) -> str:
